@@ -1,0 +1,388 @@
+"""The ``gbplatform`` command: ``config``, ``migrate``, ``run`` and ``simulate``.
+
+The reactor is imported only inside ``run`` (after installing epoll), and the
+modules behind ``migrate``, ``run`` and ``simulate`` are imported lazily, so
+``gbplatform config`` and ``--version`` work without touching the network
+stack or the database.
+"""
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any, cast
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from zope.interface import provider
+
+from gbplatform import __version__
+from gbplatform.config import Config, ConfigError, LogConfig, load_config
+from gbplatform.ids import is_gb_id
+
+__all__ = ["build_parser", "main", "make_log_observer", "serve"]
+
+log = Logger()
+
+PROG = "gbplatform"
+EXIT_USAGE = 2
+CONFIG_ENV = "GBP_CONFIG"
+
+
+# --------------------------------------------------------------------------
+# Argument parsing
+# --------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _gb_id(text: str) -> str:
+    if not is_gb_id(text):
+        raise argparse.ArgumentTypeError(f"expected a 20-digit GB/T 28181 ID, got {text!r}")
+    return text
+
+
+def _domain(text: str) -> str:
+    if len(text) != 10 or not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a 10-digit SIP domain, got {text!r}")
+    return text
+
+
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+def simulated_device_ids(first_id: str, count: int) -> list[str]:
+    """Device IDs for the simulator: ``first_id`` then +1 in the last 7 digits.
+
+    The first 13 digits (civil code, industry, type; GB/T 28181-2016 Annex D)
+    stay fixed; raises ValueError if the sequence would need an eighth digit.
+    """
+    head, seq = first_id[:13], int(first_id[13:])
+    if seq + count - 1 > 9_999_999:
+        raise ValueError(
+            f"--first-id {first_id} leaves room for {10_000_000 - seq} devices, not {count}"
+        )
+    return [f"{head}{seq + i:07d}" for i in range(count)]
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", default=None,
+        help=f"TOML configuration file (default: ${CONFIG_ENV}, else built-in defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="GB/T 28181 video surveillance platform."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print the effective configuration as TOML")
+    _add_config_option(p)
+    p.add_argument("--show-secrets", action="store_true", help="do not mask passwords/tokens")
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    _add_config_option(p)
+    p.add_argument("--revision", default="head", help="target revision (default: head)")
+
+    p = sub.add_parser("run", help="run the platform")
+    _add_config_option(p)
+
+    p = sub.add_parser("simulate", help="simulate GB/T 28181 devices against a platform")
+    p.add_argument("--server", type=_host_port, default="127.0.0.1:5060", metavar="HOST:PORT")
+    p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    p.add_argument("--devices", type=_positive_int, default=1, metavar="N")
+    p.add_argument("--channels", type=_non_negative_int, default=4, metavar="M",
+                   help="channels (cameras) per device")
+    p.add_argument("--first-id", type=_gb_id, default="34020000001320000001",
+                   help="ID of the first device; the next ones add 1 to the last 7 digits")
+    p.add_argument("--password", default="12345678", help="digest password")
+    p.add_argument("--domain", type=_domain, default="3402000000", help="SIP domain / realm")
+    p.add_argument("--server-id", type=_gb_id, default="34020000002000000001")
+    p.add_argument("--local-host", default="127.0.0.1")
+    p.add_argument("--local-port-base", type=_non_negative_int, default=0,
+                   help="first local port, +1 per device (0 = ephemeral)")
+    p.add_argument("--keepalive-interval", type=_positive_int, default=60, metavar="SECONDS")
+    p.add_argument("--expires", type=_positive_int, default=3600, metavar="SECONDS")
+    p.add_argument("--catalog-per-message", type=_positive_int, default=2, metavar="N",
+                   help="catalog items per MESSAGE (GB/T 28181-2016 §A.2.6)")
+    p.add_argument("--vendor", choices=("generic", "exosip", "hikvision", "pjsua"),
+                   default="generic", help="vendor quirk set")
+    p.add_argument("--charset", choices=("GB2312", "UTF-8"), default="GB2312",
+                   help="MANSCDP body encoding")
+    p.add_argument("--name-prefix", default="Camera", help="prefix of channel names")
+    p.add_argument("--duration", type=_non_negative_float, default=0.0, metavar="SECONDS",
+                   help="stop after this long (0 = forever)")
+    return parser
+
+
+# --------------------------------------------------------------------------
+# Logging
+# --------------------------------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+def _json_line_observer(stream: IO[str]) -> Any:
+    """One JSON object per line: time, level, namespace, message and the event's fields."""
+
+    def observe(event: dict[str, Any]) -> None:
+        record: dict[str, Any] = {
+            "time": datetime.fromtimestamp(event.get("log_time", 0.0), UTC).isoformat(),
+            "level": event["log_level"].name if "log_level" in event else "info",
+            "namespace": event.get("log_namespace", ""),
+            "message": formatEvent(event),
+        }
+        for key, value in event.items():
+            if not key.startswith("log_") and key not in record:
+                record[key] = _json_value(value)
+        failure = event.get("log_failure")
+        if failure is not None:
+            record["traceback"] = failure.getTraceback()
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        stream.flush()
+
+    return provider(ILogObserver)(observe)
+
+
+def make_log_observer(config: LogConfig, stream: IO[str]) -> ILogObserver:
+    """The stdout observer for ``[log]``: text or JSON lines, filtered by level."""
+    inner: Any = (
+        _json_line_observer(stream) if config.format == "json" else textFileLogObserver(stream)
+    )
+    predicate: Any = LogLevelFilterPredicate(
+        defaultLogLevel=LogLevel.levelWithName(config.level)
+    )
+    return cast(ILogObserver, FilteringLogObserver(inner, [predicate]))
+
+
+_STDLIB_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _StdlibToTwisted(logging.Handler):
+    """Forwards ``logging`` records (from the sans-IO ``sip``/``media`` cores) to twisted.logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.CRITICAL:
+            level = LogLevel.critical
+        elif record.levelno >= logging.ERROR:
+            level = LogLevel.error
+        elif record.levelno >= logging.WARNING:
+            level = LogLevel.warn
+        elif record.levelno >= logging.INFO:
+            level = LogLevel.info
+        else:
+            level = LogLevel.debug
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        Logger(namespace=record.name).emit(level, "{text}", text=text)
+
+
+def _setup_logging(config: LogConfig) -> None:
+    globalLogBeginner.beginLoggingTo(
+        [make_log_observer(config, sys.stdout)], redirectStandardIO=False
+    )
+    root = logging.getLogger()
+    root.setLevel(_STDLIB_LEVELS[config.level])
+    root.addHandler(_StdlibToTwisted())
+
+
+# --------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get(CONFIG_ENV) or None
+    return load_config(path, os.environ)
+
+
+def _ensure_data_dir(config: Config) -> None:
+    # SQLite does not create missing parent directories.
+    os.makedirs(config.storage.data_dir, exist_ok=True)
+
+
+def _migrate(config: Config, revision: str) -> None:
+    from gbplatform.db.migrate import upgrade
+
+    _ensure_data_dir(config)
+    upgrade(config.database_url, revision)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    sys.stdout.write(config.to_toml(show_secrets=args.show_secrets))
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    config = _load(args)
+    _migrate(config, args.revision)
+    print(f"{PROG}: database migrated to {args.revision}")
+    return 0
+
+
+def _install_reactor() -> None:
+    """Prefer epoll; must run before anything imports ``twisted.internet.reactor``."""
+    if "twisted.internet.reactor" in sys.modules:
+        return
+    try:
+        from twisted.internet import epollreactor
+    except ImportError:
+        log.info("epoll is not available; using the default reactor")
+        return
+    install: Callable[[], None] = epollreactor.install
+    install()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    _setup_logging(config.log)
+    _install_reactor()
+    from twisted.internet import reactor
+
+    return serve(config, reactor)
+
+
+def serve(
+    config: Config,
+    reactor: Any,
+    install_signals: Callable[[Any], None] | None = None,
+) -> int:
+    """Migrate, build the service, run ``reactor`` until it stops; returns the exit code.
+
+    ``install_signals`` defaults to handlers for SIGTERM/SIGINT that stop the
+    reactor once; tests pass a no-op so no process-wide handler is touched.
+    """
+    log.info(
+        "gbplatform {version} starting: SIP {sip_id} on {host}:{port} ({transports})",
+        version=__version__, sip_id=config.sip.id, host=config.sip.host,
+        port=config.sip.port, transports="/".join(config.sip.transports),
+    )
+    _migrate(config, "head")
+    from gbplatform.service import make_service
+
+    service = make_service(config, reactor)
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.callWhenRunning(install_signals or _install_signal_handlers, reactor)
+    reactor.run()
+    log.info("gbplatform stopped")
+    return 0
+
+
+def _install_signal_handlers(reactor: Any) -> None:
+    # Installed once the reactor runs so they replace Twisted's defaults and
+    # a second signal during a slow shutdown is logged rather than re-stopping.
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        name = signal.Signals(signum).name
+        if stopping:
+            log.warn("received {signal} again; already shutting down", signal=name)
+            return
+        stopping = True
+        log.info("received {signal}; shutting down", signal=name)
+        reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    try:
+        args.device_ids = simulated_device_ids(args.first_id, args.devices)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    simulator = importlib.import_module("gbplatform.simulator")
+    result = simulator.main(args)
+    return result if isinstance(result, int) else 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "config": _cmd_config,
+    "migrate": _cmd_migrate,
+    "run": _cmd_run,
+    "simulate": _cmd_simulate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gbplatform`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        # argparse exits for --help/--version (0) and usage errors (2).
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,627 @@
+"""Platform settings: a TOML file, then ``GBP_<SECTION>_<KEY>`` environment overrides.
+
+Theory of operation
+-------------------
+Each ``[section]`` of the file is a frozen dataclass; ``Config`` holds one of
+each.  Every field carries a ``_Spec`` in its metadata (kind, what a valid value
+looks like, a normaliser/validator and a one-line description), so loading,
+error messages, ``Config.to_toml()`` and ``config_reference()`` are all driven
+by the same table and cannot drift apart.
+
+Loading is strict on purpose: an unknown section or key, a value of the wrong
+type or out of range raises ``ConfigError`` with one line that names the key and
+where the value came from, e.g.::
+
+    sip.port: expected an integer 1-65535, got 'abc' (from GBP_SIP_PORT)
+
+Environment variables always arrive as strings and are parsed per kind
+(booleans accept true/false/1/0/yes/no, lists are comma-separated).  Variables
+whose section part is not a known section (``GBP_CONFIG``, test settings…) are
+left alone; a known section with an unknown key is a typo and is rejected.
+"""
+
+import dataclasses
+import difflib
+import ipaddress
+import math
+import os.path
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from gbplatform import __version__
+from gbplatform.ids import is_gb_id
+
+__all__ = [
+    "ApiConfig",
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "HttpConfig",
+    "LogConfig",
+    "SipConfig",
+    "StorageConfig",
+    "config_reference",
+    "env_var_name",
+    "load_config",
+]
+
+_T = TypeVar("_T")
+
+ENV_PREFIX = "GBP_"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; ``str(error)`` is one line naming the key."""
+
+
+# --------------------------------------------------------------------------
+# Field specifications
+# --------------------------------------------------------------------------
+
+_STRING = "string"
+_INTEGER = "integer"
+_FLOAT = "float"
+_BOOLEAN = "boolean"
+_STRING_LIST = "list of strings"
+
+_TRUE_WORDS = frozenset({"true", "1", "yes"})
+_FALSE_WORDS = frozenset({"false", "0", "no"})
+_ENV_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    kind: str
+    expected: str
+    check: Callable[[Any], Any]
+    doc: str
+    secret: bool = False
+
+
+def _opt(
+    default: _T,
+    kind: str,
+    expected: str,
+    doc: str,
+    check: Callable[[Any], Any] | None = None,
+    secret: bool = False,
+) -> _T:
+    spec = _Spec(kind, expected, check or (lambda v: v), doc, secret)
+    return field(default=default, metadata={"spec": spec})
+
+
+def _int_range(lo: int, hi: int | None = None) -> Callable[[int], int]:
+    def check(v: int) -> int:
+        if v < lo or (hi is not None and v > hi):
+            raise ValueError(v)
+        return v
+
+    return check
+
+
+def _positive_float(v: float) -> float:
+    if not v > 0:
+        raise ValueError(v)
+    return v
+
+
+def _one_of(*choices: str, aliases: Mapping[str, str] | None = None) -> Callable[[str], str]:
+    def check(v: str) -> str:
+        v = v.strip().lower()
+        v = (aliases or {}).get(v, v)
+        if v not in choices:
+            raise ValueError(v)
+        return v
+
+    return check
+
+
+def _subset_of(*choices: str) -> Callable[[list[str]], tuple[str, ...]]:
+    canonical = {c.lower(): c for c in choices}
+
+    def check(v: list[str]) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in v:
+            name = canonical.get(item.strip().lower())
+            if name is None:
+                raise ValueError(item)
+            if name not in out:
+                out.append(name)
+        if not out:
+            raise ValueError(v)
+        return tuple(out)
+
+    return check
+
+
+def _digits(n: int) -> Callable[[str], str]:
+    pattern = re.compile(rf"[0-9]{{{n}}}")
+
+    def check(v: str) -> str:
+        if pattern.fullmatch(v) is None:
+            raise ValueError(v)
+        return v
+
+    return check
+
+
+def _gb_id(v: str) -> str:
+    if not is_gb_id(v):
+        raise ValueError(v)
+    return v
+
+
+def _ip(v: str) -> str:
+    return str(ipaddress.ip_address(v.strip()))
+
+
+def _ip_or_empty(v: str) -> str:
+    return _ip(v) if v.strip() else ""
+
+
+def _header_text(v: str) -> str:
+    # A CR/LF here would inject SIP header lines (RFC 3261 §25.1 TEXT-UTF8).
+    if not v or any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+        raise ValueError(v)
+    return v
+
+
+_DB_URL = re.compile(r"(?:sqlite|postgresql)(?:\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
+
+
+def _database_url(v: str) -> str:
+    v = v.strip()
+    if v and _DB_URL.fullmatch(v) is None:
+        raise ValueError(v)
+    return v
+
+
+def _path(v: str) -> str:
+    if not v.strip():
+        raise ValueError(v)
+    return os.path.expanduser(v)
+
+
+_PORT = "an integer 1-65535"
+_POSITIVE = "an integer >= 1"
+_BOOL = "a boolean (true/false/1/0/yes/no)"
+
+
+# --------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    """``[sip]``: the SIP server (GB/T 28181-2016 §9)."""
+
+    id: str = _opt(
+        "34020000002000000001", _STRING, "a 20-digit GB/T 28181 ID",
+        "Platform SIP ID, 20 digits (GB/T 28181-2016 Annex D; type 200).", _gb_id,
+    )
+    domain: str = _opt(
+        "3402000000", _STRING, "a 10-digit SIP domain",
+        "SIP domain and digest realm: usually the first 10 digits of sip.id.", _digits(10),
+    )
+    password: str = _opt(
+        "12345678", _STRING, "a string",
+        "Global device password; empty: only pre-added devices with their own password.",
+        secret=True,
+    )
+    host: str = _opt("0.0.0.0", _STRING, "an IP address", "Address the SIP server listens on.", _ip)
+    port: int = _opt(5060, _INTEGER, _PORT, "SIP port (UDP and TCP).", _int_range(1, 65535))
+    external_ip: str = _opt(
+        "", _STRING, "an IP address or empty",
+        "Address put in SDP and Contact; empty: sip.host, or 127.0.0.1 if that is 0.0.0.0.",
+        _ip_or_empty,
+    )
+    transports: tuple[str, ...] = _opt(
+        ("udp", "tcp"), _STRING_LIST, 'a non-empty list of "udp", "tcp"',
+        "SIP transports to listen on.", _subset_of("udp", "tcp"),
+    )
+    register_policy: str = _opt(
+        "password", _STRING, 'one of "password", "pre_added", "open"',
+        "password: global or per-device password; pre_added: only devices created "
+        "in the API; open: no authentication (lab use).",
+        _one_of("password", "pre_added", "open"),
+    )
+    strict_id: bool = _opt(True, _BOOLEAN, _BOOL, "Accept only 20-digit device IDs.")
+    register_expires_max: int = _opt(
+        3600, _INTEGER, _POSITIVE, "Longest REGISTER Expires granted, seconds.", _int_range(1)
+    )
+    register_expires_min: int = _opt(
+        60, _INTEGER, _POSITIVE,
+        "Shortest REGISTER Expires accepted (423 below it, RFC 3261 §10.3), seconds.",
+        _int_range(1),
+    )
+    keepalive_interval: int = _opt(
+        60, _INTEGER, _POSITIVE, "Expected keepalive interval, seconds.", _int_range(1)
+    )
+    keepalive_count: int = _opt(
+        3, _INTEGER, _POSITIVE,
+        "Missed keepalives before a device is offline (a device's BasicParam overrides).",
+        _int_range(1),
+    )
+    nonce_ttl: int = _opt(
+        300, _INTEGER, _POSITIVE, "Lifetime of a digest nonce, seconds.", _int_range(1)
+    )
+    digest_algorithms: tuple[str, ...] = _opt(
+        ("MD5",), _STRING_LIST, 'a non-empty list of "MD5", "SHA-256"',
+        "Digest algorithms offered, in order (RFC 8760).", _subset_of("MD5", "SHA-256"),
+    )
+    date_header: bool = _opt(
+        True, _BOOLEAN, _BOOL,
+        "Send a Date header in REGISTER 200 OK for device time sync (GB/T 28181-2016 §9.10).",
+    )
+    trace_size: int = _opt(
+        200, _INTEGER, "an integer >= 0", "SIP messages kept per device in the trace.",
+        _int_range(0),
+    )
+    query_timeout: float = _opt(
+        10.0, _FLOAT, "a number > 0", "Timeout for DeviceInfo/DeviceStatus queries, seconds.",
+        _positive_float,
+    )
+    catalog_timeout: float = _opt(
+        30.0, _FLOAT, "a number > 0", "Timeout for a whole Catalog query, seconds.",
+        _positive_float,
+    )
+    user_agent: str = _opt(
+        f"gbplatform/{__version__}", _STRING, "a non-empty single-line string",
+        "User-Agent header value.", _header_text,
+    )
+
+    @property
+    def advertised_ip(self) -> str:
+        """The address other parties should reach us at (SDP ``c=``, Contact)."""
+        if self.external_ip:
+            return self.external_ip
+        try:
+            addr = ipaddress.ip_address(self.host)
+        except ValueError:
+            return self.host
+        if addr.is_unspecified:
+            return "::1" if addr.version == 6 else "127.0.0.1"
+        return self.host
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """``[http]``: the API and web console listener."""
+
+    host: str = _opt("0.0.0.0", _STRING, "an IP address", "Address the HTTP API listens on.", _ip)
+    port: int = _opt(8080, _INTEGER, _PORT, "HTTP API port.", _int_range(1, 65535))
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """``[api]``: API authentication."""
+
+    token: str = _opt(
+        "", _STRING, "a string",
+        "Bearer token; empty: generated at first start, stored in <data_dir>/api_token.",
+        secret=True,
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """``[database]``: the registry database."""
+
+    url: str = _opt(
+        "", _STRING, 'empty, "sqlite:///..." or "postgresql://..."',
+        "Database URL; empty: sqlite:///<data_dir>/gbplatform.db.", _database_url,
+    )
+    pool_size: int = _opt(
+        4, _INTEGER, _POSITIVE, "Database threads/connections.", _int_range(1)
+    )
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """``[storage]``: local state."""
+
+    data_dir: str = _opt(
+        "./data", _STRING, "a non-empty path",
+        "Directory for the SQLite database, API token and recordings.", _path,
+    )
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: logging to stdout."""
+
+    level: str = _opt(
+        "info", _STRING, 'one of "debug", "info", "warn", "error", "critical"',
+        "Lowest level logged.",
+        _one_of("debug", "info", "warn", "error", "critical", aliases={"warning": "warn"}),
+    )
+    format: str = _opt(
+        "text", _STRING, 'one of "text", "json"', "text, or json (one object per line).",
+        _one_of("text", "json"),
+    )
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*(@)")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; build it with ``load_config``."""
+
+    sip: SipConfig = field(default_factory=SipConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL to use.
+
+        Empty means SQLite in the data directory.  A plain ``postgresql://``
+        is pinned to psycopg 3, the driver we ship (SQLAlchemy's default for
+        that scheme is psycopg2).
+        """
+        url = self.database.url
+        if not url:
+            return "sqlite:///" + os.path.join(self.storage.data_dir, "gbplatform.db")
+        if url.startswith("postgresql://"):
+            return "postgresql+psycopg://" + url[len("postgresql://"):]
+        return url
+
+    @property
+    def api_token_path(self) -> str:
+        """Where a generated API token is kept when ``api.token`` is empty."""
+        return os.path.join(self.storage.data_dir, "api_token")
+
+    def to_toml(self, show_secrets: bool = False) -> str:
+        """The effective configuration as TOML that ``load_config`` reads back.
+
+        Secrets (``sip.password``, ``api.token``, a password inside
+        ``database.url``) are shown as ``***`` unless ``show_secrets``.
+        """
+        lines = [f"# Effective gbplatform {__version__} configuration."]
+        for section, obj in _section_objects(self):
+            lines += ["", f"[{section}]"]
+            for f in dataclasses.fields(obj):
+                spec: _Spec = f.metadata["spec"]
+                value = getattr(obj, f.name)
+                if not show_secrets:
+                    if spec.secret and value:
+                        value = "***"
+                    elif section == "database" and f.name == "url":
+                        value = _URL_PASSWORD.sub(r"\1***\2", value)
+                lines.append(f"# {spec.doc}")
+                lines.append(f"{f.name} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "sip": SipConfig,
+    "http": HttpConfig,
+    "api": ApiConfig,
+    "database": DatabaseConfig,
+    "storage": StorageConfig,
+    "log": LogConfig,
+}
+
+
+def _section_objects(config: Config) -> list[tuple[str, Any]]:
+    return [(name, getattr(config, name)) for name in _SECTIONS]
+
+
+def _specs(cls: type[Any]) -> dict[str, _Spec]:
+    return {f.name: f.metadata["spec"] for f in dataclasses.fields(cls)}
+
+
+# --------------------------------------------------------------------------
+# TOML output
+# --------------------------------------------------------------------------
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_str(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_str(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot render {value!r} as TOML")
+
+
+def config_reference() -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, description)`` for every setting, for the docs.
+
+    ``key`` is ``section.name``; its environment variable is ``env_var_name(key)``.
+    ``default`` is rendered as a TOML literal.
+    """
+    rows = []
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            spec: _Spec = f.metadata["spec"]
+            rows.append((f"{section}.{f.name}", spec.kind, _toml_value(f.default), spec.doc))
+    return rows
+
+
+def env_var_name(key: str) -> str:
+    """``"sip.port"`` -> ``"GBP_SIP_PORT"``."""
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _convert(kind: str, raw: Any, from_env: bool) -> Any:
+    """Turn a file or environment value into the field's Python type, or raise ValueError."""
+    if kind == _STRING:
+        if not isinstance(raw, str):
+            raise ValueError(raw)
+        return raw
+    if kind == _INTEGER:
+        if from_env:
+            if _ENV_INTEGER.fullmatch(raw.strip()) is None:
+                raise ValueError(raw)
+            return int(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValueError(raw)
+        return raw
+    if kind == _FLOAT:
+        if from_env:
+            value = float(raw)
+        elif isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ValueError(raw)
+        else:
+            value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)
+        return value
+    if kind == _BOOLEAN:
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower() if isinstance(raw, str | int) else None
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise ValueError(raw)
+    if kind == _STRING_LIST:
+        if from_env:
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            raise ValueError(raw)
+        return raw
+    raise AssertionError(f"unknown kind {kind!r}")
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: invalid TOML: {_one_line(str(e))}") from e
+
+
+def load_config(path: str | None, env: Mapping[str, str]) -> Config:
+    """Defaults, then the TOML file at ``path`` (if any), then ``GBP_*`` variables in ``env``.
+
+    Raises ``ConfigError`` (one line, naming the key and the source) on any
+    unknown section or key, wrongly typed or out-of-range value.
+    """
+    # section -> key -> (raw value, source, came from the environment)
+    given: dict[str, dict[str, tuple[Any, str, bool]]] = {name: {} for name in _SECTIONS}
+
+    if path is not None:
+        for section, table in _read_toml(path).items():
+            cls = _SECTIONS.get(section)
+            if cls is None:
+                hint = _did_you_mean(section, list(_SECTIONS))
+                raise ConfigError(f"{section}: unknown section (from {path}){hint}")
+            if not isinstance(table, dict):
+                raise ConfigError(f"{section}: expected a table, got {table!r} (from {path})")
+            specs = _specs(cls)
+            for key, value in table.items():
+                if key not in specs:
+                    hint = _did_you_mean(key, list(specs))
+                    raise ConfigError(f"{section}.{key}: unknown key (from {path}){hint}")
+                given[section][key] = (value, path, False)
+
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, key = name[len(ENV_PREFIX):].partition("_")
+        section, key = section.lower(), key.lower()
+        cls = _SECTIONS.get(section)
+        if cls is None:
+            continue
+        specs = _specs(cls)
+        if key not in specs:
+            hint = _did_you_mean(key, list(specs))
+            raise ConfigError(f"{section}.{key}: unknown key (from {name}){hint}")
+        given[section][key] = (env[name], name, True)
+
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        specs = _specs(cls)
+        values: dict[str, Any] = {}
+        for key, (raw, source, from_env) in given[section].items():
+            spec = specs[key]
+            try:
+                values[key] = spec.check(_convert(spec.kind, raw, from_env))
+            except ValueError:
+                raise ConfigError(
+                    f"{section}.{key}: expected {spec.expected}, got {raw!r} (from {source})"
+                ) from None
+        sections[section] = cls(**values)
+    config = Config(**sections)
+    _check_consistency(config, given)
+    return config
+
+
+def _check_consistency(
+    config: Config, given: dict[str, dict[str, tuple[Any, str, bool]]]
+) -> None:
+    """Rules that involve two keys; the error names the key set last."""
+
+    def source(section: str, *keys: str) -> str:
+        for key in keys:
+            if key in given[section]:
+                return given[section][key][1]
+        return "default"
+
+    sip = config.sip
+    if sip.register_expires_min > sip.register_expires_max:
+        src = source("sip", "register_expires_min", "register_expires_max")
+        raise ConfigError(
+            f"sip.register_expires_min: expected an integer <= sip.register_expires_max "
+            f"({sip.register_expires_max}), got {sip.register_expires_min} (from {src})"
+        )
+    http = config.http
+    if "tcp" in sip.transports and http.port == sip.port and _hosts_overlap(sip.host, http.host):
+        src = source("http", "port", "host") if given["http"] else source("sip", "port", "host")
+        raise ConfigError(
+            f"http.port: {http.port} is also the SIP TCP port (sip.port) on the same "
+            f"address (from {src})"
+        )
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    try:
+        addr_a, addr_b = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    return addr_a == addr_b or addr_a.is_unspecified or addr_b.is_unspecified

@@ -1,0 +1,306 @@
+"""Engine construction and the ``Database.run`` bridge from Twisted to SQLAlchemy.
+
+Theory of operation: SQLAlchemy is synchronous, the reactor must never block.
+Every unit of database work is a plain function ``fn(session, *args)`` (by
+convention named ``*_txn``, see :mod:`gbplatform.db.queries`) that knows
+nothing of Twisted.  :meth:`Database.run` hands it to a :class:`Runner`, which
+executes it off the reactor thread and returns a ``Deferred``.  ``run`` owns the
+transaction scope: it opens a session, commits on success, rolls back on error
+and retries once when PostgreSQL reports a serialization failure or a lost
+connection (so ``*_txn`` functions must be safe to run twice).
+
+SQLite allows one writer at a time; a pool with more than one thread only
+produces "database is locked" errors, so :meth:`ThreadPoolRunner.for_engine`
+caps SQLite at one thread.  PostgreSQL may use several.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+__all__ = [
+    "Database",
+    "DatabaseService",
+    "InlineRunner",
+    "Runner",
+    "ThreadPoolRunner",
+    "make_engine",
+    "normalize_url",
+]
+
+log = Logger()
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# SQLSTATEs worth one retry: the transaction lost a race, not a bug
+# (PostgreSQL docs, Appendix A "Class 40 — Transaction Rollback").
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url`` and pin the PostgreSQL driver to psycopg 3.
+
+    ``postgresql://`` and ``postgres://`` (as Heroku-style configs spell it)
+    would otherwise select psycopg2, which is not a dependency.
+    """
+    parsed = make_url(url) if isinstance(url, str) else url
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return parsed
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql")
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or url.query.get("mode") == "memory"
+
+
+def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+    """Create an engine for a SQLite file/memory URL or a PostgreSQL URL.
+
+    SQLite files get their parent directory created and WAL journalling (so
+    readers do not block the writer), ``foreign_keys=ON`` (SQLite's default is
+    off, which would break ``ON DELETE CASCADE``) and a busy timeout.  An
+    in-memory SQLite database uses a ``StaticPool`` so every session sees the
+    same database.  PostgreSQL pings connections before use so a restarted
+    server costs one retry, not a burst of errors.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+
+    memory = _is_memory_sqlite(parsed)
+    if not memory:
+        assert parsed.database is not None
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        parsed,
+        echo=echo,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        **({"poolclass": StaticPool} if memory else {}),
+    )
+
+    def on_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if not memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable across application crashes in WAL mode;
+                # only an OS crash can lose the last commits.
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    return engine
+
+
+class Runner(Protocol):
+    """Runs a blocking function away from the reactor thread."""
+
+    def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class ThreadPoolRunner:
+    """A :class:`Runner` on a dedicated ``twisted.python.threadpool.ThreadPool``.
+
+    A dedicated pool (not the reactor's shared one) keeps DNS lookups and other
+    ``deferToThread`` users from queueing behind database work. [Synapse]
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        min: int = 1,
+        max: int = 4,
+        *,
+        name: str = "gbplatform-db",
+        pool: ThreadPool | None = None,
+    ) -> None:
+        if min < 0 or max < 1 or min > max:
+            raise ValueError(f"bad thread pool size min={min} max={max}")
+        self._reactor = reactor
+        self._pool = pool if pool is not None else ThreadPool(min, max, name)
+        self._shutdown_trigger: Any = None
+
+    @classmethod
+    def for_engine(cls, reactor: Any, engine: Engine, max: int = 8) -> ThreadPoolRunner:
+        """Size the pool for ``engine``: one thread for SQLite, ``max`` otherwise."""
+        if engine.dialect.name == "sqlite":
+            return cls(reactor, 1, 1)
+        return cls(reactor, 1, max)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._pool.started)
+
+    def start(self) -> None:
+        if self._pool.started:
+            return
+        self._pool.start()
+        # Stop with the reactor even if no service owns us, or its threads
+        # would keep the process alive after reactor.stop().
+        self._shutdown_trigger = self._reactor.addSystemEventTrigger(
+            "during", "shutdown", self._stop_on_shutdown
+        )
+
+    def _stop_on_shutdown(self) -> None:
+        self._shutdown_trigger = None
+        self.stop()
+
+    def stop(self) -> None:
+        if self._shutdown_trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
+        if self._pool.started:
+            self._pool.stop()
+
+    def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        if not self._pool.started:
+            return fail(RuntimeError("database thread pool is not running"))
+        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+
+
+class InlineRunner:
+    """A :class:`Runner` that runs the function at once on the calling thread.
+
+    Only for tests (with a SQLite ``StaticPool`` engine) and offline tools:
+    in the reactor it would block.
+    """
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - handed to the caller as a Failure
+            return fail()
+        return succeed(result)
+
+
+def _retryable(error: DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate in _RETRY_SQLSTATES
+
+
+class Database:
+    """Runs ``*_txn(session, ...)`` functions on a :class:`Runner`.
+
+    Usage: ``device = await db.run("device_registered", device_registered_txn, did, ...)``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        pool: Runner,
+        slow_seconds: float = 1.0,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.engine = engine
+        self.runner = pool
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._slow_seconds = slow_seconds
+        self._timer = timer
+
+    def run(
+        self,
+        desc: str,
+        fn: Callable[Concatenate[Session, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Deferred[T]:
+        """Run ``fn(session, *args, **kwargs)`` in one transaction off the reactor.
+
+        The Deferred fires with ``fn``'s return value after the commit, or
+        fails with its exception after the rollback.
+        """
+        return self.runner.run(self._interaction, desc, fn, args, kwargs)
+
+    def _interaction(
+        self,
+        desc: str,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        attempt = 1
+        while True:
+            started = self._timer()
+            try:
+                with self._sessions() as session, session.begin():
+                    result = fn(session, *args, **kwargs)
+            except DBAPIError as e:
+                if attempt == 1 and _retryable(e):
+                    attempt += 1
+                    log.warn(
+                        "transaction {desc} failed ({error}); retrying once",
+                        desc=desc,
+                        error=str(e.orig),
+                    )
+                    continue
+                raise
+            finally:
+                elapsed = self._timer() - started
+                if elapsed >= self._slow_seconds:
+                    log.warn(
+                        "slow transaction {desc}: {elapsed_ms} ms",
+                        desc=desc,
+                        elapsed_ms=round(elapsed * 1000),
+                    )
+            return result
+
+    def dispose(self) -> None:
+        """Close pooled connections (after the runner has stopped)."""
+        self.engine.dispose()
+
+
+class DatabaseService(Service):
+    """Ties a :class:`Database`'s runner and engine to the service lifecycle."""
+
+    name = "database"
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def startService(self) -> None:
+        self.database.runner.start()
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self.database.runner.stop()
+        self.database.dispose()
+        return None

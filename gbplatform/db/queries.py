@@ -1,0 +1,916 @@
+"""Registry queries: ``*_txn(session, ...)`` functions for :meth:`Database.run`.
+
+Rules for everything in this module:
+
+- A ``*_txn`` function takes the :class:`~sqlalchemy.orm.Session` first, never
+  touches Twisted, and returns frozen dataclasses (never ORM rows), so results
+  can cross back to the reactor thread safely.
+- It must be safe to run twice: ``Database.run`` retries once after a
+  serialization failure or a lost connection.
+- Times are passed in (``at``) from the injected clock; the ``at=None`` default
+  of the API-facing functions falls back to the wall clock.
+- Hot paths (keepalive batches, catalog replacement) use Core statements with
+  ``executemany`` instead of loading ORM objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Table,
+    bindparam,
+    case,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gbplatform.db.models import Channel, Device, utcnow
+
+__all__ = [
+    "CATALOG_STATUSES",
+    "CHANNEL_KINDS",
+    "MEDIA_TRANSPORTS",
+    "SIP_TRANSPORTS",
+    "ChannelData",
+    "ChannelRecord",
+    "DeviceExists",
+    "DeviceNotFound",
+    "DeviceRecord",
+    "KeepaliveResult",
+    "Page",
+    "TreeNode",
+    "channel_tree_txn",
+    "create_device_txn",
+    "delete_device_txn",
+    "derive_kind",
+    "device_offline_txn",
+    "device_registered_txn",
+    "device_unregistered_txn",
+    "digest_ha1",
+    "get_channel_txn",
+    "get_device_txn",
+    "keepalives_txn",
+    "list_channels_txn",
+    "list_devices_txn",
+    "mark_all_offline_txn",
+    "replace_channels_txn",
+    "set_basic_param_txn",
+    "set_catalog_progress_txn",
+    "set_device_info_txn",
+    "update_device_txn",
+    "upsert_device_txn",
+]
+
+T = TypeVar("T")
+
+devices: Final = cast(Table, Device.__table__)
+channels: Final = cast(Table, Channel.__table__)
+
+SIP_TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS"})
+MEDIA_TRANSPORTS: Final = frozenset({"UDP", "TCP-PASSIVE", "TCP-ACTIVE"})
+CATALOG_STATUSES: Final = frozenset({"idle", "running", "done", "partial", "timeout", "error"})
+CHANNEL_KINDS: Final = ("civil_code", "business_group", "virtual_org", "device", "channel")
+
+MAX_ID_LENGTH: Final = 32
+MAX_PAGE_LIMIT: Final = 1000
+# Well under SQLite's host-parameter limit and PostgreSQL's 65535.
+_CHUNK: Final = 500
+
+
+# --- errors -----------------------------------------------------------------
+
+
+class DeviceExists(Exception):
+    """The API tried to create a device id that is already registered."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"device {device_id} already exists")
+        self.device_id = device_id
+
+
+class DeviceNotFound(Exception):
+    """The device id is not in the registry."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"device {device_id} not found")
+        self.device_id = device_id
+
+
+# --- records ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    device_id: str
+    name: str | None
+    manufacturer: str | None
+    model: str | None
+    firmware: str | None
+    password_ha1_md5: str | None = field(repr=False)
+    password_ha1_sha256: str | None = field(repr=False)
+    ha1_realm: str | None
+    enabled: bool
+    pre_added: bool
+    online: bool
+    transport: str | None
+    host: str | None
+    port: int | None
+    contact: str | None
+    user_agent: str | None
+    charset: str
+    media_transport: str
+    stream_index: str | None
+    register_expires: int | None
+    registered_at: dt.datetime | None
+    register_expires_at: dt.datetime | None
+    last_keepalive_at: dt.datetime | None
+    keepalive_interval: int
+    keepalive_count: int
+    online_at: dt.datetime | None
+    offline_at: dt.datetime | None
+    catalog_status: str
+    catalog_total: int
+    catalog_received: int
+    catalog_synced_at: dt.datetime | None
+    channel_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def has_password(self) -> bool:
+        return self.password_ha1_md5 is not None or self.password_ha1_sha256 is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelData:
+    """One catalog ``Item`` as parsed from a device (GB/T 28181-2016 §A.2.6).
+
+    ``kind`` is derived from ``channel_id`` when not given; ``extra`` holds the
+    ``<Info>`` children and unknown elements.
+    """
+
+    channel_id: str
+    name: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    owner: str | None = None
+    civil_code: str | None = None
+    block: str | None = None
+    address: str | None = None
+    parental: int | None = None
+    parent_id: str | None = None
+    business_group_id: str | None = None
+    safety_way: str | None = None
+    register_way: str | None = None
+    cert_num: str | None = None
+    certifiable: str | None = None
+    err_code: str | None = None
+    end_time: str | None = None
+    secrecy: str | None = None
+    ip_address: str | None = None
+    port: int | None = None
+    status: str | None = None
+    longitude: float | None = None
+    latitude: float | None = None
+    ptz_type: int | None = None
+    extra: dict[str, Any] | None = None
+    kind: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_id(self.channel_id, "channel_id")
+        if self.kind is not None and self.kind not in CHANNEL_KINDS:
+            raise ValueError(f"unknown channel kind {self.kind!r}")
+
+
+_CHANNEL_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ChannelData) if f.name != "kind")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRecord:
+    id: int
+    device_id: str
+    channel_id: str
+    name: str | None
+    manufacturer: str | None
+    model: str | None
+    owner: str | None
+    civil_code: str | None
+    block: str | None
+    address: str | None
+    parental: int | None
+    parent_id: str | None
+    business_group_id: str | None
+    safety_way: str | None
+    register_way: str | None
+    cert_num: str | None
+    certifiable: str | None
+    err_code: str | None
+    end_time: str | None
+    secrecy: str | None
+    ip_address: str | None
+    port: int | None
+    status: str | None
+    longitude: float | None
+    latitude: float | None
+    ptz_type: int | None
+    extra: dict[str, Any] | None
+    kind: str
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class TreeNode:
+    id: str
+    name: str | None
+    kind: str
+    status: str | None
+    children: list[TreeNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveResult:
+    """Outcome of one keepalive batch: ``updated`` rows, ids that were offline
+    and are now online, and ids not in the registry (nothing was written)."""
+
+    updated: int
+    came_online: tuple[str, ...]
+    unknown: tuple[str, ...]
+
+
+# --- helpers ----------------------------------------------------------------
+
+Ha1Fn = Callable[[str, str, str], tuple[str, str]]
+
+_DEVICE_WRITABLE: Final = frozenset(c.name for c in devices.c) - {"device_id", "created_at"}
+
+
+def digest_ha1(username: str, realm: str, password: str) -> tuple[str, str]:
+    """Return the (MD5, SHA-256) digest HA1 for ``username:realm:password``.
+
+    RFC 7616 §3.4.2: ``A1 = username ":" realm ":" passwd``; GB/T 28181-2016
+    §9.1.2.1 uses the device id as the username.
+    """
+    a1 = f"{username}:{realm}:{password}".encode()
+    return hashlib.md5(a1).hexdigest(), hashlib.sha256(a1).hexdigest()
+
+
+def derive_kind(channel_id: str) -> str:
+    """Classify a catalog id by its shape (GB/T 28181-2016 Appendix D).
+
+    ≤8 digits is an administrative-division (civil code) node.  In a 20-digit
+    code, digits 11-13 are the type: 215 business group, 216 virtual
+    organisation, 111-130 front-end equipment (DVR, NVR, encoders…), anything
+    else (131 camera, 132 IPC, 133-199 peripherals…) is a channel.
+    """
+    if channel_id.isdigit() and len(channel_id) <= 8:
+        return "civil_code"
+    if len(channel_id) == 20 and channel_id.isdigit():
+        type_code = int(channel_id[10:13])
+        if type_code == 215:
+            return "business_group"
+        if type_code == 216:
+            return "virtual_org"
+        if 111 <= type_code <= 130:
+            return "device"
+    return "channel"
+
+
+def _check_id(value: str, what: str) -> None:
+    if not value or len(value) > MAX_ID_LENGTH or value != value.strip():
+        raise ValueError(f"bad {what} {value!r}: 1-{MAX_ID_LENGTH} characters, no spaces")
+
+
+def _check_page(offset: int, limit: int) -> None:
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ValueError(f"limit must be in 1..{MAX_PAGE_LIMIT}, got {limit}")
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _checked_device_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = values.keys() - _DEVICE_WRITABLE
+    if unknown:
+        raise ValueError(f"unknown or read-only device fields: {sorted(unknown)}")
+    checks: list[tuple[str, frozenset[str]]] = [
+        ("transport", SIP_TRANSPORTS),
+        ("media_transport", MEDIA_TRANSPORTS),
+        ("catalog_status", CATALOG_STATUSES),
+    ]
+    for name, allowed in checks:
+        value = values.get(name)
+        if value is not None and value not in allowed:
+            raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
+    for name in ("keepalive_interval", "keepalive_count"):
+        if name in values and not (isinstance(values[name], int) and values[name] > 0):
+            raise ValueError(f"{name} must be a positive integer, got {values[name]!r}")
+    return dict(values)
+
+
+def _ha1_values(
+    device_id: str,
+    password: str | None,
+    realm: str | None,
+    ha1_fn: Ha1Fn,
+    ha1_md5: str | None,
+    ha1_sha256: str | None,
+) -> dict[str, Any]:
+    if password is None and ha1_md5 is None and ha1_sha256 is None:
+        return {}
+    if not realm:
+        raise ValueError("a realm is needed with a password or HA1 values")
+    if password is not None:
+        if ha1_md5 is not None or ha1_sha256 is not None:
+            raise ValueError("give either a password or precomputed HA1 values, not both")
+        ha1_md5, ha1_sha256 = ha1_fn(device_id, realm, password)
+    return {"password_ha1_md5": ha1_md5, "password_ha1_sha256": ha1_sha256, "ha1_realm": realm}
+
+
+def _upsert(s: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    # Both dialects spell INSERT ... ON CONFLICT the same way, which makes the
+    # create-or-update paths race-free without a SELECT first.
+    name = s.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {name!r}")
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _device(row: RowMapping) -> DeviceRecord:
+    return DeviceRecord(**row)
+
+
+def _channel(row: RowMapping) -> ChannelRecord:
+    return ChannelRecord(**row)
+
+
+def _require_device(s: Session, device_id: str) -> DeviceRecord:
+    record = get_device_txn(s, device_id)
+    if record is None:
+        raise DeviceNotFound(device_id)
+    return record
+
+
+def _update_device(s: Session, device_id: str, values: Mapping[str, Any]) -> None:
+    result = s.execute(update(devices).where(devices.c.device_id == device_id).values(**values))
+    if _rowcount(result) == 0:
+        raise DeviceNotFound(device_id)
+
+
+# --- devices ----------------------------------------------------------------
+
+
+def get_device_txn(s: Session, device_id: str) -> DeviceRecord | None:
+    row = s.execute(select(devices).where(devices.c.device_id == device_id)).mappings().first()
+    return None if row is None else _device(row)
+
+
+def list_devices_txn(
+    s: Session,
+    *,
+    online: bool | None = None,
+    q: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> Page[DeviceRecord]:
+    """Devices ordered by id; ``q`` is a case-insensitive substring of id, name or host."""
+    _check_page(offset, limit)
+    where: list[ColumnElement[bool]] = []
+    if online is not None:
+        where.append(devices.c.online == online)
+    if q:
+        where.append(
+            or_(
+                devices.c.device_id.icontains(q, autoescape=True),
+                devices.c.name.icontains(q, autoescape=True),
+                devices.c.host.icontains(q, autoescape=True),
+            )
+        )
+    total = s.scalar(select(func.count()).select_from(devices).where(*where)) or 0
+    rows = s.execute(
+        select(devices).where(*where).order_by(devices.c.device_id).offset(offset).limit(limit)
+    ).mappings()
+    return Page([_device(r) for r in rows], total, offset, limit)
+
+
+def upsert_device_txn(
+    s: Session, device_id: str, *, at: dt.datetime | None = None, **fields: Any
+) -> DeviceRecord:
+    """Create ``device_id`` if missing, then set exactly the given ``fields``."""
+    _check_id(device_id, "device_id")
+    now = at or utcnow()
+    values = _checked_device_values(fields)
+    values.setdefault("updated_at", now)
+    stmt = _upsert(s, devices).values(device_id=device_id, created_at=now, **values)
+    s.execute(stmt.on_conflict_do_update(index_elements=[devices.c.device_id], set_=values))
+    return _require_device(s, device_id)
+
+
+def create_device_txn(
+    s: Session,
+    device_id: str,
+    *,
+    password: str | None = None,
+    realm: str | None = None,
+    ha1_fn: Ha1Fn = digest_ha1,
+    password_ha1_md5: str | None = None,
+    password_ha1_sha256: str | None = None,
+    at: dt.datetime | None = None,
+    **fields: Any,
+) -> DeviceRecord:
+    """Pre-add a device through the API, before it ever registers.
+
+    Only the digest HA1 of ``password`` is stored (RFC 7616 §3.4.2); pass
+    either the password and realm, or precomputed HA1 values and their realm.
+    """
+    _check_id(device_id, "device_id")
+    now = at or utcnow()
+    values = _checked_device_values(fields)
+    values.update(
+        _ha1_values(device_id, password, realm, ha1_fn, password_ha1_md5, password_ha1_sha256)
+    )
+    if get_device_txn(s, device_id) is not None:
+        raise DeviceExists(device_id)
+    values.setdefault("pre_added", True)
+    try:
+        s.execute(
+            insert(devices).values(device_id=device_id, created_at=now, updated_at=now, **values)
+        )
+    except IntegrityError as e:
+        # Lost a race with a concurrent REGISTER or create for the same id.
+        raise DeviceExists(device_id) from e
+    return _require_device(s, device_id)
+
+
+def update_device_txn(
+    s: Session,
+    device_id: str,
+    *,
+    password: str | None = None,
+    realm: str | None = None,
+    ha1_fn: Ha1Fn = digest_ha1,
+    password_ha1_md5: str | None = None,
+    password_ha1_sha256: str | None = None,
+    clear_password: bool = False,
+    at: dt.datetime | None = None,
+    **fields: Any,
+) -> DeviceRecord:
+    """Change a device from the API.  A new password without ``realm`` reuses
+    the realm of the stored HA1; ``clear_password`` removes the credentials
+    (the device then authenticates with the platform-wide password, if any)."""
+    current = _require_device(s, device_id)
+    values = _checked_device_values(fields)
+    if clear_password:
+        if password is not None or password_ha1_md5 is not None or password_ha1_sha256 is not None:
+            raise ValueError("clear_password cannot be combined with new credentials")
+        values.update(password_ha1_md5=None, password_ha1_sha256=None, ha1_realm=None)
+    else:
+        values.update(
+            _ha1_values(
+                device_id,
+                password,
+                realm or current.ha1_realm,
+                ha1_fn,
+                password_ha1_md5,
+                password_ha1_sha256,
+            )
+        )
+    values["updated_at"] = at or utcnow()
+    _update_device(s, device_id, values)
+    return _require_device(s, device_id)
+
+
+def delete_device_txn(s: Session, device_id: str) -> None:
+    """Delete a device and its channels."""
+    # Explicit, so the channels go even on a SQLite connection opened without
+    # PRAGMA foreign_keys (the FK also cascades).
+    s.execute(delete(channels).where(channels.c.device_id == device_id))
+    result = s.execute(delete(devices).where(devices.c.device_id == device_id))
+    if _rowcount(result) == 0:
+        raise DeviceNotFound(device_id)
+
+
+def device_registered_txn(
+    s: Session,
+    device_id: str,
+    *,
+    host: str,
+    port: int,
+    transport: str,
+    contact: str | None,
+    user_agent: str | None,
+    expires: int,
+    at: dt.datetime,
+) -> DeviceRecord:
+    """Record a successful REGISTER and mark the device online.
+
+    An unknown device is created: the caller has already decided it may
+    register (GB/T 28181-2016 §9.1.2).  ``online_at`` only moves when the
+    device was offline, so a refresh does not reset its uptime.
+    """
+    _check_id(device_id, "device_id")
+    if expires <= 0:
+        raise ValueError(f"expires must be positive for a registration, got {expires}")
+    values: dict[str, Any] = _checked_device_values(
+        {
+            "online": True,
+            "host": host,
+            "port": port,
+            "transport": transport,
+            "contact": contact,
+            "user_agent": user_agent,
+            "register_expires": expires,
+            "registered_at": at,
+            "register_expires_at": at + dt.timedelta(seconds=expires),
+            "updated_at": at,
+        }
+    )
+    stmt = _upsert(s, devices).values(device_id=device_id, created_at=at, online_at=at, **values)
+    online_at = case((devices.c.online == false(), at), else_=devices.c.online_at)
+    s.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[devices.c.device_id], set_={**values, "online_at": online_at}
+        )
+    )
+    return _require_device(s, device_id)
+
+
+def device_unregistered_txn(s: Session, device_id: str, *, at: dt.datetime) -> DeviceRecord | None:
+    """Record a REGISTER with ``Expires: 0`` (RFC 3261 §10.2.2): offline now."""
+    s.execute(
+        update(devices)
+        .where(devices.c.device_id == device_id)
+        .values(
+            online=False,
+            offline_at=case((devices.c.online, at), else_=devices.c.offline_at),
+            register_expires=0,
+            register_expires_at=at,
+            updated_at=at,
+        )
+    )
+    return get_device_txn(s, device_id)
+
+
+def device_offline_txn(s: Session, device_id: str, at: dt.datetime) -> bool:
+    """Mark a device offline (registration expired or keepalives missed,
+    GB/T 28181-2016 §9.6.1).  Returns whether it was online."""
+    result = s.execute(
+        update(devices)
+        .where(devices.c.device_id == device_id, devices.c.online)
+        .values(online=False, offline_at=at, updated_at=at)
+    )
+    return _rowcount(result) > 0
+
+
+def keepalives_txn(
+    s: Session, batch: Sequence[tuple[str, dt.datetime, str, int, str]]
+) -> KeepaliveResult:
+    """Apply a batch of keepalives ``(device_id, at, host, port, transport)``.
+
+    GB/T 28181-2016 §9.6: every device sends a Keepalive MESSAGE each
+    ``keepalive_interval`` seconds, so 10,000 devices mean ~170 writes a
+    second.  The platform batches them and this applies a batch as one
+    executemany UPDATE.  A keepalive proves the device is online (after a
+    restart ``mark_all_offline_txn`` relies on that).  ``updated_at`` is left
+    alone: it tracks changes to the record, not liveness.
+    """
+    latest: dict[str, tuple[dt.datetime, str, int, str]] = {}
+    for device_id, at, host, port, transport in batch:
+        if transport not in SIP_TRANSPORTS:
+            raise ValueError(f"transport must be one of {sorted(SIP_TRANSPORTS)}, got {transport!r}")
+        previous = latest.get(device_id)
+        if previous is None or at >= previous[0]:
+            latest[device_id] = (at, host, port, transport)
+    if not latest:
+        return KeepaliveResult(0, (), ())
+
+    ids = sorted(latest)
+    state: dict[str, bool] = {}
+    for chunk in _chunks(ids):
+        rows = s.execute(
+            select(devices.c.device_id, devices.c.online).where(devices.c.device_id.in_(chunk))
+        )
+        state.update((device_id, online) for device_id, online in rows)
+
+    came_online = tuple(i for i in ids if state.get(i) is False)
+    params = [
+        {
+            "b_id": i,
+            "b_at": latest[i][0],
+            "b_host": latest[i][1],
+            "b_port": latest[i][2],
+            "b_transport": latest[i][3],
+        }
+        for i in ids
+        if i in state
+    ]
+    if params:
+        # One executemany for the whole batch.  online=True is repeated for
+        # rows read as online in case a concurrent expiry just cleared it.
+        s.connection().execute(
+            update(devices)
+            .where(devices.c.device_id == bindparam("b_id"))
+            .values(
+                online=True,
+                last_keepalive_at=bindparam("b_at"),
+                host=bindparam("b_host"),
+                port=bindparam("b_port"),
+                transport=bindparam("b_transport"),
+            ),
+            params,
+        )
+    if came_online:
+        s.connection().execute(
+            update(devices)
+            .where(devices.c.device_id == bindparam("b_id"))
+            .values(online_at=bindparam("b_at")),
+            [{"b_id": i, "b_at": latest[i][0]} for i in came_online],
+        )
+    return KeepaliveResult(
+        updated=len(params),
+        came_online=came_online,
+        unknown=tuple(i for i in ids if i not in state),
+    )
+
+
+def mark_all_offline_txn(s: Session, at: dt.datetime) -> int:
+    """Mark every device offline; used at startup, since the online state is
+    re-learnt from the next keepalive or REGISTER.  Returns how many changed."""
+    result = s.execute(
+        update(devices).where(devices.c.online).values(online=False, offline_at=at, updated_at=at)
+    )
+    return _rowcount(result)
+
+
+def set_device_info_txn(
+    s: Session,
+    device_id: str,
+    *,
+    name: str | None = None,
+    manufacturer: str | None = None,
+    model: str | None = None,
+    firmware: str | None = None,
+    at: dt.datetime | None = None,
+) -> DeviceRecord:
+    """Store a DeviceInfo response (GB/T 28181-2016 §A.2.6.4).
+
+    Fields the device left out keep their value.  The device's own name only
+    fills an empty name, so an operator's name set through the API stays.
+    """
+    current = _require_device(s, device_id)
+    values: dict[str, Any] = {
+        k: v
+        for k, v in {"manufacturer": manufacturer, "model": model, "firmware": firmware}.items()
+        if v is not None
+    }
+    if name and not current.name:
+        values["name"] = name
+    values["updated_at"] = at or utcnow()
+    _update_device(s, device_id, values)
+    return _require_device(s, device_id)
+
+
+def set_basic_param_txn(
+    s: Session, device_id: str, interval: int, count: int, *, at: dt.datetime | None = None
+) -> None:
+    """Store the keepalive interval and timeout count (GB/T 28181-2016
+    §A.2.6.7 BasicParam: HeartBeatInterval, HeartBeatCount)."""
+    values = _checked_device_values({"keepalive_interval": interval, "keepalive_count": count})
+    _update_device(s, device_id, {**values, "updated_at": at or utcnow()})
+
+
+def set_catalog_progress_txn(
+    s: Session, device_id: str, status: str, total: int, received: int, at: dt.datetime
+) -> None:
+    """Record catalog sync progress (GB/T 28181-2016 §A.2.6.6: SumNum vs items
+    received).  ``done`` and ``partial`` stamp ``catalog_synced_at``."""
+    values = _checked_device_values(
+        {"catalog_status": status, "catalog_total": total, "catalog_received": received}
+    )
+    if status in ("done", "partial"):
+        values["catalog_synced_at"] = at
+    _update_device(s, device_id, {**values, "updated_at": at})
+
+
+# --- channels ---------------------------------------------------------------
+
+
+def replace_channels_txn(
+    s: Session,
+    device_id: str,
+    items: Sequence[ChannelData],
+    *,
+    complete: bool,
+    at: dt.datetime | None = None,
+) -> int:
+    """Upsert catalog ``items``; when ``complete``, delete the device's other
+    channels.  Returns the device's new ``channel_count``.
+
+    A Catalog response arrives in many MESSAGEs (GB/T 28181-2016 §A.2.6.6,
+    SumNum); the catalog service calls this with ``complete=True`` only
+    when all SumNum items arrived, so a partial sync never deletes channels.
+    A later duplicate of an id in ``items`` wins.
+    """
+    _require_device(s, device_id)
+    now = at or utcnow()
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        row = {name: getattr(item, name) for name in _CHANNEL_FIELDS}
+        row.update(
+            device_id=device_id, kind=item.kind or derive_kind(item.channel_id), updated_at=now
+        )
+        rows[item.channel_id] = row
+
+    if rows:
+        stmt = _upsert(s, channels)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[channels.c.device_id, channels.c.channel_id],
+            set_={
+                name: stmt.excluded[name]
+                for name in (*_CHANNEL_FIELDS, "kind", "updated_at")
+                if name != "channel_id"
+            },
+        )
+        connection = s.connection()
+        values = list(rows.values())
+        for chunk in _chunks(values, 1000):
+            connection.execute(stmt, list(chunk))
+
+    if complete:
+        existing = s.scalars(
+            select(channels.c.channel_id).where(channels.c.device_id == device_id)
+        ).all()
+        stale = sorted(set(existing) - rows.keys())
+        for chunk in _chunks(stale):
+            s.execute(
+                delete(channels).where(
+                    channels.c.device_id == device_id, channels.c.channel_id.in_(chunk)
+                )
+            )
+
+    count = s.scalar(
+        select(func.count()).select_from(channels).where(channels.c.device_id == device_id)
+    ) or 0
+    _update_device(s, device_id, {"channel_count": count, "updated_at": now})
+    return count
+
+
+def list_channels_txn(
+    s: Session,
+    device_id: str,
+    *,
+    offset: int = 0,
+    limit: int = 100,
+    parent_id: str | None = None,
+) -> Page[ChannelRecord]:
+    """A device's channels ordered by id; ``parent_id`` also matches the last
+    element of a '/'-separated ParentID path."""
+    _check_page(offset, limit)
+    where: list[ColumnElement[bool]] = [channels.c.device_id == device_id]
+    if parent_id is not None:
+        where.append(
+            or_(
+                channels.c.parent_id == parent_id,
+                channels.c.parent_id.endswith("/" + parent_id, autoescape=True),
+            )
+        )
+    total = s.scalar(select(func.count()).select_from(channels).where(*where)) or 0
+    rows = s.execute(
+        select(channels).where(*where).order_by(channels.c.channel_id).offset(offset).limit(limit)
+    ).mappings()
+    return Page([_channel(r) for r in rows], total, offset, limit)
+
+
+def get_channel_txn(
+    s: Session, channel_id: str, *, device_id: str | None = None
+) -> ChannelRecord | None:
+    """A channel by id.  Ids are unique per device only; without ``device_id``
+    the oldest row wins."""
+    where = [channels.c.channel_id == channel_id]
+    if device_id is not None:
+        where.append(channels.c.device_id == device_id)
+    row = s.execute(select(channels).where(*where).order_by(channels.c.id).limit(1)).mappings().first()
+    return None if row is None else _channel(row)
+
+
+def _last_path_element(parent_id: str | None) -> str | None:
+    if not parent_id:
+        return None
+    parts = [p.strip() for p in parent_id.split("/") if p.strip()]
+    return parts[-1] if parts else None
+
+
+def channel_tree_txn(
+    s: Session, device_id: str, *, platform_id: str | None = None
+) -> list[TreeNode]:
+    """Build a device's catalog tree.
+
+    The parent of a node is, in order: the last element of its ParentID (some
+    devices send a '/'-separated path); for a virtual organisation, its
+    BusinessGroupID; for a civil-code node, the longest civil-code prefix
+    present (3402 is the parent of 340200); for other nodes without a
+    ParentID, their CivilCode node.  A ParentID equal to the device's or the
+    platform's id (Hikvision sends the platform domain, WVP issue #21), an
+    unknown parent, or a parent cycle makes the node a root.  Siblings sort
+    groups before channels, then by id.
+    """
+    rows = s.execute(
+        select(
+            channels.c.channel_id,
+            channels.c.name,
+            channels.c.kind,
+            channels.c.status,
+            channels.c.parent_id,
+            channels.c.business_group_id,
+            channels.c.civil_code,
+        )
+        .where(channels.c.device_id == device_id)
+        .order_by(channels.c.channel_id)  # makes cycle breaking deterministic
+    ).all()
+    nodes = {r.channel_id: TreeNode(r.channel_id, r.name, r.kind, r.status) for r in rows}
+    root_ids = {device_id} | ({platform_id} if platform_id else set())
+
+    def parent_of(r: Any) -> str | None:
+        named = _last_path_element(r.parent_id)
+        if named in root_ids:
+            return None
+        candidates: list[str | None] = [named]
+        if r.kind == "virtual_org":
+            candidates.append(r.business_group_id)
+        if r.kind == "civil_code":
+            candidates.extend(r.channel_id[:n] for n in (6, 4, 2) if len(r.channel_id) > n)
+        elif named is None:
+            candidates.append(r.civil_code)
+        for candidate in candidates:
+            if candidate and candidate != r.channel_id and candidate in nodes:
+                return candidate
+        return None
+
+    parents = {r.channel_id: parent_of(r) for r in rows}
+    _break_cycles(parents)
+
+    roots: list[TreeNode] = []
+    for channel_id, node in nodes.items():
+        parent = parents[channel_id]
+        (roots if parent is None else nodes[parent].children).append(node)
+    order = {kind: i for i, kind in enumerate(CHANNEL_KINDS)}
+
+    # Iterative: a hostile catalog can nest deeper than the recursion limit.
+    levels = [roots]
+    while levels:
+        level = levels.pop()
+        level.sort(key=lambda n: (order.get(n.kind, len(order)), n.id))
+        levels.extend(n.children for n in level if n.children)
+    return roots
+
+
+def _break_cycles(parents: dict[str, str | None]) -> None:
+    """Cut parent cycles (A→B→A from a confused device) so that every node is
+    reachable from a root; the node where the cycle closes becomes a root."""
+    done: set[str] = set()
+    for start in parents:
+        path: list[str] = []
+        on_path: set[str] = set()
+        node: str | None = start
+        while node is not None and node not in done:
+            if node in on_path:
+                parents[node] = None
+                break
+            on_path.add(node)
+            path.append(node)
+            node = parents[node]
+        done.update(path)

@@ -1,0 +1,540 @@
+"""Device lifecycle: registration, keepalive, expiry (GB/T 28181-2016 §9.1, §9.6).
+
+Theory of operation
+-------------------
+Live state (who is registered, from which address, when it was last heard)
+is kept in memory in ``DeviceLive`` objects, as WVP keeps it in Redis; the
+database holds the durable record and is written in batches off the reactor
+thread by ``StateWriter``: a registration storm of 10,000 devices becomes a
+few dozen transactions, not 10,000.
+
+A device is online from a successful REGISTER (or, after a platform restart,
+from its next keepalive if its registration has not expired) until it
+unregisters, its registration expires, or it misses ``keepalive_count``
+keepalives of ``keepalive_interval`` seconds (defaults 60 s x 3; a device's
+own BasicParam overrides them, §A.2.6.7). Deadlines live in a heap checked
+by one timer, so 10,000 devices cost nothing between keepalives.
+
+Authentication (§9.1.2.1, RFC 3261 §22.4): digest against the device's own
+HA1 if it has one, else the global password; policy "pre_added" admits only
+devices created through the API, "open" admits anyone (lab use). Stateless
+nonces stay valid across several challenges, as eXosip-based devices send
+two unauthenticated REGISTERs before answering the first challenge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from gbplatform.clock import Clock
+from gbplatform.config import SipConfig
+from gbplatform.db import queries as q
+from gbplatform.db.database import Database
+from gbplatform.ids import is_gb_id
+from sip import manscdp
+from sip.auth import DigestServer, ha1
+from sip.endpoint import Addr
+from sip.errors import SipParseError
+from sip.headers import NameAddr, contacts, expires_value, from_header
+from sip.message import Request, make_response
+from sip.transaction import ServerTransaction
+
+log = Logger()
+
+
+@dataclass
+class DeviceLive:
+    """What the platform knows about a registered device right now."""
+
+    device_id: str
+    addr: Addr
+    contact: str | None
+    user_agent: str | None
+    expires_at: float  # clock.seconds() when the registration lapses
+    last_seen: float
+    interval: int
+    count: int
+    charset: str = "GB2312"
+    online: bool = True
+    registered_wall: float = 0.0
+    last_keepalive_wall: float | None = None
+
+    @property
+    def deadline(self) -> float:
+        return min(self.expires_at, self.last_seen + self.interval * self.count)
+
+
+@dataclass
+class AuthInfo:
+    exists: bool
+    enabled: bool = True
+    pre_added: bool = False
+    ha1_md5: str | None = None
+    ha1_sha256: str | None = None
+    realm: str | None = None
+    charset: str = "GB2312"
+    interval: int | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    """Published on the event bus when a device goes online or offline."""
+
+    device_id: str
+    online: bool
+    reason: str
+    at: float
+
+
+@dataclass
+class StateWriter:
+    """Batches registry writes of the device lifecycle into few transactions."""
+
+    db: Database
+    clock: Clock
+    flush_interval: float = 0.5
+    max_batch: int = 2000
+    _ops: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    _timer: Any = None
+    _running: Deferred[Any] | None = None
+
+    def add(self, op: str, *args: Any) -> None:
+        self._ops.append((op, args))
+        if len(self._ops) >= self.max_batch:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self.clock.call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> Deferred[Any] | None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if not self._ops:
+            return self._running
+        ops, self._ops = self._ops, []
+        d = self.db.run("device_state_batch", apply_state_batch_txn, ops)
+
+        def failed(f: Any) -> None:
+            log.failure("writing {n} device state changes failed", f, n=len(ops))
+
+        d.addErrback(failed)
+        self._running = d
+        return d
+
+
+def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Apply lifecycle writes in order, keepalives grouped into one UPDATE."""
+    keepalives: list[tuple[str, dt.datetime, str, int, str]] = []
+    for op, args in ops:
+        if op == "keepalive":
+            keepalives.append(args)
+            continue
+        if keepalives:
+            q.keepalives_txn(s, keepalives)
+            keepalives = []
+        if op == "registered":
+            device_id, kwargs = args
+            q.device_registered_txn(s, device_id, **kwargs)
+        elif op == "unregistered":
+            q.device_unregistered_txn(s, args[0], at=args[1])
+        elif op == "offline":
+            q.device_offline_txn(s, args[0], args[1])
+        elif op == "basic_param":
+            q.set_basic_param_txn(s, args[0], args[1], args[2], at=args[3])
+        elif op == "charset":
+            q.upsert_device_txn(s, args[0], charset=args[1])
+    if keepalives:
+        q.keepalives_txn(s, keepalives)
+
+
+def _utc(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+class DeviceManager:
+    """REGISTER, keepalive and expiry handling; the in-memory online table."""
+
+    def __init__(
+        self,
+        config: SipConfig,
+        *,
+        app: Any,
+        db: Database,
+        clock: Clock,
+        rng: random.Random,
+        secret: bytes,
+        publish: Callable[[DeviceEvent], None] = lambda e: None,
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.db = db
+        self.clock = clock
+        self.rng = rng
+        self.publish = publish
+        self.digest = DigestServer(
+            config.domain, secret, nonce_ttl=float(config.nonce_ttl), algorithms=config.digest_algorithms
+        )
+        self.live: dict[str, DeviceLive] = {}
+        self.auth_cache: dict[str, AuthInfo] = {}
+        self.writer = StateWriter(db, clock)
+        self._deadlines: list[tuple[float, str]] = []
+        self._timer: Any = None
+        self._timer_at: float | None = None
+        self.on_registered: list[Callable[[str, bool], None]] = []
+        self.stats = {"registered": 0, "rejected": 0, "challenged": 0, "keepalives": 0, "offline": 0}
+
+    # -- queries from other services ----------------------------------------
+    def is_known(self, device_id: str) -> bool:
+        live = self.live.get(device_id)
+        return live is not None and live.online
+
+    def address_of(self, device_id: str) -> Addr | None:
+        live = self.live.get(device_id)
+        return live.addr if live is not None and live.online else None
+
+    def charset_of(self, device_id: str) -> str:
+        live = self.live.get(device_id)
+        if live is not None:
+            return live.charset
+        info = self.auth_cache.get(device_id)
+        return info.charset if info is not None else "GB2312"
+
+    def live_info(self, device_id: str) -> DeviceLive | None:
+        return self.live.get(device_id)
+
+    def forget(self, device_id: str) -> None:
+        """Drop a deleted device's live state and cached credentials."""
+        self.live.pop(device_id, None)
+        self.auth_cache.pop(device_id, None)
+
+    def invalidate(self, device_id: str) -> None:
+        """A device's record changed through the API: re-read its credentials next time."""
+        self.auth_cache.pop(device_id, None)
+
+    # -- REGISTER -----------------------------------------------------------
+    def handle_register(self, req: Request, tx: ServerTransaction, source: Addr) -> None:
+        d = ensureDeferred(self._register(req, tx, source))
+        d.addErrback(lambda f: self._register_failed(f, req, tx))
+
+    def _register_failed(self, failure: Any, req: Request, tx: ServerTransaction) -> None:
+        log.failure("REGISTER handling failed", failure)
+        self.app.respond(tx, make_response(req, 500, to_tag=self.app.endpoint.new_tag()))
+
+    def _reply(self, req: Request, tx: ServerTransaction, status: int, reason: str | None = None,
+               headers: list[tuple[str, str]] | None = None) -> None:
+        self.app.respond(tx, make_response(req, status, reason, to_tag=self.app.endpoint.new_tag(),
+                                           headers=headers or []))
+
+    async def _register(self, req: Request, tx: ServerTransaction, source: Addr) -> None:
+        try:
+            device_id = from_header(req).user
+            contact_list = contacts(req)
+            expires = self._requested_expires(req, contact_list)
+        except SipParseError as e:
+            self._reply(req, tx, 400, headers=[("Warning", f'399 gbplatform "{e.reason[:100]}"')])
+            return
+        if not device_id or (self.config.strict_id and not is_gb_id(device_id)):
+            self.stats["rejected"] += 1
+            log.info("REGISTER from {peer} refused: bad device ID {id!r}", peer=source, id=device_id)
+            self._reply(req, tx, 403, "Invalid Device ID")
+            return
+        info = await self._auth_info(device_id)
+        if not info.enabled:
+            self.stats["rejected"] += 1
+            self._reply(req, tx, 403, "Device Disabled")
+            return
+        policy = self.config.register_policy
+        if policy != "open":
+            if policy == "pre_added" and not info.pre_added:
+                self.stats["rejected"] += 1
+                log.info("REGISTER from unknown device {id} refused (pre_added policy)", id=device_id)
+                self._reply(req, tx, 403, "Device Not Added")
+                return
+            if not info.ha1_md5 and not info.ha1_sha256 and not self.config.password:
+                self.stats["rejected"] += 1
+                self._reply(req, tx, 403, "No Password Configured")
+                return
+            if not self._authenticate(req, tx, device_id, info):
+                return
+        if expires == 0:
+            self._unregister(req, tx, device_id, contact_list)
+            return
+        if expires < self.config.register_expires_min:
+            self._reply(req, tx, 423, headers=[("Min-Expires", str(self.config.register_expires_min))])
+            return
+        expires = min(expires, self.config.register_expires_max)
+        self._registered(req, tx, device_id, source, contact_list, expires, info)
+
+    def _requested_expires(self, req: Request, contact_list: list[NameAddr]) -> int:
+        """Expires from the Contact parameter, else the header, else 3600 (RFC 3261 §10.2.1.1)."""
+        for c in contact_list:
+            if c.params.get("expires") is not None:
+                return expires_value(c.params["expires"]) or 0
+        value = expires_value(req.headers.get("Expires"))
+        if value is not None:
+            return value
+        return 3600
+
+    async def _auth_info(self, device_id: str) -> AuthInfo:
+        info = self.auth_cache.get(device_id)
+        if info is not None:
+            return info
+        record = await self.db.run("get_device", q.get_device_txn, device_id)
+        if record is None:
+            info = AuthInfo(exists=False)
+        else:
+            realm_ok = record.ha1_realm in (None, self.config.domain)
+            info = AuthInfo(
+                exists=True,
+                enabled=record.enabled,
+                pre_added=record.pre_added,
+                ha1_md5=record.password_ha1_md5 if realm_ok else None,
+                ha1_sha256=record.password_ha1_sha256 if realm_ok else None,
+                realm=record.ha1_realm,
+                charset=record.charset or "GB2312",
+                interval=record.keepalive_interval,
+                count=record.keepalive_count,
+            )
+            if not realm_ok and (record.password_ha1_md5 or record.password_ha1_sha256):
+                log.warn(
+                    "device {id}: stored password was set for realm {old}, not {new}; set it again",
+                    id=device_id, old=record.ha1_realm, new=self.config.domain,
+                )
+        if len(self.auth_cache) < 200_000:
+            self.auth_cache[device_id] = info
+        return info
+
+    def _authenticate(self, req: Request, tx: ServerTransaction, device_id: str, info: AuthInfo) -> bool:
+        now = self.clock.time()
+        authorization = req.headers.get("Authorization")
+        if authorization is None:
+            self.stats["challenged"] += 1
+            headers = [("WWW-Authenticate", c) for c in self.digest.challenges(now, self.rng)]
+            self._reply(req, tx, 401, headers=headers)
+            return False
+
+        def lookup(username: str, algorithm: str) -> str | None:
+            if username != device_id:
+                return None
+            own = info.ha1_sha256 if algorithm.startswith("SHA") else info.ha1_md5
+            if own:
+                return own
+            if self.config.password and self.config.register_policy == "password" or (
+                self.config.password and info.pre_added
+            ):
+                return ha1(device_id, self.config.domain, self.config.password, algorithm)
+            return None
+
+        result = self.digest.verify(authorization, req.method, now, lookup)
+        if result.ok:
+            return True
+        if result.stale:
+            headers = [("WWW-Authenticate", c) for c in self.digest.challenges(now, self.rng, stale=True)]
+            self._reply(req, tx, 401, headers=headers)
+            return False
+        self.stats["rejected"] += 1
+        reason = str(result.reason.value) if result.reason is not None else "bad credentials"
+        log.info("REGISTER from {id} refused: {reason} {detail}", id=device_id, reason=reason, detail=result.detail)
+        self._reply(req, tx, 403, "Forbidden", headers=[("Warning", f'399 gbplatform "{reason}"')])
+        return False
+
+    def _registered(self, req: Request, tx: ServerTransaction, device_id: str, source: Addr,
+                    contact_list: list[NameAddr], expires: int, info: AuthInfo) -> None:
+        now, wall = self.clock.seconds(), self.clock.time()
+        contact = contact_list[0] if contact_list else None
+        headers: list[tuple[str, str]] = []
+        if contact is not None and contact.uri != "*":
+            c = NameAddr(contact.uri, None, {**contact.params, "expires": str(expires)})
+            headers.append(("Contact", str(c)))
+        headers.append(("Expires", str(expires)))
+        if self.config.date_header:
+            # GB/T 28181-2016 §9.10.2: time sync through the Date header of the
+            # REGISTER 200 OK, in local time with milliseconds.
+            local = dt.datetime.fromtimestamp(wall)
+            headers.append(("Date", local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{local.microsecond // 1000:03d}"))
+        self._reply(req, tx, 200, headers=headers)
+        self.stats["registered"] += 1
+        previous = self.live.get(device_id)
+        was_online = previous is not None and previous.online
+        moved = previous is not None and previous.addr != source
+        live = DeviceLive(
+            device_id=device_id,
+            addr=source,
+            contact=contact.uri if contact is not None else None,
+            user_agent=req.headers.get("User-Agent"),
+            expires_at=now + expires,
+            last_seen=now,
+            interval=(previous.interval if previous else info.interval) or self.config.keepalive_interval,
+            count=(previous.count if previous else info.count) or self.config.keepalive_count,
+            charset=previous.charset if previous else info.charset,
+            registered_wall=wall,
+        )
+        self.live[device_id] = live
+        self._schedule(live)
+        self.auth_cache.setdefault(device_id, info)
+        info.exists = True
+        self.writer.add(
+            "registered",
+            device_id,
+            dict(host=source[1], port=source[2], transport=source[0], contact=live.contact,
+                 user_agent=live.user_agent, expires=expires, at=_utc(wall)),
+        )
+        if not was_online:
+            log.info("device {id} online from {host}:{port}/{transport}", id=device_id, host=source[1],
+                     port=source[2], transport=source[0])
+            self.publish(DeviceEvent(device_id, True, "registered", wall))
+        elif moved:
+            log.info("device {id} moved to {host}:{port}/{transport}", id=device_id, host=source[1],
+                     port=source[2], transport=source[0])
+        for hook in self.on_registered:
+            hook(device_id, not was_online or moved)
+
+    def _unregister(self, req: Request, tx: ServerTransaction, device_id: str, contact_list: list[NameAddr]) -> None:
+        self._reply(req, tx, 200, headers=[("Expires", "0")])
+        self._go_offline(device_id, "unregistered")
+
+    # -- keepalive -----------------------------------------------------------
+    def handle_keepalive(self, req: Request, tx: ServerTransaction, source: Addr, device_id: str,
+                         msg: manscdp.ManscdpMessage) -> None:
+        """Notify/Keepalive (GB/T 28181-2016 §9.6.1): proof of life."""
+        self.stats["keepalives"] += 1
+        live = self.live.get(device_id)
+        if live is not None and live.expires_at > self.clock.seconds():
+            self._reply(req, tx, 200)
+            self._keepalive(live, source, msg.charset)
+            return
+        # Not in memory: a platform restart. If its registration is still valid in
+        # the registry, the keepalive brings it back online; otherwise answer 404
+        # so that the device registers again.
+        d = self._relearn(device_id, source, msg.charset)
+
+        def answer(ok: bool) -> None:
+            if ok:
+                self._reply(req, tx, 200)
+            else:
+                self._reply(req, tx, 404, "Not Registered")
+
+        d.addCallback(answer)
+        d.addErrback(lambda f: self._register_failed(f, req, tx))
+
+    def _keepalive(self, live: DeviceLive, source: Addr, charset: str) -> None:
+        now, wall = self.clock.seconds(), self.clock.time()
+        live.last_seen = now
+        live.last_keepalive_wall = wall
+        if charset and charset != live.charset:
+            live.charset = charset
+        if live.addr != source:
+            log.info("device {id} keepalive from a new address {host}:{port}", id=live.device_id,
+                     host=source[1], port=source[2])
+            live.addr = source
+        came_back = not live.online
+        live.online = True
+        self._schedule(live)
+        self.writer.add("keepalive", live.device_id, _utc(wall), source[1], source[2], source[0])
+        if came_back:
+            self.publish(DeviceEvent(live.device_id, True, "keepalive", wall))
+
+    def _relearn(self, device_id: str, source: Addr, charset: str) -> Deferred[bool]:
+        async def run() -> bool:
+            record = await self.db.run("get_device", q.get_device_txn, device_id)
+            if record is None or record.register_expires_at is None:
+                return False
+            remaining = record.register_expires_at.timestamp() - self.clock.time()
+            if remaining <= 0 or not record.enabled:
+                return False
+            now = self.clock.seconds()
+            live = self.live.get(device_id)
+            if live is None:
+                live = DeviceLive(
+                    device_id=device_id, addr=source, contact=record.contact, user_agent=record.user_agent,
+                    expires_at=now + remaining, last_seen=now, interval=record.keepalive_interval,
+                    count=record.keepalive_count, charset=record.charset or "GB2312", online=False,
+                    registered_wall=record.registered_at.timestamp() if record.registered_at else 0.0,
+                )
+                self.live[device_id] = live
+            self._keepalive(live, source, charset)
+            log.info("device {id} back online from its keepalive", id=device_id)
+            for hook in self.on_registered:
+                hook(device_id, True)
+            return True
+
+        return ensureDeferred(run())
+
+    def touch(self, device_id: str, source: Addr, charset: str) -> None:
+        """Any MESSAGE from a registered device refreshes its address and charset."""
+        live = self.live.get(device_id)
+        if live is None:
+            return
+        live.addr = source
+        if charset and charset != live.charset:
+            live.charset = charset
+            self.writer.add("charset", device_id, charset)
+
+    def set_basic_param(self, device_id: str, interval: int | None, count: int | None) -> None:
+        """Apply the device's own heartbeat settings (GB/T 28181-2016 §A.2.6.7)."""
+        live = self.live.get(device_id)
+        if live is None:
+            return
+        if interval and 1 <= interval <= 3600:
+            live.interval = interval
+        if count and 1 <= count <= 100:
+            live.count = count
+        self._schedule(live)
+        self.writer.add("basic_param", device_id, live.interval, live.count, _utc(self.clock.time()))
+
+    # -- expiry ----------------------------------------------------------------
+    def _schedule(self, live: DeviceLive) -> None:
+        deadline = live.deadline
+        heapq.heappush(self._deadlines, (deadline, live.device_id))
+        if self._timer_at is None or deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self.clock.call_later(max(0.0, at - self.clock.seconds()) + 0.001, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.clock.seconds()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, device_id = heapq.heappop(self._deadlines)
+            live = self.live.get(device_id)
+            if live is None or not live.online or live.deadline > now:
+                continue  # stale entry: the device was heard since
+            reason = "registration expired" if live.expires_at <= now else (
+                f"{live.count} keepalives missed"
+            )
+            self._go_offline(device_id, reason)
+        if self._deadlines:
+            self._arm(self._deadlines[0][0])
+
+    def _go_offline(self, device_id: str, reason: str) -> None:
+        live = self.live.get(device_id)
+        wall = self.clock.time()
+        if live is not None:
+            was_online = live.online
+            live.online = False
+            if reason == "unregistered" or live.expires_at <= self.clock.seconds():
+                del self.live[device_id]
+        else:
+            was_online = False
+        self.writer.add("unregistered" if reason == "unregistered" else "offline", device_id, _utc(wall))
+        if was_online:
+            self.stats["offline"] += 1
+            log.info("device {id} offline: {reason}", id=device_id, reason=reason)
+            self.publish(DeviceEvent(device_id, False, reason, wall))
+
+    def online_count(self) -> int:
+        return sum(1 for live in self.live.values() if live.online)

@@ -1,0 +1,183 @@
+"""``make_service(config, reactor)``: the whole platform as one ``MultiService``.
+
+Order matters: the database runner starts first (everything else queues
+work on it), then SIP signalling, then the HTTP API. On start, every device
+is marked offline: who is online is re-learnt from the next REGISTER or
+keepalive (ARCHITECTURE "State survives restarts").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from gbplatform import __version__
+from gbplatform.catalog import CatalogSync
+from gbplatform.clock import Clock, ReactorClock
+from gbplatform.config import Config
+from gbplatform.db import queries as q
+from gbplatform.db.database import Database, DatabaseService, ThreadPoolRunner, make_engine
+from gbplatform.device_queries import DeviceQueries
+from gbplatform.devices import DeviceEvent, DeviceManager
+from gbplatform.sipapp import SipApp
+from gbplatform.trace import SipTrace
+from sip.endpoint import Addr, Endpoint
+from sip.transport import SipTransport
+
+log = Logger()
+
+
+@dataclass
+class Platform:
+    """The platform's long-lived objects; the API and the SIP side share them."""
+
+    config: Config
+    clock: Clock
+    db: Database
+    endpoint: Endpoint
+    app: SipApp
+    devices: DeviceManager
+    catalog: CatalogSync
+    queries: DeviceQueries
+    trace: SipTrace
+    api_token: str
+    started_at: float
+    events: list[DeviceEvent] = field(default_factory=list)
+    transport: SipTransport | None = None
+
+
+def _read_or_create(path: Path, make: Any) -> str:
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = str(make())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def build_platform(
+    config: Config,
+    *,
+    clock: Clock,
+    db: Database,
+    rng: random.Random | None = None,
+    api_token: str | None = None,
+    secret: bytes | None = None,
+) -> Platform:
+    """Wire the services together without starting anything (tests use this directly)."""
+    rng = rng or random.Random(secrets.randbits(64))
+    data_dir = Path(config.storage.data_dir)
+    if api_token is None:
+        api_token = config.api.token or _read_or_create(data_dir / "api_token", lambda: secrets.token_urlsafe(24))
+    if secret is None:
+        secret = _read_or_create(data_dir / "nonce_secret", lambda: secrets.token_hex(32)).encode()
+    endpoint = Endpoint(rng=rng, user_agent=config.sip.user_agent)
+    app = SipApp(
+        platform_id=config.sip.id, domain=config.sip.domain, endpoint=endpoint, clock=clock, rng=rng,
+        query_timeout=config.sip.query_timeout,
+    )
+    events: list[DeviceEvent] = []
+
+    def publish(event: DeviceEvent) -> None:
+        events.append(event)
+        del events[:-1000]
+
+    devices = DeviceManager(config.sip, app=app, db=db, clock=clock, rng=rng, secret=secret, publish=publish)
+    app.devices = devices
+    catalog = CatalogSync(app=app, db=db, clock=clock, timeout=config.sip.catalog_timeout)
+    queries = DeviceQueries(app=app, devices=devices, catalog=catalog, db=db, clock=clock)
+    trace = SipTrace(config.sip.id, per_device=config.sip.trace_size)
+    return Platform(
+        config=config, clock=clock, db=db, endpoint=endpoint, app=app, devices=devices, catalog=catalog,
+        queries=queries, trace=trace, api_token=api_token, started_at=clock.time(), events=events,
+    )
+
+
+class SipService(Service):
+    name = "sip"
+
+    def __init__(self, platform: Platform, reactor: Any) -> None:
+        self.platform = platform
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        p = self.platform
+        at = dt.datetime.fromtimestamp(p.clock.time(), dt.UTC)
+        d = p.db.run("mark_all_offline", q.mark_all_offline_txn, at)
+        d.addErrback(lambda f: log.failure("marking devices offline at start failed", f))
+
+        def trace(direction: str, data: bytes, peer: Addr) -> None:
+            p.trace.record(direction, data, peer, p.clock.time())
+
+        transport = SipTransport(p.endpoint, self.reactor, p.app.handle_events, trace=trace)
+        cfg = p.config.sip
+        transport.listen(cfg.host, cfg.port, cfg.transports)
+        transport.set_advertised_host(cfg.advertised_ip)
+        p.app.flush = transport.flush
+        p.transport = transport
+        log.info("SIP listening on {host}:{port} ({transports}), ID {id}, domain {domain}",
+                 host=cfg.host, port=cfg.port, transports="/".join(cfg.transports), id=cfg.id, domain=cfg.domain)
+
+    def stopService(self) -> Any:
+        super().stopService()  # type: ignore[no-untyped-call]
+        p = self.platform
+        if p.transport is not None:
+            p.transport.stop()
+        return p.devices.writer.flush()
+
+
+class HttpService(Service):
+    name = "http"
+
+    def __init__(self, platform: Platform, reactor: Any) -> None:
+        self.platform = platform
+        self.reactor = reactor
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        from gbplatform.api.app import Api
+
+        api = Api(self.platform)
+        site = Site(api.app.resource())  # type: ignore[no-untyped-call]
+        site.displayTracebacks = False
+        cfg = self.platform.config.http
+        self.port = self.reactor.listenTCP(cfg.port, site, interface=cfg.host)
+        log.info("HTTP API on http://{host}:{port}/api/v1 (gbplatform {version})",
+                 host=cfg.host, port=self.port.getHost().port, version=__version__)
+
+    def stopService(self) -> Any:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self.port is not None:
+            return self.port.stopListening()
+        return None
+
+
+def make_service(config: Config, reactor: Any) -> MultiService:
+    clock = ReactorClock(reactor)
+    engine = make_engine(config.database_url)
+    runner = ThreadPoolRunner.for_engine(reactor, engine, max=config.database.pool_size)
+    db = Database(engine, pool=runner)
+    platform = build_platform(config, clock=clock, db=db)
+    if not config.api.token:
+        log.info("API token (from {path}): {token}", path=str(Path(config.storage.data_dir) / "api_token"),
+                 token=platform.api_token)
+    top = MultiService()  # type: ignore[no-untyped-call]
+    for service in (DatabaseService(db), SipService(platform, reactor), HttpService(platform, reactor)):
+        service.setServiceParent(top)  # type: ignore[no-untyped-call]
+    top.platform = platform  # type: ignore[attr-defined]
+    return top
