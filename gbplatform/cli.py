@@ -321,7 +321,7 @@ def serve(
     from gbplatform.service import make_service
 
     service = make_service(config, reactor)
-    service.startService()
+    service.startService()  # type: ignore[no-untyped-call]
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.callWhenRunning(install_signals or _install_signal_handlers, reactor)
     reactor.run()

@@ -97,8 +97,7 @@ def parse_head(head: bytes) -> Message:
         try:
             msg = _parse_request_line(start)
         except SipParseError as e:
-            if e.message is not None:
-                raise
+            # The error's message (if any) has no headers yet: answer from the salvage.
             raise SipParseError(e.reason, e.status_hint, _salvage_request(start, lines[1:])) from None
     msg.headers = _parse_headers(lines[1:], msg)
     cseq_value = msg.headers.get("CSeq")
@@ -136,11 +135,12 @@ def _parse_request_line(line: str) -> Request:
 
 
 def _salvage_request(start: str, lines: list[str]) -> Request | None:
-    """The headers of a request whose request line is broken, to answer it 400.
+    """The headers of a request whose request line is broken, to answer it.
 
-    RFC 4475 §3.1.2.7-§3.1.2.11 expect a 400 for these (``<>`` around the
-    Request-URI, embedded or doubled spaces); that is only possible when the
-    headers a response copies (RFC 3261 §8.2.6.2) are all there.
+    RFC 4475 §3.1.2.7-§3.1.2.11 and §3.1.2.16 expect a 400 or 505 for these
+    (``<>`` around the Request-URI, embedded or doubled spaces, SIP/7.0); that
+    is only possible when the headers a response copies (RFC 3261 §8.2.6.2)
+    are all there.
     """
     method = start.split(" ", 1)[0]
     if not is_token(method):

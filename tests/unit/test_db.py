@@ -9,13 +9,13 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 from twisted.application.service import MultiService
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from gbplatform.db import migrate
@@ -174,7 +174,7 @@ def test_naive_datetime_refused(db: Database) -> None:
 
 
 def test_utc_datetime_type_is_tz_aware_column() -> None:
-    assert UtcDateTime().impl.timezone is True  # type: ignore[attr-defined]
+    assert UtcDateTime().impl.timezone is True
 
 
 # --- devices -------------------------------------------------------------------
@@ -683,11 +683,12 @@ def test_run_logs_slow_transactions() -> None:
     ticks = iter([0.0, 2.5])
     database = Database(engine, pool=InlineRunner(), slow_seconds=1.0, timer=lambda: next(ticks))
     events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
     try:
         assert result_of(database.run("catalog_sync", lambda s: 7)) == 7
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
         engine.dispose()
     slow = [e for e in events if e.get("desc") == "catalog_sync"]
     assert slow and slow[0]["elapsed_ms"] == 2500
@@ -727,7 +728,7 @@ class SyncPool:
         try:
             result = f(*a, **kw)
         except Exception:  # noqa: BLE001 - handed to on_result like ThreadPool does
-            on_result(False, Failure())
+            on_result(False, Failure())  # type: ignore[no-untyped-call]
         else:
             on_result(True, result)
 
@@ -740,7 +741,10 @@ def test_thread_pool_runner_lifecycle() -> None:
         result_of(runner.run(lambda: 1))
     runner.start()
     assert pool.started and list(reactor.triggers.values())[0][:2] == ("during", "shutdown")
-    assert result_of(runner.run(lambda x, y=0: x + y, 2, y=3)) == 5
+    def add(x: int, y: int = 0) -> int:
+        return x + y
+
+    assert result_of(runner.run(add, 2, y=3)) == 5
     with pytest.raises(ZeroDivisionError):
         result_of(runner.run(lambda: 1 / 0))
     runner.stop()
@@ -772,12 +776,12 @@ def test_database_service_lifecycle() -> None:
     engine = make_engine("sqlite://")
     Base.metadata.create_all(engine)
     database = Database(engine, pool=ThreadPoolRunner(reactor, pool=pool))  # type: ignore[arg-type]
-    parent = MultiService()
-    DatabaseService(database).setServiceParent(parent)
-    parent.startService()
+    parent = MultiService()  # type: ignore[no-untyped-call]
+    DatabaseService(database).setServiceParent(parent)  # type: ignore[no-untyped-call]
+    parent.startService()  # type: ignore[no-untyped-call]
     assert pool.started
     assert result_of(database.run("get", get_device_txn, DEV)) is None
-    parent.stopService()
+    parent.stopService()  # type: ignore[no-untyped-call]
     assert not pool.started
 
 
@@ -804,5 +808,5 @@ def test_normalize_url() -> None:
     with pytest.raises(ValueError, match="unsupported"):
         normalize_url("mysql://u@h/db")
     engine = make_engine("postgresql://u@127.0.0.1/db")
-    assert engine.dialect.driver == "psycopg" and engine.pool._pre_ping  # type: ignore[attr-defined]
+    assert engine.dialect.driver == "psycopg" and engine.pool._pre_ping
     engine.dispose()

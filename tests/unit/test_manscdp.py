@@ -55,7 +55,9 @@ def fixture(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
-def body(inner: str, *, root: str = "Response", charset: str = "GB2312", codec: str | None = None) -> bytes:
+def body(
+    inner: str, *, root: str = "Response", charset: str = "GB2312", codec: str | None = None
+) -> bytes:
     """A MANSCDP body with ``inner`` children, declared ``charset``, encoded with ``codec``."""
     decl = f'<?xml version="1.0" encoding="{charset}"?>\r\n' if charset else ""
     text = f"{decl}<{root}>\r\n{inner}\r\n</{root}>\r\n"
@@ -81,13 +83,41 @@ def catalog(names: list[str], **kw: str) -> str:
     [
         ("exosip_catalog_query.xml", Query, "Query", "Catalog", 9803, DEV),
         ("exosip_catalog_response.xml", CatalogResponse, "Response", "Catalog", 9803, DEV),
-        ("exosip_catalog_response_gb2312_label_utf8_body.xml", CatalogResponse, "Response", "Catalog", 3154, DEV),
+        (
+            "exosip_catalog_response_gb2312_label_utf8_body.xml",
+            CatalogResponse,
+            "Response",
+            "Catalog",
+            3154,
+            DEV,
+        ),
         ("exosip_deviceinfo_query.xml", Query, "Query", "DeviceInfo", 37442, DEV),
-        ("exosip_deviceinfo_response.xml", DeviceInfoResponse, "Response", "DeviceInfo", 37442, DEV),
+        (
+            "exosip_deviceinfo_response.xml",
+            DeviceInfoResponse,
+            "Response",
+            "DeviceInfo",
+            37442,
+            DEV,
+        ),
         ("exosip_devicestatus_query.xml", Query, "Query", "DeviceStatus", 11892, DEV),
-        ("exosip_devicestatus_response.xml", DeviceStatusResponse, "Response", "DeviceStatus", 11892, DEV),
+        (
+            "exosip_devicestatus_response.xml",
+            DeviceStatusResponse,
+            "Response",
+            "DeviceStatus",
+            11892,
+            DEV,
+        ),
         ("exosip_keepalive_notify.xml", Keepalive, "Notify", "Keepalive", 1, DEV),
-        ("pjsua2_keepalive_notify.xml", Keepalive, "Notify", "Keepalive", 1, "34020000001320000020"),
+        (
+            "pjsua2_keepalive_notify.xml",
+            Keepalive,
+            "Notify",
+            "Keepalive",
+            1,
+            "34020000001320000020",
+        ),
         ("pjsua2_catalog_query.xml", Query, "Query", "Catalog", 53716, "34020000001320000020"),
     ],
 )
@@ -121,14 +151,23 @@ def test_real_gb2312_label_with_utf8_body() -> None:
 def test_real_device_info_and_status_fields() -> None:
     info = decode(fixture("exosip_deviceinfo_response.xml"))
     assert isinstance(info, DeviceInfoResponse)
-    assert (info.result, info.manufacturer, info.model, info.firmware) == ("OK", "SimTest", "28181", "fireware")
+    assert (info.result, info.manufacturer, info.model, info.firmware) == (
+        "OK",
+        "SimTest",
+        "28181",
+        "fireware",
+    )
     assert info.device_name is None and info.channel is None
     assert info.fields["DeviceType"] == "simulate client" and info.fields["MaxCamera"] == "1"
 
     status = decode(fixture("exosip_devicestatus_response.xml"))
     assert isinstance(status, DeviceStatusResponse)
     assert (status.result, status.online, status.status, status.encode, status.record) == (
-        "OK", "ONLINE", "OK", "ON", "OFF",
+        "OK",
+        "ONLINE",
+        "OK",
+        "ON",
+        "OFF",
     )
     assert status.device_time == datetime(2026, 11, 27, 20, 43, 42)
     assert status.alarm_status == ()
@@ -142,7 +181,9 @@ def test_real_device_info_and_status_fields() -> None:
         ("exosip_devicestatus_query.xml", "DeviceStatus", 11892, DEV),
     ],
 )
-def test_encode_query_matches_real_platform_bytes(fixture_name: str, cmd_type: str, sn: int, device_id: str) -> None:
+def test_encode_query_matches_real_platform_bytes(
+    fixture_name: str, cmd_type: str, sn: int, device_id: str
+) -> None:
     # The recorded platform used CRLF; ours sends LF, otherwise byte-identical.
     assert encode_query(cmd_type, sn, device_id).replace(b"\n", b"\r\n") == fixture(fixture_name)
 
@@ -162,8 +203,28 @@ def test_every_truncation_raises_manscdp_error_or_recovers_only_finished_parts()
         assert isinstance(msg, CatalogResponse)
         assert (msg.cmd_type, msg.sn, msg.device_id) == ("Catalog", 3154, DEV)
         assert msg.items in ((), full.items)
-        assert manscdp.QUIRK_TRUNCATED in msg.quirks
+        assert manscdp.QUIRK_TRUNCATED in msg.quirks or raw[:cut].rstrip().endswith(b"</Response>")
     assert recovered > 100
+
+
+@pytest.mark.parametrize(
+    ("cut_after", "names"),
+    [
+        (b"</Item>", ["cam0", "cam1"]),  # only DeviceList/Response end tags lost
+        (b"<Name>cam1</Name>", ["cam0"]),  # second item unfinished
+        (b"<Name>cam1</Na", ["cam0"]),
+        (b"<Name>ca", ["cam0"]),
+        (b"<Name>cam0</Name></Item>", ["cam0"]),
+    ],
+)
+def test_truncated_catalog_keeps_only_finished_items(cut_after: bytes, names: list[str]) -> None:
+    raw = body(catalog(["cam0", "cam1"]))
+    cut = raw.rindex(cut_after) + len(cut_after)
+    msg = decode(raw[:cut])
+    assert isinstance(msg, CatalogResponse)
+    assert [i.name for i in msg.items] == names
+    assert msg.sum_num == 2
+    assert manscdp.QUIRK_TRUNCATED in msg.quirks
 
 
 @pytest.mark.parametrize(
@@ -175,7 +236,7 @@ def test_trailing_bytes_after_root_are_dropped(suffix: bytes) -> None:
     assert manscdp.QUIRK_TRAILING_GARBAGE in msg.quirks
 
 
-@pytest.mark.parametrize("prefix", [b"\xef\xbb\xbf", b"\r\n  \t", b" \xef\xbb\xbf"])
+@pytest.mark.parametrize("prefix", [b"\xef\xbb\xbf", b"\r\n  \t", b" \xef\xbb\xbf", b"\x00\x00"])
 def test_leading_whitespace_and_bom_tolerated(prefix: bytes) -> None:
     msg = decode(prefix + fixture("exosip_keepalive_notify.xml"))
     assert isinstance(msg, Keepalive) and msg.sn == 1
@@ -213,7 +274,9 @@ def test_leading_whitespace_and_bom_tolerated(prefix: bytes) -> None:
         ("UTF-16", "大门", "gb2312", "GB2312", (manscdp.QUIRK_UNKNOWN_CHARSET,)),
     ],
 )
-def test_charset_detection(label: str, name: str, codec: str, charset: str, quirks: tuple[str, ...]) -> None:
+def test_charset_detection(
+    label: str, name: str, codec: str, charset: str, quirks: tuple[str, ...]
+) -> None:
     msg = decode(body(catalog([name]), charset=label, codec=codec))
     assert isinstance(msg, CatalogResponse)
     assert msg.items[0].name == name
@@ -222,7 +285,9 @@ def test_charset_detection(label: str, name: str, codec: str, charset: str, quir
 
 
 def test_default_charset_is_reported_for_ascii_bodies() -> None:
-    raw = body("<CmdType>Keepalive</CmdType><SN>3</SN><DeviceID>1</DeviceID>", root="Notify", charset="")
+    raw = body(
+        "<CmdType>Keepalive</CmdType><SN>3</SN><DeviceID>1</DeviceID>", root="Notify", charset=""
+    )
     assert decode(raw).charset == "GB2312"
     assert decode(raw, default_charset="utf-8").charset == "UTF-8"
 
@@ -242,7 +307,8 @@ def test_undecodable_bytes_are_replaced_and_logged(caplog: pytest.LogCaptureFixt
 
 def test_billion_laughs_is_not_expanded() -> None:
     entities = '<!ENTITY lol "lol">' + "".join(
-        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10)
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
+        for i in range(1, 10)
     )
     raw = (
         f'<?xml version="1.0"?><!DOCTYPE Notify [{entities}]>'
@@ -312,11 +378,13 @@ def test_cdata_ampersand_is_left_alone() -> None:
 
 
 def test_broken_xml_is_recovered_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    raw = body(catalog(["cam"])).replace(b"</DeviceList>", b"").replace(b"</Response>", b"")
+    # Mismatched end tag in the middle of the body.
+    raw = body(catalog(["cam"])).replace(b"</Name>", b"</Nmae>")
     with caplog.at_level(logging.WARNING, logger="sip.manscdp"):
         msg = decode(raw)
     assert isinstance(msg, CatalogResponse) and msg.items[0].name == "cam"
     assert manscdp.QUIRK_RECOVERED_XML in msg.quirks
+    assert manscdp.QUIRK_TRUNCATED not in msg.quirks
     assert "recovered" in caplog.text
 
 
@@ -333,7 +401,7 @@ def test_control_characters_are_removed() -> None:
         "<CmdType>Catalog</CmdType><SN>7</SN><DeviceID>1</DeviceID><SumNum>2</SumNum>"
         "<Item><DeviceID>a</DeviceID></Item><Item><DeviceID>b</DeviceID></Item>",
         # Mixed: one in DeviceList, one stray.
-        '<CmdType>Catalog</CmdType><SN>7</SN><DeviceID>1</DeviceID><SumNum>2</SumNum>'
+        "<CmdType>Catalog</CmdType><SN>7</SN><DeviceID>1</DeviceID><SumNum>2</SumNum>"
         '<DeviceList Num="1"><Item><DeviceID>a</DeviceID></Item></DeviceList><Item><DeviceID>b</DeviceID></Item>',
     ],
 )
@@ -360,9 +428,24 @@ def test_whitespace_and_element_case_tolerated() -> None:
     )
     msg = decode(body(inner, root="response"))
     assert isinstance(msg, DeviceStatusResponse)
-    assert (msg.kind, msg.cmd_type, msg.sn, msg.device_id, msg.result) == ("Response", "DeviceStatus", 42, DEV, "OK")
+    assert (msg.kind, msg.cmd_type, msg.sn, msg.device_id, msg.result) == (
+        "Response",
+        "DeviceStatus",
+        42,
+        DEV,
+        "OK",
+    )
     assert msg.alarm_status == (AlarmStatus(device_id="a1", duty_status="ALARM"),)
     assert msg.device_time == datetime(2026, 1, 2, 3, 4, 5)
+
+
+def test_namespaced_root_and_memoryview_input() -> None:
+    raw = body(
+        f"<CmdType>Keepalive</CmdType><SN>9</SN><DeviceID>{DEV}</DeviceID><Status>OK</Status>",
+        root='Notify xmlns="http://www.example.com/manscdp"',
+    ).replace(b'</Notify xmlns="http://www.example.com/manscdp">', b"</Notify>")
+    msg = decode(memoryview(raw))
+    assert isinstance(msg, Keepalive) and (msg.sn, msg.status) == (9, "OK")
 
 
 def test_catalog_item_every_field_info_and_event() -> None:
@@ -401,11 +484,22 @@ def test_generic_messages_keep_simple_fields() -> None:
     msg = decode(body(inner, root="Notify"))
     assert type(msg) is Notify
     assert msg.fields == {"AlarmPriority": "1", "AlarmTime": "2026-11-27T20:00:00"}
-    control = decode(body(f"<CmdType>DeviceControl</CmdType><SN>2</SN><DeviceID>{DEV}</DeviceID><TeleBoot>Boot</TeleBoot>", root="Control"))
+    control = decode(
+        body(
+            f"<CmdType>DeviceControl</CmdType><SN>2</SN><DeviceID>{DEV}</DeviceID><TeleBoot>Boot</TeleBoot>",
+            root="Control",
+        )
+    )
     assert type(control) is Control and control.fields == {"TeleBoot": "Boot"}
-    answer = decode(body(f"<CmdType>DeviceControl</CmdType><SN>2</SN><DeviceID>{DEV}</DeviceID><Result>ERROR</Result>"))
+    answer = decode(
+        body(
+            f"<CmdType>DeviceControl</CmdType><SN>2</SN><DeviceID>{DEV}</DeviceID><Result>ERROR</Result>"
+        )
+    )
     assert type(answer) is ControlResponse and answer.result == "ERROR"
-    other = decode(body(f"<CmdType>RecordInfo</CmdType><SN>2</SN><DeviceID>{DEV}</DeviceID><Name>x</Name>"))
+    other = decode(
+        body(f"<CmdType>RecordInfo</CmdType><SN>2</SN><DeviceID>{DEV}</DeviceID><Name>x</Name>")
+    )
     assert type(other) is Response and other.fields == {"Name": "x"}
 
 
@@ -420,9 +514,16 @@ def test_config_download_basic_param() -> None:
     msg = decode(body(inner, charset="UTF-8"))
     assert isinstance(msg, ConfigDownloadResponse)
     assert msg.basic_param == BasicParam(
-        name="IP CAMERA", device_id=DEV, sip_server_id=PLATFORM, sip_server_ip="192.168.2.135",
-        sip_server_port=5060, domain_name="3402000000", expiration=3600, password="12345678",
-        heart_beat_interval=60, heart_beat_count=None,
+        name="IP CAMERA",
+        device_id=DEV,
+        sip_server_id=PLATFORM,
+        sip_server_ip="192.168.2.135",
+        sip_server_port=5060,
+        domain_name="3402000000",
+        expiration=3600,
+        password="12345678",
+        heart_beat_interval=60,
+        heart_beat_count=None,
     )
 
 
@@ -437,7 +538,10 @@ def test_config_download_basic_param() -> None:
         (b"garbage", "not XML"),
         (b'<?xml version="1.0" encoding="GB2312"?>', "empty body"),
         (b"\xff\xfe\x00<", "not XML"),
-        (body("<CmdType>Keepalive</CmdType><SN>1</SN>", root="Foo"), "unexpected root element <Foo>"),
+        (
+            body("<CmdType>Keepalive</CmdType><SN>1</SN>", root="Foo"),
+            "unexpected root element <Foo>",
+        ),
         (body("<SN>1</SN><DeviceID>1</DeviceID>"), "missing CmdType"),
         (body("<CmdType> </CmdType><SN>1</SN>"), "missing CmdType"),
         (body("<CmdType>Keepalive</CmdType><DeviceID>1</DeviceID>"), "missing SN"),
@@ -447,7 +551,10 @@ def test_config_download_basic_param() -> None:
         (body("<CmdType>Keepalive</CmdType><SN>1e3</SN>"), "SN is not an integer"),
         (body("<CmdType>Keepalive</CmdType><SN>١٢</SN>"), "SN is not an integer"),
         (body("<CmdType>Keepalive</CmdType><SN>" + "9" * 5000 + "</SN>"), "SN is not an integer"),
-        (body("<CmdType>Catalog</CmdType><SN>1</SN><DeviceID>1</DeviceID><SumNum>two</SumNum>"), "SumNum is not an integer"),
+        (
+            body("<CmdType>Catalog</CmdType><SN>1</SN><DeviceID>1</DeviceID><SumNum>two</SumNum>"),
+            "SumNum is not an integer",
+        ),
     ],
 )
 def test_unusable_bodies_raise_manscdp_error(raw: bytes, reason: str) -> None:
@@ -469,7 +576,10 @@ def test_unusable_bodies_raise_manscdp_error(raw: bytes, reason: str) -> None:
         ("2006-01-02T15:04:05.123", datetime(2006, 1, 2, 15, 4, 5, 123000)),
         ("2006-01-02T15:04", datetime(2006, 1, 2, 15, 4)),
         ("2006-01-02", datetime(2006, 1, 2)),
-        ("2006-01-02T15:04:05+08:00", datetime(2006, 1, 2, 15, 4, 5, tzinfo=timezone(timedelta(hours=8)))),
+        (
+            "2006-01-02T15:04:05+08:00",
+            datetime(2006, 1, 2, 15, 4, 5, tzinfo=timezone(timedelta(hours=8))),
+        ),
         ("2006-13-02T15:04:05", None),
         ("2006-02-30", None),
         ("20060102150405", None),
@@ -501,11 +611,13 @@ def test_encode_falls_back_to_gb18030_and_never_raises() -> None:
     assert isinstance(msg, Keepalive) and msg.status == "䶮𠀀\ufffd\ufffd OK"
     assert msg.charset == "GB18030"
     # Unknown charset names fall back to the GB2312 default.
-    assert encode_keepalive(1, DEV, charset="x-klingon").startswith(b'<?xml version="1.0" encoding="GB2312"?>')
+    assert encode_keepalive(1, DEV, charset="x-klingon").startswith(
+        b'<?xml version="1.0" encoding="GB2312"?>'
+    )
 
 
 def test_encode_escapes_special_characters() -> None:
-    name = 'a<b>&c"d\'e\r\nf]]>'
+    name = "a<b>&c\"d'e\r\nf]]>"
     raw = encode_catalog_response(1, DEV, 1, [CatalogItem(device_id="x", name=name)])
     assert b"<b>" not in raw
     msg = decode(raw)
@@ -522,63 +634,182 @@ NAMES = ["前门摄像头1", "停车场 A&B <2>", "一号楼"]
 def test_round_trip_every_encoder(charset: str) -> None:
     items = [
         CatalogItem(
-            device_id=f"3402000000131000000{i}", name=n, manufacturer="海康威视", parent_id=PLATFORM,
-            civil_code="340200", status="ON", longitude="120.1", latitude="30.2",
-            info={"PTZType": "1"}, extra={"Vendor": "x"},
+            device_id=f"3402000000131000000{i}",
+            name=n,
+            manufacturer="海康威视",
+            parent_id=PLATFORM,
+            civil_code="340200",
+            status="ON",
+            longitude="120.1",
+            latitude="30.2",
+            info={"PTZType": "1"},
+            extra={"Vendor": "x"},
         )
         for i, n in enumerate(NAMES)
     ]
     cases: list[tuple[bytes, ManscdpMessage]] = [
-        (encode_query("Catalog", 1, DEV, charset=charset), Query(kind="Query", cmd_type="Catalog", sn=1, device_id=DEV, charset=charset)),
         (
-            encode_control("DeviceControl", 2, DEV, charset=charset, extra={"PTZCmd": "A50F01", "Info": {"ControlPriority": "5"}}),
-            Control(kind="Control", cmd_type="DeviceControl", sn=2, device_id=DEV, charset=charset, fields={"PTZCmd": "A50F01"}),
+            encode_query("Catalog", 1, DEV, charset=charset),
+            Query(kind="Query", cmd_type="Catalog", sn=1, device_id=DEV, charset=charset),
+        ),
+        (
+            encode_control(
+                "DeviceControl",
+                2,
+                DEV,
+                charset=charset,
+                extra={"PTZCmd": "A50F01", "Info": {"ControlPriority": "5"}},
+            ),
+            Control(
+                kind="Control",
+                cmd_type="DeviceControl",
+                sn=2,
+                device_id=DEV,
+                charset=charset,
+                fields={"PTZCmd": "A50F01"},
+            ),
         ),
         (
             encode_notify("Alarm", 3, DEV, charset=charset, extra={"AlarmDescription": "越界报警"}),
-            Notify(kind="Notify", cmd_type="Alarm", sn=3, device_id=DEV, charset=charset, fields={"AlarmDescription": "越界报警"}),
+            Notify(
+                kind="Notify",
+                cmd_type="Alarm",
+                sn=3,
+                device_id=DEV,
+                charset=charset,
+                fields={"AlarmDescription": "越界报警"},
+            ),
         ),
         (
             encode_response("DeviceControl", 4, DEV, charset=charset),
-            ControlResponse(kind="Response", cmd_type="DeviceControl", sn=4, device_id=DEV, charset=charset, fields={"Result": "OK"}, result="OK"),
+            ControlResponse(
+                kind="Response",
+                cmd_type="DeviceControl",
+                sn=4,
+                device_id=DEV,
+                charset=charset,
+                fields={"Result": "OK"},
+                result="OK",
+            ),
         ),
         (
             encode_keepalive(5, DEV, charset=charset),
-            Keepalive(kind="Notify", cmd_type="Keepalive", sn=5, device_id=DEV, charset=charset, fields={"Status": "OK"}, status="OK"),
+            Keepalive(
+                kind="Notify",
+                cmd_type="Keepalive",
+                sn=5,
+                device_id=DEV,
+                charset=charset,
+                fields={"Status": "OK"},
+                status="OK",
+            ),
         ),
         (
             encode_catalog_response(6, DEV, 3, items, charset=charset),
-            CatalogResponse(kind="Response", cmd_type="Catalog", sn=6, device_id=DEV, charset=charset, fields={"SumNum": "3"}, sum_num=3, num=3, items=tuple(items)),
+            CatalogResponse(
+                kind="Response",
+                cmd_type="Catalog",
+                sn=6,
+                device_id=DEV,
+                charset=charset,
+                fields={"SumNum": "3"},
+                sum_num=3,
+                num=3,
+                items=tuple(items),
+            ),
         ),
         (
-            encode_device_info_response(7, DEV, device_name="大门", manufacturer="大华", model="IPC", firmware="V1", channel=4, charset=charset),
+            encode_device_info_response(
+                7,
+                DEV,
+                device_name="大门",
+                manufacturer="大华",
+                model="IPC",
+                firmware="V1",
+                channel=4,
+                charset=charset,
+            ),
             DeviceInfoResponse(
-                kind="Response", cmd_type="DeviceInfo", sn=7, device_id=DEV, charset=charset, result="OK",
-                fields={"DeviceName": "大门", "Result": "OK", "Manufacturer": "大华", "Model": "IPC", "Firmware": "V1", "Channel": "4"},
-                device_name="大门", manufacturer="大华", model="IPC", firmware="V1", channel=4,
+                kind="Response",
+                cmd_type="DeviceInfo",
+                sn=7,
+                device_id=DEV,
+                charset=charset,
+                result="OK",
+                fields={
+                    "DeviceName": "大门",
+                    "Result": "OK",
+                    "Manufacturer": "大华",
+                    "Model": "IPC",
+                    "Firmware": "V1",
+                    "Channel": "4",
+                },
+                device_name="大门",
+                manufacturer="大华",
+                model="IPC",
+                firmware="V1",
+                channel=4,
             ),
         ),
         (
             encode_device_status_response(
-                8, DEV, encode="ON", record="OFF", reason="正常", device_time=datetime(2026, 1, 2, 3, 4, 5),
-                alarm_status=[AlarmStatus(device_id="a", duty_status="ONDUTY")], charset=charset,
+                8,
+                DEV,
+                encode="ON",
+                record="OFF",
+                reason="正常",
+                device_time=datetime(2026, 1, 2, 3, 4, 5),
+                alarm_status=[AlarmStatus(device_id="a", duty_status="ONDUTY")],
+                charset=charset,
             ),
             DeviceStatusResponse(
-                kind="Response", cmd_type="DeviceStatus", sn=8, device_id=DEV, charset=charset, result="OK",
-                fields={"Result": "OK", "Online": "ONLINE", "Status": "OK", "Reason": "正常", "Encode": "ON", "Record": "OFF", "DeviceTime": "2026-01-02T03:04:05"},
-                online="ONLINE", status="OK", reason="正常", encode="ON", record="OFF",
-                device_time=datetime(2026, 1, 2, 3, 4, 5), alarm_status=(AlarmStatus(device_id="a", duty_status="ONDUTY"),),
+                kind="Response",
+                cmd_type="DeviceStatus",
+                sn=8,
+                device_id=DEV,
+                charset=charset,
+                result="OK",
+                fields={
+                    "Result": "OK",
+                    "Online": "ONLINE",
+                    "Status": "OK",
+                    "Reason": "正常",
+                    "Encode": "ON",
+                    "Record": "OFF",
+                    "DeviceTime": "2026-01-02T03:04:05",
+                },
+                online="ONLINE",
+                status="OK",
+                reason="正常",
+                encode="ON",
+                record="OFF",
+                device_time=datetime(2026, 1, 2, 3, 4, 5),
+                alarm_status=(AlarmStatus(device_id="a", duty_status="ONDUTY"),),
             ),
         ),
     ]
     bp = BasicParam(
-        name="一号摄像机", device_id=DEV, sip_server_id=PLATFORM, sip_server_ip="10.0.0.1", sip_server_port=5060,
-        domain_name="3402000000", expiration=3600, password="pw&<", heart_beat_interval=60, heart_beat_count=3,
-        position_capability=0, longitude="120.0", latitude="30.0",
+        name="一号摄像机",
+        device_id=DEV,
+        sip_server_id=PLATFORM,
+        sip_server_ip="10.0.0.1",
+        sip_server_port=5060,
+        domain_name="3402000000",
+        expiration=3600,
+        password="pw&<",
+        heart_beat_interval=60,
+        heart_beat_count=3,
+        position_capability=0,
+        longitude="120.0",
+        latitude="30.0",
     )
     raw = encode_config_download_response(9, DEV, bp, charset=charset)
     decoded = decode(raw)
-    assert isinstance(decoded, ConfigDownloadResponse) and decoded.basic_param == bp and decoded.charset == charset
+    assert (
+        isinstance(decoded, ConfigDownloadResponse)
+        and decoded.basic_param == bp
+        and decoded.charset == charset
+    )
     for raw, expected in cases:
         assert raw.startswith(f'<?xml version="1.0" encoding="{charset}"?>\n'.encode())
         assert decode(raw) == expected
@@ -586,7 +817,9 @@ def test_round_trip_every_encoder(charset: str) -> None:
 
 def test_catalog_split_over_several_messages() -> None:
     items = [CatalogItem(device_id=f"{i:020d}", name=f"通道{i}") for i in range(5)]
-    bodies = [encode_catalog_response(99, DEV, len(items), items[i : i + 2]) for i in range(0, 5, 2)]
+    bodies = [
+        encode_catalog_response(99, DEV, len(items), items[i : i + 2]) for i in range(0, 5, 2)
+    ]
     decoded = [decode(b) for b in bodies]
     assert all(isinstance(m, CatalogResponse) and m.sum_num == 5 and m.sn == 99 for m in decoded)
     assert [m.num for m in decoded if isinstance(m, CatalogResponse)] == [2, 2, 1]
@@ -595,7 +828,10 @@ def test_catalog_split_over_several_messages() -> None:
 
 
 def test_catalog_notify_round_trip_with_event() -> None:
-    items = [CatalogItem(device_id="a", event="ADD", name="新增"), CatalogItem(device_id="b", event="DEL")]
+    items = [
+        CatalogItem(device_id="a", event="ADD", name="新增"),
+        CatalogItem(device_id="b", event="DEL"),
+    ]
     msg = decode(encode_catalog_response(3, DEV, 2, items, kind="Notify"))
     assert isinstance(msg, CatalogNotify) and msg.kind == "Notify"
     assert msg.items == tuple(items)
@@ -615,7 +851,13 @@ def test_fuzz_random_bytes_only_raise_manscdp_error(raw: bytes) -> None:
         pass
 
 
-_SEEDS = [fixture(n) for n in ("exosip_catalog_response_gb2312_label_utf8_body.xml", "exosip_devicestatus_response.xml")]
+_SEEDS = [
+    fixture(n)
+    for n in (
+        "exosip_catalog_response_gb2312_label_utf8_body.xml",
+        "exosip_devicestatus_response.xml",
+    )
+]
 
 
 @settings(max_examples=400, deadline=None)
@@ -639,7 +881,9 @@ def test_fuzz_mutated_real_bodies_only_raise_manscdp_error(
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=40))
 def test_fuzz_name_round_trip_utf8(name: str) -> None:
-    raw = encode_catalog_response(1, DEV, 1, [CatalogItem(device_id="x", name=name)], charset="UTF-8")
+    raw = encode_catalog_response(
+        1, DEV, 1, [CatalogItem(device_id="x", name=name)], charset="UTF-8"
+    )
     msg = decode(raw)
     assert isinstance(msg, CatalogResponse) and msg.charset == "UTF-8"
     assert msg.items[0].name == manscdp._INVALID_XML_CHARS_RE.sub("\ufffd", name).strip()
@@ -650,6 +894,8 @@ def test_fuzz_name_round_trip_utf8(name: str) -> None:
 def test_fuzz_gb_encoding_never_raises_and_decodes(name: str, charset: str) -> None:
     # GB output is read back through the charset heuristics, which can
     # misjudge a few random strings, so only the structure is asserted.
-    raw = encode_catalog_response(1, DEV, 1, [CatalogItem(device_id="x", name=name)], charset=charset)
+    raw = encode_catalog_response(
+        1, DEV, 1, [CatalogItem(device_id="x", name=name)], charset=charset
+    )
     msg = decode(raw)
     assert isinstance(msg, CatalogResponse) and msg.items[0].device_id == "x"

@@ -1,0 +1,323 @@
+"""The HTTP admin API: a Klein app over the platform's services.
+
+Every route is ``async def``: parse (``schemas``) → service → serialize.
+Errors are mapped once, at the bottom of the class, with
+``@app.handle_errors``: domain errors carry their own status and code,
+routing misses become JSON 404/405, and anything unexpected is logged and
+answered with a bare 500 (no traceback leaves the process).
+
+Authentication is one bearer token (RFC 6750 §2.1) compared in constant
+time; every route but ``GET /api/v1/health`` requires it, so a load balancer
+can probe the platform without a secret. The health route touches neither
+the database nor the devices: it must answer while the database is slow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from klein import Klein
+from sqlalchemy.orm import Session
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from gbplatform import __version__
+from gbplatform.api import schemas as s
+from gbplatform.api.openapi import build_openapi
+from gbplatform.db import queries as q
+from gbplatform.errors import DeviceOffline, DomainError
+from gbplatform.service import Platform
+
+log = Logger()
+
+JSON_TYPE = b"application/json; charset=utf-8"
+
+Handler = Callable[..., Awaitable[bytes | None]]
+
+
+def authenticated(route: Handler) -> Handler:
+    """Require the bearer token before running ``route``."""
+
+    @functools.wraps(route)
+    async def checked(self: Api, request: Request, **kwargs: Any) -> bytes | None:
+        self.authorize(request)
+        return await route(self, request, **kwargs)
+
+    return checked
+
+
+# Composite reads: the existence check and the read share one transaction, so
+# "no such device" and "device without channels" cannot be confused.
+
+
+def _channels_txn(s_: Session, device_id: str, *, parent_id: str | None, offset: int,
+                  limit: int) -> q.Page[q.ChannelRecord]:
+    if q.get_device_txn(s_, device_id) is None:
+        raise q.DeviceNotFound(device_id)
+    return q.list_channels_txn(s_, device_id, offset=offset, limit=limit, parent_id=parent_id)
+
+
+def _tree_txn(s_: Session, device_id: str, *, platform_id: str) -> list[q.TreeNode]:
+    if q.get_device_txn(s_, device_id) is None:
+        raise q.DeviceNotFound(device_id)
+    return q.channel_tree_txn(s_, device_id, platform_id=platform_id)
+
+
+class Api:
+    """``Api(platform).app.resource()`` is the whole API under ``/api/v1``."""
+
+    app = Klein()
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._token = platform.api_token.encode()
+        self._openapi: bytes | None = None
+
+    # -- helpers ---------------------------------------------------------------
+    def authorize(self, request: Request) -> None:
+        header = request.getHeader(b"authorization")
+        if not header:
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="gbplatform"')
+            raise s.Unauthorized("an Authorization: Bearer <token> header is required")
+        scheme, _, token = header.partition(b" ")
+        # compare_digest keeps the comparison time independent of where the
+        # first wrong byte is; an empty configured token never matches.
+        if scheme.lower() != b"bearer" or not self._token or not hmac.compare_digest(token.strip(), self._token):
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="gbplatform", error="invalid_token"')
+            raise s.Unauthorized("the bearer token is not valid")
+
+    def _json(self, request: Request, obj: Any, status: int = 200) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", JSON_TYPE)
+        request.setHeader(b"Cache-Control", b"no-store")
+        return obj if isinstance(obj, bytes) else s.dumps(obj)
+
+    def _body(self, request: Request) -> dict[str, Any]:
+        content = request.content
+        raw = content.read(s.MAX_BODY + 1) if content is not None else b""
+        return s.parse_json_body(raw)
+
+    def _at(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.platform.clock.time(), dt.UTC)
+
+    def _device_json(self, record: q.DeviceRecord) -> dict[str, Any]:
+        p = self.platform
+        return s.device_json(
+            record, p.devices.live_info(record.device_id), now=p.clock.seconds(), wall=p.clock.time(),
+            catalog=p.catalog.progress(record.device_id),
+        )
+
+    async def _record(self, device_id: str) -> q.DeviceRecord:
+        record = await self.platform.db.run("get_device", q.get_device_txn, device_id)
+        if record is None:
+            raise q.DeviceNotFound(device_id)
+        return record
+
+    async def _require_online(self, device_id: str) -> None:
+        """404 for an unknown device, 409 for a known one that is not registered."""
+        if self.platform.devices.is_known(device_id):
+            return
+        await self._record(device_id)
+        raise DeviceOffline(f"device {device_id} is not registered")
+
+    # -- platform --------------------------------------------------------------
+    @app.route("/api/v1/health", methods=["GET"])
+    async def health(self, request: Request) -> bytes:
+        p = self.platform
+        return self._json(request, {
+            "status": "ok",
+            "version": __version__,
+            "uptime": round(max(0.0, p.clock.time() - p.started_at), 3),
+            "devices_online": p.devices.online_count(),
+            "sip": {
+                "transactions": p.endpoint.transaction_count,
+                "stats": dict(p.endpoint.stats),
+                "registrar": dict(p.devices.stats),
+                "onboarding_backlog": p.queries.backlog,
+            },
+        })
+
+    @app.route("/api/v1/openapi.json", methods=["GET"])
+    @authenticated
+    async def openapi(self, request: Request) -> bytes:
+        if self._openapi is None:
+            self._openapi = s.dumps(build_openapi(__version__))
+        return self._json(request, self._openapi)
+
+    # -- devices ---------------------------------------------------------------
+    @app.route("/api/v1/devices", methods=["GET"])
+    @authenticated
+    async def list_devices(self, request: Request) -> bytes:
+        query = s.parse_device_list(request.args)
+        page = await self.platform.db.run(
+            "list_devices", q.list_devices_txn, online=query.online, q=query.q,
+            offset=query.paging.offset, limit=query.paging.limit,
+        )
+        return self._json(request, s.page_json(page, self._device_json))
+
+    @app.route("/api/v1/devices", methods=["POST"])
+    @authenticated
+    async def create_device(self, request: Request) -> bytes:
+        p = self.platform
+        create = s.parse_device_create(self._body(request), strict_id=p.config.sip.strict_id)
+        changes = create.changes
+        record = await p.db.run(
+            "create_device", q.create_device_txn, create.device_id, password=changes.password,
+            realm=p.config.sip.domain if changes.password is not None else None, at=self._at(),
+            **changes.fields,
+        )
+        # The registrar may have cached "unknown device" from an earlier REGISTER.
+        p.devices.invalidate(create.device_id)
+        log.info("device {device_id} added through the API", device_id=create.device_id)
+        request.setHeader(b"Location", f"/api/v1/devices/{create.device_id}".encode())
+        return self._json(request, self._device_json(record), 201)
+
+    @app.route("/api/v1/devices/<device_id>", methods=["GET"])
+    @authenticated
+    async def get_device(self, request: Request, device_id: str) -> bytes:
+        return self._json(request, self._device_json(await self._record(device_id)))
+
+    @app.route("/api/v1/devices/<device_id>", methods=["PATCH"])
+    @authenticated
+    async def update_device(self, request: Request, device_id: str) -> bytes:
+        p = self.platform
+        changes = s.parse_device_patch(self._body(request))
+        if changes.empty:
+            record = await self._record(device_id)
+        else:
+            record = await p.db.run(
+                "update_device", q.update_device_txn, device_id, password=changes.password,
+                realm=p.config.sip.domain if changes.password is not None else None,
+                clear_password=changes.clear_password, at=self._at(), **changes.fields,
+            )
+            p.devices.invalidate(device_id)
+        return self._json(request, self._device_json(record))
+
+    @app.route("/api/v1/devices/<device_id>", methods=["DELETE"])
+    @authenticated
+    async def delete_device(self, request: Request, device_id: str) -> bytes:
+        p = self.platform
+        await p.db.run("delete_device", q.delete_device_txn, device_id)
+        p.devices.forget(device_id)
+        log.info("device {device_id} deleted through the API", device_id=device_id)
+        request.setResponseCode(204)
+        return b""
+
+    # -- channels --------------------------------------------------------------
+    @app.route("/api/v1/devices/<device_id>/channels", methods=["GET"])
+    @authenticated
+    async def list_channels(self, request: Request, device_id: str) -> bytes:
+        query = s.parse_channel_list(request.args)
+        page = await self.platform.db.run(
+            "list_channels", _channels_txn, device_id, parent_id=query.parent_id,
+            offset=query.paging.offset, limit=query.paging.limit,
+        )
+        return self._json(request, s.page_json(page, s.channel_json))
+
+    @app.route("/api/v1/devices/<device_id>/channels/tree", methods=["GET"])
+    @authenticated
+    async def channel_tree(self, request: Request, device_id: str) -> bytes:
+        roots = await self.platform.db.run(
+            "channel_tree", _tree_txn, device_id, platform_id=self.platform.config.sip.id
+        )
+        return self._json(request, s.tree_bytes(device_id, roots))
+
+    # -- catalog ---------------------------------------------------------------
+    @app.route("/api/v1/devices/<device_id>/catalog/sync", methods=["POST"])
+    @authenticated
+    async def sync_catalog(self, request: Request, device_id: str) -> bytes:
+        await self._require_online(device_id)
+        session = self.platform.catalog.start(device_id)
+        return self._json(request, s.catalog_progress_json(device_id, session.progress(), None), 202)
+
+    @app.route("/api/v1/devices/<device_id>/catalog", methods=["GET"])
+    @authenticated
+    async def catalog_progress(self, request: Request, device_id: str) -> bytes:
+        progress = self.platform.catalog.progress(device_id)
+        record = await self.platform.db.run("get_device", q.get_device_txn, device_id)
+        if record is None and progress is None:
+            raise q.DeviceNotFound(device_id)
+        return self._json(request, s.catalog_progress_json(device_id, progress, record))
+
+    # -- live queries ------------------------------------------------------------
+    async def _before_query(self, device_id: str) -> None:
+        await self._require_online(device_id)
+        # The registry row of a device that has just registered may still be
+        # in the state writer's batch; DeviceInfo is stored on it.
+        pending = self.platform.devices.writer.flush()
+        if pending is not None:
+            await pending
+
+    @app.route("/api/v1/devices/<device_id>/info", methods=["GET"])
+    @authenticated
+    async def device_info(self, request: Request, device_id: str) -> bytes:
+        await self._before_query(device_id)
+        return self._json(request, await self.platform.queries.device_info(device_id))
+
+    @app.route("/api/v1/devices/<device_id>/status", methods=["GET"])
+    @authenticated
+    async def device_status(self, request: Request, device_id: str) -> bytes:
+        await self._before_query(device_id)
+        return self._json(request, await self.platform.queries.device_status(device_id))
+
+    @app.route("/api/v1/devices/<device_id>/trace", methods=["GET"])
+    @authenticated
+    async def device_trace(self, request: Request, device_id: str) -> bytes:
+        # No registry lookup: a device that never managed to register has a
+        # trace (its refused REGISTERs) but no row, and that is when it is needed.
+        limit = s.parse_trace_limit(request.args)
+        return self._json(request, s.trace_json(device_id, self.platform.trace.entries(device_id, limit)))
+
+    # -- errors, in the order Klein tries them --------------------------------------
+    def _error(self, request: Request, status: int, code: str, message: str, field: str | None = None) -> bytes:
+        return self._json(request, s.error_json(code, message, field), status)
+
+    @app.handle_errors(DomainError)
+    def domain_error(self, request: Request, failure: Failure) -> bytes:
+        e = failure.value
+        assert isinstance(e, DomainError)
+        return self._error(request, e.status, e.code, e.message, getattr(e, "field", None))
+
+    @app.handle_errors(q.DeviceNotFound)
+    def device_not_found(self, request: Request, failure: Failure) -> bytes:
+        return self._error(request, 404, "not_found", str(failure.value))
+
+    @app.handle_errors(q.DeviceExists)
+    def device_exists(self, request: Request, failure: Failure) -> bytes:
+        return self._error(request, 409, "device_exists", str(failure.value))
+
+    @app.handle_errors(NotFound)
+    def route_not_found(self, request: Request, failure: Failure) -> bytes:
+        return self._error(request, 404, "not_found", f"no route {request.path.decode('utf-8', 'replace')}")
+
+    @app.handle_errors(MethodNotAllowed)
+    def method_not_allowed(self, request: Request, failure: Failure) -> bytes:
+        e = failure.value
+        assert isinstance(e, MethodNotAllowed)
+        allowed = sorted(m for m in (e.valid_methods or ()) if m != "HEAD")
+        request.setHeader(b"Allow", ", ".join(allowed).encode())
+        method = request.method.decode("ascii", "replace")
+        return self._error(request, 405, "method_not_allowed", f"{method} not allowed; use {', '.join(allowed)}")
+
+    @app.handle_errors(HTTPException)
+    def http_exception(self, request: Request, failure: Failure) -> bytes:
+        # Other routing outcomes, e.g. werkzeug's redirect for a missing slash.
+        e = failure.value
+        assert isinstance(e, HTTPException)
+        status = e.code or 400
+        for name, value in e.get_response().headers:
+            if name.lower() == "location":
+                request.setHeader(b"Location", value.encode())
+        return self._error(request, status, "http_error", e.description or e.name)
+
+    @app.handle_errors(Exception)
+    def unexpected(self, request: Request, failure: Failure) -> bytes:
+        log.failure("API {method} {path} failed", failure, method=request.method.decode("ascii", "replace"),
+                    path=request.path.decode("utf-8", "replace"))
+        return self._error(request, 500, "internal_error", "internal error; see the platform log")

@@ -1,0 +1,374 @@
+"""The OpenAPI 3.1 document of the HTTP API, built as plain Python data.
+
+Kept next to the routes rather than generated from them: the test walks the
+Klein URL map and fails when a route and this document disagree, so the
+document can say more than the code does (examples, error cases) without
+drifting from it. Schemas are JSON Schema 2020-12 as OpenAPI 3.1 uses it
+(``"type": ["string", "null"]`` for nullable).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gbplatform.api.schemas import (
+    CHARSETS,
+    DEFAULT_PAGE_LIMIT,
+    DEFAULT_TRACE_LIMIT,
+    MAX_PAGE_LIMIT,
+    MAX_TRACE_LIMIT,
+    MEDIA_TRANSPORTS,
+)
+
+PREFIX = "/api/v1"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+_TIME = _nullable("string", format="date-time", description="ISO 8601, UTC (`Z`).")
+_STR = _nullable("string")
+_INT = _nullable("integer")
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
+    schema["required"] = list(properties) if required is None else required
+    return schema
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {"allOf": [_ref("Page"), {"type": "object", "properties": {"items": {"type": "array", "items": _ref(item)}}}]}
+
+
+def _schemas() -> dict[str, Any]:
+    device_fields = {
+        "name": {**_STR, "maxLength": 128, "description": "Display name; the device's own DeviceName fills it when empty."},
+        "password": {**_STR, "minLength": 1, "maxLength": 128, "writeOnly": True,
+                     "description": "Digest password (GB/T 28181-2016 §9.1.2.1). Only its HA1 for the realm "
+                                    "`sip.domain` is stored. In PATCH, null removes it."},
+        "enabled": {"type": "boolean", "description": "A disabled device is refused at REGISTER (403)."},
+        "charset": {"type": "string", "enum": list(CHARSETS), "description": "MANSCDP body charset."},
+        "media_transport": {"type": "string", "enum": list(MEDIA_TRANSPORTS)},
+        "stream_index": {**_STR, "maxLength": 32},
+    }
+    return {
+        "Error": _obj({
+            "error": _obj({
+                "code": {"type": "string", "examples": ["not_found"]},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "The request field at fault (validation errors)."},
+            }, required=["code", "message"]),
+        }),
+        "Health": _obj({
+            "status": {"type": "string", "const": "ok"},
+            "version": {"type": "string"},
+            "uptime": {"type": "number", "description": "Seconds since start."},
+            "devices_online": {"type": "integer"},
+            "sip": _obj({
+                "transactions": {"type": "integer"},
+                "stats": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "registrar": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "onboarding_backlog": {"type": "integer"},
+            }),
+        }),
+        "Page": _obj({
+            "items": {"type": "array"},
+            "total": {"type": "integer", "minimum": 0},
+            "offset": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT},
+        }),
+        "DeviceCatalog": _obj({
+            "status": {"type": "string", "enum": ["idle", "running", "done", "partial", "timeout", "error"]},
+            "total": {"type": "integer"},
+            "received": {"type": "integer"},
+            "synced_at": _TIME,
+        }),
+        "Device": _obj({
+            "device_id": {"type": "string"},
+            "name": _STR,
+            "manufacturer": _STR,
+            "model": _STR,
+            "firmware": _STR,
+            "enabled": {"type": "boolean"},
+            "pre_added": {"type": "boolean", "description": "Created through the API, not by registering."},
+            "online": {"type": "boolean"},
+            "transport": {**_STR, "description": "SIP transport last used: UDP, TCP or TLS."},
+            "host": {**_STR, "description": "Source address of the device's last packet (not its Contact)."},
+            "port": _INT,
+            "address": {**_STR, "examples": ["192.0.2.10:5060"]},
+            "contact": _STR,
+            "user_agent": _STR,
+            "charset": {"type": "string"},
+            "media_transport": {"type": "string", "enum": list(MEDIA_TRANSPORTS)},
+            "stream_index": _STR,
+            "registered_at": _TIME,
+            "register_expires_at": _TIME,
+            "last_keepalive_at": _TIME,
+            "keepalive_interval": {"type": "integer"},
+            "keepalive_count": {"type": "integer"},
+            "online_at": _TIME,
+            "offline_at": _TIME,
+            "catalog": _ref("DeviceCatalog"),
+            "channel_count": {"type": "integer"},
+            "has_password": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        }),
+        "DeviceCreate": _obj(
+            {"device_id": {"type": "string", "description": "20 digits when `sip.strict_id` is on."}, **device_fields},
+            required=["device_id"], additionalProperties=False,
+        ),
+        "DevicePatch": _obj(device_fields, required=[], additionalProperties=False),
+        "DevicePage": _page("Device"),
+        "Channel": _obj({
+            "device_id": {"type": "string"},
+            "channel_id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["civil_code", "business_group", "virtual_org", "device", "channel"]},
+            "name": _STR,
+            "manufacturer": _STR,
+            "model": _STR,
+            "owner": _STR,
+            "civil_code": _STR,
+            "block": _STR,
+            "address": _STR,
+            "parental": _INT,
+            "parent_id": _STR,
+            "business_group_id": _STR,
+            "safety_way": _STR,
+            "register_way": _STR,
+            "cert_num": _STR,
+            "certifiable": _STR,
+            "err_code": _STR,
+            "end_time": _STR,
+            "secrecy": _STR,
+            "ip_address": _STR,
+            "port": _INT,
+            "status": {**_STR, "description": "ON / OFF as the device reports it."},
+            "longitude": _nullable("number"),
+            "latitude": _nullable("number"),
+            "ptz_type": _INT,
+            "extra": {"type": ["object", "null"], "description": "`<Info>` children and unknown elements."},
+            "updated_at": {"type": "string", "format": "date-time"},
+        }),
+        "ChannelPage": _page("Channel"),
+        "TreeNode": _obj({
+            "id": {"type": "string"},
+            "name": _STR,
+            "kind": {"type": "string"},
+            "status": _STR,
+            "children": {"type": "array", "items": _ref("TreeNode")},
+        }),
+        "ChannelTree": _obj({
+            "device_id": {"type": "string"},
+            "items": {"type": "array", "items": _ref("TreeNode")},
+        }),
+        "CatalogProgress": _obj({
+            "device_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["idle", "running", "done", "partial", "timeout", "error"]},
+            "sn": _INT,
+            "total": {"type": "integer", "description": "SumNum announced by the device."},
+            "received": {"type": "integer", "description": "Distinct items received."},
+            "parts": _INT,
+            "duplicates": _INT,
+            "started_at": _TIME,
+            "finished_at": _TIME,
+            "error": _STR,
+            "synced_at": _TIME,
+        }),
+        "DeviceInfo": _obj({
+            "device_id": {"type": "string"},
+            "result": _STR,
+            "device_name": _STR,
+            "manufacturer": _STR,
+            "model": _STR,
+            "firmware": _STR,
+            "channel": _INT,
+            "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                       "description": "Every simple element of the answer, as sent."},
+        }),
+        "DeviceStatus": _obj({
+            "device_id": {"type": "string"},
+            "result": _STR,
+            "online": {**_STR, "examples": ["ONLINE"]},
+            "status": _STR,
+            "reason": _STR,
+            "encode": _STR,
+            "record": _STR,
+            "device_time": {**_STR, "description": "The device's clock (its local time)."},
+            "alarm_status": {"type": "array", "items": _obj({"device_id": _STR, "duty_status": _STR})},
+            "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+        }),
+        "TraceEntry": _obj({
+            "at": {"type": "string", "format": "date-time"},
+            "direction": {"type": "string", "enum": ["recv", "send"]},
+            "transport": {"type": "string"},
+            "peer": {"type": "string", "examples": ["192.0.2.10:5060"]},
+            "summary": {"type": "string", "description": "The start line."},
+            "message": {"type": "string", "description": "The whole message (UTF-8, invalid bytes replaced)."},
+        }),
+        "Trace": _obj({
+            "device_id": {"type": "string"},
+            "items": {"type": "array", "items": _ref("TraceEntry")},
+        }),
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _ok(schema: str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_RESPONSES = {
+    "BadRequest": _error("Invalid JSON body or parameter (`bad_json`, `invalid` with `field`)."),
+    "Unauthorized": _error("Missing or wrong bearer token."),
+    "NotFound": _error("No such device (`not_found`)."),
+    "DeviceOffline": _error("The device is not registered (`device_offline`)."),
+    "DeviceRejected": _error("The device answered with a SIP error (`device_rejected`)."),
+    "DeviceTimeout": _error("The device did not answer in time (`device_timeout`)."),
+}
+
+
+def _r(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_PAGING = [
+    _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Items to skip."),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT, "default": DEFAULT_PAGE_LIMIT},
+           "Page size."),
+]
+_DEVICE_ID = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "The device's GB/T 28181 ID."}
+
+
+def _op(op_id: str, tag: str, summary: str, responses: dict[str, Any], *,
+        params: list[dict[str, Any]] | None = None, body: str | None = None, device: bool = True,
+        public: bool = False, description: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": op_id, "tags": [tag], "summary": summary}
+    if description:
+        op["description"] = description
+    parameters = ([_DEVICE_ID] if device else []) + (params or [])
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    if public:
+        op["security"] = []
+    else:
+        responses = {**responses, "401": _r("Unauthorized")}
+    if body or params:
+        responses = {"400": _r("BadRequest"), **responses}
+    op["responses"] = dict(sorted(responses.items()))
+    return op
+
+
+def _paths() -> dict[str, Any]:
+    d = "devices"
+    live = "Live query to the device (MANSCDP over SIP MESSAGE); fails fast if it is not registered."
+    return {
+        f"{PREFIX}/health": {
+            "get": _op("health", "platform", "Liveness and counters (no database access)",
+                       {"200": _ok("Health")}, device=False, public=True),
+        },
+        f"{PREFIX}/openapi.json": {
+            "get": {**_op("openapi", "platform", "This document", {}, device=False),
+                    "responses": {"200": {"description": "The OpenAPI 3.1 document",
+                                          "content": {"application/json": {"schema": {"type": "object"}}}},
+                                  "401": _r("Unauthorized")}},
+        },
+        f"{PREFIX}/devices": {
+            "get": _op("listDevices", d, "List devices", {"200": _ok("DevicePage")}, device=False, params=[
+                _query("online", {"type": "boolean"}, "Only online (true) or offline (false) devices."),
+                _query("q", {"type": "string", "maxLength": 64}, "Substring of the ID, name or host."),
+                *_PAGING,
+            ]),
+            "post": _op("createDevice", d, "Add a device before it registers",
+                        {"201": _ok("Device", "Created"), "409": _error("The device exists (`device_exists`).")},
+                        device=False, body="DeviceCreate"),
+        },
+        f"{PREFIX}/devices/{{device_id}}": {
+            "get": _op("getDevice", d, "One device", {"200": _ok("Device"), "404": _r("NotFound")}),
+            "patch": _op("updateDevice", d, "Change a device", {"200": _ok("Device"), "404": _r("NotFound")},
+                         body="DevicePatch"),
+            "delete": _op("deleteDevice", d, "Delete a device and its channels",
+                          {"204": {"description": "Deleted"}, "404": _r("NotFound")}),
+        },
+        f"{PREFIX}/devices/{{device_id}}/channels": {
+            "get": _op("listChannels", "channels", "A device's channels, by ID",
+                       {"200": _ok("ChannelPage"), "404": _r("NotFound")}, params=[
+                           _query("parent_id", {"type": "string", "maxLength": 32},
+                                  "Only the children of this node (also matches the last element of a "
+                                  "'/'-separated ParentID path)."),
+                           *_PAGING,
+                       ]),
+        },
+        f"{PREFIX}/devices/{{device_id}}/channels/tree": {
+            "get": _op("channelTree", "channels", "A device's catalog as a tree",
+                       {"200": _ok("ChannelTree"), "404": _r("NotFound")}),
+        },
+        f"{PREFIX}/devices/{{device_id}}/catalog": {
+            "get": _op("catalogProgress", "catalog", "Progress of the running or last catalog sync",
+                       {"200": _ok("CatalogProgress"), "404": _r("NotFound")}),
+        },
+        f"{PREFIX}/devices/{{device_id}}/catalog/sync": {
+            "post": _op("syncCatalog", "catalog", "Start a catalog sync (GB/T 28181-2016 §9.5.2)",
+                        {"202": _ok("CatalogProgress", "Started, or already running"), "404": _r("NotFound"),
+                         "409": _r("DeviceOffline")}),
+        },
+        f"{PREFIX}/devices/{{device_id}}/info": {
+            "get": _op("deviceInfo", "queries", "Ask the device its DeviceInfo (GB/T 28181-2016 §A.2.4.4)",
+                       {"200": _ok("DeviceInfo"), "404": _r("NotFound"), "409": _r("DeviceOffline"),
+                        "502": _r("DeviceRejected"), "504": _r("DeviceTimeout")}, description=live),
+        },
+        f"{PREFIX}/devices/{{device_id}}/status": {
+            "get": _op("deviceStatus", "queries", "Ask the device its DeviceStatus (GB/T 28181-2016 §A.2.4.3)",
+                       {"200": _ok("DeviceStatus"), "404": _r("NotFound"), "409": _r("DeviceOffline"),
+                        "502": _r("DeviceRejected"), "504": _r("DeviceTimeout")}, description=live),
+        },
+        f"{PREFIX}/devices/{{device_id}}/trace": {
+            "get": _op("deviceTrace", "devices", "The last SIP messages exchanged with a device",
+                       {"200": _ok("Trace")}, params=[
+                           _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_TRACE_LIMIT,
+                                            "default": DEFAULT_TRACE_LIMIT}, "At most this many, newest last."),
+                       ], description="Also for IDs with no registry entry: a device that fails to "
+                                      "register still leaves a trace."),
+        },
+    }
+
+
+def build_openapi(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for gbplatform ``version``."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "gbplatform API",
+            "version": version,
+            "description": "Admin API of a GB/T 28181 video surveillance platform. Every route but "
+                           "`/api/v1/health` needs `Authorization: Bearer <token>`. Errors are "
+                           '`{"error": {"code", "message"}}`.',
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries")],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": "The token from `api.token` or <data_dir>/api_token."}},
+            "schemas": _schemas(),
+            "responses": _RESPONSES,
+        },
+    }

@@ -1,0 +1,504 @@
+"""JSON <-> dataclasses for the HTTP API.
+
+Inbound: request bodies and query strings are checked here and turned into
+small frozen dataclasses; anything wrong raises :class:`ValidationError`
+naming the offending field, so the client learns what to fix (the API maps
+it to 400). Unknown body fields are refused rather than ignored: a typo such
+as ``"pasword"`` must not silently leave a device without its password.
+
+Outbound: registry records, live state and service results become plain
+JSON-able dicts. Datetimes are ISO 8601 UTC strings ending in ``Z``;
+passwords never leave the process, not even as their digest HA1
+(``has_password`` says whether one is set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+from gbplatform.db.queries import ChannelRecord, DeviceRecord, Page, TreeNode
+from gbplatform.devices import DeviceLive
+from gbplatform.errors import DomainError
+from gbplatform.ids import is_gb_id
+from gbplatform.trace import TraceEntry
+
+T = TypeVar("T")
+
+#: MANSCDP body charsets a device may use (GB/T 28181-2016 §A.2.1; UTF-8 from the 2022 edition).
+CHARSETS: Final = ("GB2312", "GBK", "GB18030", "UTF-8")
+#: How a device sends RTP (GB/T 28181-2016 §9.2: UDP, or TCP with the device active or passive).
+MEDIA_TRANSPORTS: Final = ("UDP", "TCP-PASSIVE", "TCP-ACTIVE")
+
+MAX_BODY: Final = 64 * 1024
+MAX_PAGE_LIMIT: Final = 500
+DEFAULT_PAGE_LIMIT: Final = 50
+MAX_TRACE_LIMIT: Final = 1000
+DEFAULT_TRACE_LIMIT: Final = 100
+MAX_NAME: Final = 128
+MAX_PASSWORD: Final = 128
+MAX_SEARCH: Final = 64
+
+# Non-strict mode (sip.strict_id = false) still needs an ID that is a SIP
+# user part and fits the registry's 32-character column.
+_LOOSE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# --- errors -----------------------------------------------------------------
+
+
+class BadJson(DomainError):
+    status = 400
+    code = "bad_json"
+
+
+class ValidationError(DomainError):
+    """A request field is missing, of the wrong type, or out of range."""
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class Unauthorized(DomainError):
+    """Missing or wrong bearer token (RFC 6750 §3)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    code = "payload_too_large"
+
+
+def error_json(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}
+
+
+def dumps(obj: Any) -> bytes:
+    # allow_nan=False: NaN is not JSON; a value that gets here is a bug to see.
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+# --- times ------------------------------------------------------------------
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z`` and milliseconds: ``2023-11-14T22:13:20.000Z``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)  # the registry only stores UTC
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_epoch(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return iso(dt.datetime.fromtimestamp(epoch, dt.UTC))
+
+
+# --- inbound: bodies --------------------------------------------------------
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a request body; :class:`BadJson` otherwise."""
+    if len(raw) > MAX_BODY:
+        raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
+    if not raw.strip():
+        raise BadJson("request body is empty; a JSON object is expected")
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadJson("request body is not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise BadJson(f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(value, dict):
+        raise BadJson(f"a JSON object is expected, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class DeviceChanges:
+    """Writable device fields from a POST or PATCH body.
+
+    ``fields`` are registry column values; the password is kept apart since
+    only its digest HA1 is stored, for the realm ``sip.domain``.
+    """
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    password: str | None = field(default=None, repr=False)
+    clear_password: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.fields and self.password is None and not self.clear_password
+
+
+@dataclass(frozen=True)
+class DeviceCreate:
+    device_id: str
+    changes: DeviceChanges
+
+
+_DEVICE_FIELDS: Final = ("name", "password", "enabled", "charset", "media_transport", "stream_index")
+
+
+def _check_device_id(value: Any, *, strict: bool, name: str = "device_id") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(name, "a string is required")
+    if strict:
+        if not is_gb_id(value):
+            raise ValidationError(name, "must be 20 digits (GB/T 28181-2016 Annex D)")
+    elif not _LOOSE_ID.fullmatch(value):
+        raise ValidationError(name, "1-32 characters: letters, digits, '_', '.', '-'")
+    return value
+
+
+def _text(obj: Mapping[str, Any], name: str, max_len: int, *, nullable: bool = True) -> str | None:
+    value = obj[name]
+    if value is None:
+        if nullable:
+            return None
+        raise ValidationError(name, "must not be null")
+    if not isinstance(value, str):
+        raise ValidationError(name, "a string is required")
+    if len(value) > max_len:
+        raise ValidationError(name, f"at most {max_len} characters")
+    if _CONTROL.search(value):
+        raise ValidationError(name, "control characters are not allowed")
+    return value
+
+
+def _choice(obj: Mapping[str, Any], name: str, choices: Sequence[str]) -> str:
+    value = obj[name]
+    if isinstance(value, str):
+        for choice in choices:
+            if value.upper() == choice:
+                return choice
+    raise ValidationError(name, f"must be one of {', '.join(choices)}")
+
+
+def _device_changes(obj: Mapping[str, Any], *, patch: bool) -> DeviceChanges:
+    if patch and "device_id" in obj:
+        raise ValidationError("device_id", "cannot be changed; delete the device and add it again")
+    unknown = sorted(set(obj) - set(_DEVICE_FIELDS) - {"device_id"})
+    if unknown:
+        raise ValidationError(unknown[0], "unknown field")
+    fields: dict[str, Any] = {}
+    password: str | None = None
+    clear = False
+    if "name" in obj:
+        name = _text(obj, "name", MAX_NAME)
+        fields["name"] = name.strip() if name and name.strip() else None
+    if "enabled" in obj:
+        if not isinstance(obj["enabled"], bool):
+            raise ValidationError("enabled", "true or false is required")
+        fields["enabled"] = obj["enabled"]
+    if "charset" in obj:
+        fields["charset"] = _choice(obj, "charset", CHARSETS)
+    if "media_transport" in obj:
+        fields["media_transport"] = _choice(obj, "media_transport", MEDIA_TRANSPORTS)
+    if "stream_index" in obj:
+        index = _text(obj, "stream_index", 32)
+        if index is not None and not _LOOSE_ID.fullmatch(index):
+            raise ValidationError("stream_index", "1-32 characters: letters, digits, '_', '.', '-'")
+        fields["stream_index"] = index
+    if "password" in obj:
+        password = _text(obj, "password", MAX_PASSWORD)
+        if password == "":
+            raise ValidationError("password", "must not be empty (null removes the password)")
+        clear = password is None and patch
+    return DeviceChanges(fields, password, clear)
+
+
+def parse_device_create(obj: Mapping[str, Any], *, strict_id: bool) -> DeviceCreate:
+    """``POST /devices`` body: ``device_id`` plus optional writable fields."""
+    if "device_id" not in obj:
+        raise ValidationError("device_id", "is required")
+    device_id = _check_device_id(obj["device_id"], strict=strict_id)
+    return DeviceCreate(device_id, _device_changes(obj, patch=False))
+
+
+def parse_device_patch(obj: Mapping[str, Any]) -> DeviceChanges:
+    """``PATCH /devices/{id}`` body: any writable fields; ``"password": null`` clears it."""
+    return _device_changes(obj, patch=True)
+
+
+# --- inbound: query strings -------------------------------------------------
+
+Args = Mapping[bytes, Sequence[bytes]]
+
+
+def _arg(args: Args, name: str) -> str | None:
+    values = args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(name, "is not UTF-8") from None
+
+
+def int_arg(args: Args, name: str, default: int, lo: int, hi: int) -> int:
+    raw = _arg(args, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ValidationError(name, f"an integer is required, got {raw[:20]!r}") from None
+    if not lo <= value <= hi:
+        raise ValidationError(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def bool_arg(args: Args, name: str) -> bool | None:
+    raw = _arg(args, name)
+    if raw is None or raw == "":
+        return None
+    lowered = raw.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValidationError(name, "must be true or false")
+
+
+def str_arg(args: Args, name: str, max_len: int) -> str | None:
+    raw = _arg(args, name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_len:
+        raise ValidationError(name, f"at most {max_len} characters")
+    return raw
+
+
+@dataclass(frozen=True)
+class Paging:
+    offset: int
+    limit: int
+
+
+def parse_paging(args: Args) -> Paging:
+    return Paging(
+        offset=int_arg(args, "offset", 0, 0, 2**31 - 1),
+        limit=int_arg(args, "limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT),
+    )
+
+
+@dataclass(frozen=True)
+class DeviceListQuery:
+    online: bool | None
+    q: str | None
+    paging: Paging
+
+
+def parse_device_list(args: Args) -> DeviceListQuery:
+    return DeviceListQuery(bool_arg(args, "online"), str_arg(args, "q", MAX_SEARCH), parse_paging(args))
+
+
+@dataclass(frozen=True)
+class ChannelListQuery:
+    parent_id: str | None
+    paging: Paging
+
+
+def parse_channel_list(args: Args) -> ChannelListQuery:
+    return ChannelListQuery(str_arg(args, "parent_id", 32), parse_paging(args))
+
+
+def parse_trace_limit(args: Args) -> int:
+    return int_arg(args, "limit", DEFAULT_TRACE_LIMIT, 1, MAX_TRACE_LIMIT)
+
+
+# --- outbound ---------------------------------------------------------------
+
+
+def _address(host: str | None, port: int | None) -> str | None:
+    if not host:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port else shown
+
+
+def device_json(
+    record: DeviceRecord,
+    live: DeviceLive | None,
+    *,
+    now: float,
+    wall: float,
+    catalog: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A device as the API shows it.
+
+    The live state, when the device manager has one, wins over the registry:
+    lifecycle writes reach the database in batches, so it is the fresher
+    source. ``now`` is clock.seconds() (the timebase of ``DeviceLive``),
+    ``wall`` clock.time(). ``catalog`` is a running sync's progress.
+    """
+    online = record.online
+    transport, host, port = record.transport, record.host, record.port
+    contact, user_agent, charset = record.contact, record.user_agent, record.charset
+    interval, count = record.keepalive_interval, record.keepalive_count
+    registered_at = iso(record.registered_at)
+    expires_at = iso(record.register_expires_at)
+    keepalive_at = iso(record.last_keepalive_at)
+    if live is not None:
+        online = live.online
+        transport, host, port = live.addr
+        contact = live.contact or contact
+        user_agent = live.user_agent or user_agent
+        charset, interval, count = live.charset, live.interval, live.count
+        if live.registered_wall:
+            registered_at = iso_epoch(live.registered_wall)
+        expires_at = iso_epoch(wall + (live.expires_at - now))
+        if live.last_keepalive_wall is not None:
+            keepalive_at = iso_epoch(live.last_keepalive_wall)
+    status, total, received = record.catalog_status, record.catalog_total, record.catalog_received
+    if catalog is not None and catalog.get("status") == "running":
+        status, total, received = "running", catalog.get("total") or 0, catalog.get("received") or 0
+    return {
+        "device_id": record.device_id,
+        "name": record.name,
+        "manufacturer": record.manufacturer,
+        "model": record.model,
+        "firmware": record.firmware,
+        "enabled": record.enabled,
+        "pre_added": record.pre_added,
+        "online": online,
+        "transport": transport,
+        "host": host,
+        "port": port,
+        "address": _address(host, port),
+        "contact": contact,
+        "user_agent": user_agent,
+        "charset": charset,
+        "media_transport": record.media_transport,
+        "stream_index": record.stream_index,
+        "registered_at": registered_at,
+        "register_expires_at": expires_at,
+        "last_keepalive_at": keepalive_at,
+        "keepalive_interval": interval,
+        "keepalive_count": count,
+        "online_at": iso(record.online_at),
+        "offline_at": iso(record.offline_at),
+        "catalog": {
+            "status": status,
+            "total": total,
+            "received": received,
+            "synced_at": iso(record.catalog_synced_at),
+        },
+        "channel_count": record.channel_count,
+        "has_password": record.has_password,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+    }
+
+
+_CHANNEL_SKIP: Final = frozenset({"id", "updated_at", "longitude", "latitude"})
+
+
+def _finite(value: float | None) -> float | None:
+    # A device can send "NaN" or "inf" as a coordinate; neither is JSON.
+    return value if value is not None and math.isfinite(value) else None
+
+
+def channel_json(record: ChannelRecord) -> dict[str, Any]:
+    out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name not in _CHANNEL_SKIP}
+    out["longitude"] = _finite(record.longitude)
+    out["latitude"] = _finite(record.latitude)
+    out["updated_at"] = iso(record.updated_at)
+    return out
+
+
+def page_json(page: Page[T], item: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+    return {"items": [item(x) for x in page.items], "total": page.total, "offset": page.offset,
+            "limit": page.limit}
+
+
+def _node_head(node: TreeNode) -> bytes:
+    head = dumps({"id": node.id, "name": node.name, "kind": node.kind, "status": node.status})
+    return head[:-1] + b',"children":['
+
+
+def tree_bytes(device_id: str, roots: Sequence[TreeNode]) -> bytes:
+    """``{"device_id", "items": [node...]}`` with nested ``children``.
+
+    Serialised with an explicit stack: a hostile catalog can nest deeper than
+    json.dumps' recursion limit (the tree query is iterative for the same reason).
+    """
+    out: list[bytes] = [dumps({"device_id": device_id})[:-1], b',"items":[']
+    stack: list[tuple[Sequence[TreeNode], int]] = [(roots, 0)]
+    while stack:
+        nodes, i = stack.pop()
+        if i == len(nodes):
+            out.append(b"]}" if stack else b"]")
+            continue
+        if i:
+            out.append(b",")
+        stack.append((nodes, i + 1))
+        out.append(_node_head(nodes[i]))
+        stack.append((nodes[i].children, 0))
+    out.append(b"}")
+    return b"".join(out)
+
+
+def catalog_progress_json(
+    device_id: str, progress: Mapping[str, Any] | None, record: DeviceRecord | None
+) -> dict[str, Any]:
+    """Catalog sync progress: from the running or last session, else the registry."""
+    synced_at = iso(record.catalog_synced_at) if record is not None else None
+    if progress is not None:
+        if progress["status"] in ("done", "partial"):
+            synced_at = iso_epoch(progress["finished_at"])
+        return {
+            "device_id": device_id,
+            "status": progress["status"],
+            "sn": progress["sn"],
+            "total": progress["total"] or 0,
+            "received": progress["received"],
+            "parts": progress["parts"],
+            "duplicates": progress["duplicates"],
+            "started_at": iso_epoch(progress["started_at"]),
+            "finished_at": iso_epoch(progress["finished_at"]),
+            "error": progress["error"],
+            "synced_at": synced_at,
+        }
+    assert record is not None
+    return {
+        "device_id": device_id,
+        "status": record.catalog_status,
+        "sn": None,
+        "total": record.catalog_total,
+        "received": record.catalog_received,
+        "parts": None,
+        "duplicates": None,
+        "started_at": None,
+        "finished_at": None,
+        "error": None,
+        "synced_at": synced_at,
+    }
+
+
+def trace_json(device_id: str, entries: Sequence[TraceEntry]) -> dict[str, Any]:
+    items = []
+    for entry in entries:
+        item = entry.to_json()
+        item["at"] = iso_epoch(entry.at)
+        items.append(item)
+    return {"device_id": device_id, "items": items}
