@@ -348,7 +348,7 @@ class _Link:
         for event in events:
             try:
                 self._handle(event)
-            except Exception:
+            except Exception:  # noqa: BLE001 - one bad event must not starve the rest
                 log.failure("simulator: handling {event!r} failed", event=event)
 
     def _handle(self, event: EndpointEvent) -> None:
@@ -1210,7 +1210,8 @@ def _install_reactor() -> None:
         from twisted.internet import epollreactor
     except ImportError:
         return
-    epollreactor.install()
+    install: Callable[[], None] = epollreactor.install
+    install()
 
 
 def _resolve(config: SimConfig) -> SimConfig:

@@ -52,8 +52,23 @@ def authenticated(route: Handler) -> Handler:
     return checked
 
 
-# Composite reads: the existence check and the read share one transaction, so
-# "no such device" and "device without channels" cannot be confused.
+# Thin *_txn wrappers: the create/update ones unpack the parsed body; in the
+# read ones the existence check and the read share one transaction, so "no
+# such device" and "device without channels" cannot be confused.
+
+
+def _create_txn(s_: Session, device_id: str, changes: s.DeviceChanges, *, realm: str,
+                at: dt.datetime) -> q.DeviceRecord:
+    # Digest HA1 for the realm devices authenticate in (GB/T 28181-2016 §9.1.2.1).
+    return q.create_device_txn(s_, device_id, password=changes.password,
+                               realm=realm if changes.password is not None else None, at=at, **changes.fields)
+
+
+def _update_txn(s_: Session, device_id: str, changes: s.DeviceChanges, *, realm: str,
+                at: dt.datetime) -> q.DeviceRecord:
+    return q.update_device_txn(s_, device_id, password=changes.password,
+                               realm=realm if changes.password is not None else None,
+                               clear_password=changes.clear_password, at=at, **changes.fields)
 
 
 def _channels_txn(s_: Session, device_id: str, *, parent_id: str | None, offset: int,
@@ -67,6 +82,10 @@ def _tree_txn(s_: Session, device_id: str, *, platform_id: str) -> list[q.TreeNo
     if q.get_device_txn(s_, device_id) is None:
         raise q.DeviceNotFound(device_id)
     return q.channel_tree_txn(s_, device_id, platform_id=platform_id)
+
+
+def _set_header(request: Request, name: bytes, value: bytes) -> None:
+    request.responseHeaders.setRawHeaders(name, [value])
 
 
 class Api:
@@ -83,19 +102,19 @@ class Api:
     def authorize(self, request: Request) -> None:
         header = request.getHeader(b"authorization")
         if not header:
-            request.setHeader(b"WWW-Authenticate", b'Bearer realm="gbplatform"')
+            _set_header(request, b"WWW-Authenticate", b'Bearer realm="gbplatform"')
             raise s.Unauthorized("an Authorization: Bearer <token> header is required")
         scheme, _, token = header.partition(b" ")
         # compare_digest keeps the comparison time independent of where the
         # first wrong byte is; an empty configured token never matches.
         if scheme.lower() != b"bearer" or not self._token or not hmac.compare_digest(token.strip(), self._token):
-            request.setHeader(b"WWW-Authenticate", b'Bearer realm="gbplatform", error="invalid_token"')
+            _set_header(request, b"WWW-Authenticate", b'Bearer realm="gbplatform", error="invalid_token"')
             raise s.Unauthorized("the bearer token is not valid")
 
     def _json(self, request: Request, obj: Any, status: int = 200) -> bytes:
         request.setResponseCode(status)
-        request.setHeader(b"Content-Type", JSON_TYPE)
-        request.setHeader(b"Cache-Control", b"no-store")
+        _set_header(request, b"Content-Type", JSON_TYPE)
+        _set_header(request, b"Cache-Control", b"no-store")
         return obj if isinstance(obj, bytes) else s.dumps(obj)
 
     def _body(self, request: Request) -> dict[str, Any]:
@@ -167,15 +186,12 @@ class Api:
         p = self.platform
         create = s.parse_device_create(self._body(request), strict_id=p.config.sip.strict_id)
         changes = create.changes
-        record = await p.db.run(
-            "create_device", q.create_device_txn, create.device_id, password=changes.password,
-            realm=p.config.sip.domain if changes.password is not None else None, at=self._at(),
-            **changes.fields,
-        )
+        record = await p.db.run("create_device", _create_txn, create.device_id, changes,
+                                realm=p.config.sip.domain, at=self._at())
         # The registrar may have cached "unknown device" from an earlier REGISTER.
         p.devices.invalidate(create.device_id)
         log.info("device {device_id} added through the API", device_id=create.device_id)
-        request.setHeader(b"Location", f"/api/v1/devices/{create.device_id}".encode())
+        _set_header(request, b"Location", f"/api/v1/devices/{create.device_id}".encode())
         return self._json(request, self._device_json(record), 201)
 
     @app.route("/api/v1/devices/<device_id>", methods=["GET"])
@@ -191,11 +207,8 @@ class Api:
         if changes.empty:
             record = await self._record(device_id)
         else:
-            record = await p.db.run(
-                "update_device", q.update_device_txn, device_id, password=changes.password,
-                realm=p.config.sip.domain if changes.password is not None else None,
-                clear_password=changes.clear_password, at=self._at(), **changes.fields,
-            )
+            record = await p.db.run("update_device", _update_txn, device_id, changes,
+                                    realm=p.config.sip.domain, at=self._at())
             p.devices.invalidate(device_id)
         return self._json(request, self._device_json(record))
 
@@ -301,7 +314,7 @@ class Api:
         e = failure.value
         assert isinstance(e, MethodNotAllowed)
         allowed = sorted(m for m in (e.valid_methods or ()) if m != "HEAD")
-        request.setHeader(b"Allow", ", ".join(allowed).encode())
+        _set_header(request, b"Allow", ", ".join(allowed).encode())
         method = request.method.decode("ascii", "replace")
         return self._error(request, 405, "method_not_allowed", f"{method} not allowed; use {', '.join(allowed)}")
 
@@ -313,7 +326,7 @@ class Api:
         status = e.code or 400
         for name, value in e.get_response().headers:
             if name.lower() == "location":
-                request.setHeader(b"Location", value.encode())
+                _set_header(request, b"Location", value.encode())
         return self._error(request, status, "http_error", e.description or e.name)
 
     @app.handle_errors(Exception)

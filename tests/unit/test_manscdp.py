@@ -64,7 +64,7 @@ def body(
     return text.encode(codec or "utf-8")
 
 
-def catalog(names: list[str], **kw: str) -> str:
+def catalog(names: list[str]) -> str:
     items = "".join(
         f"<Item><DeviceID>3402000000131000000{i}</DeviceID><Name>{n}</Name></Item>"
         for i, n in enumerate(names)

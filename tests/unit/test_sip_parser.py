@@ -32,7 +32,15 @@ from sip.message import (
     make_response,
     split_list,
 )
-from sip.parser import MAX_BODY, MAX_DATAGRAM, MAX_HEAD, StreamParser, is_non_sip, parse_datagram, parse_head
+from sip.parser import (
+    MAX_BODY,
+    MAX_DATAGRAM,
+    MAX_HEAD,
+    StreamParser,
+    is_non_sip,
+    parse_datagram,
+    parse_head,
+)
 from sip.uri import SipUri, is_gb_id
 
 DEVICE = "34020000001320000001"
@@ -731,6 +739,8 @@ def test_via_parse_and_str() -> None:
     v6 = Via.parse("SIP/2.0/TCP [2001:db8::9]:5070;branch=z9hG4bK2")
     assert (v6.host, v6.port) == ("[2001:db8::9]", 5070)
     assert Via.parse("SIP/2.0/UDP [::1]").port is None
+    quoted = Via.parse('SIP/2.0/UDP host;x="a\\";b";branch=z9hG4bK3')
+    assert quoted.params == {"x": '"a\\";b"', "branch": "z9hG4bK3"}
 
 
 @pytest.mark.parametrize(

@@ -104,9 +104,15 @@ def _parsed(block: WireBlock) -> Message:
     return msg
 
 
+def _start(msg: Message) -> tuple[object, ...]:
+    if isinstance(msg, Request):
+        return (msg.method, msg.uri)
+    assert isinstance(msg, Response)
+    return (msg.status, msg.reason)
+
+
 def _snapshot(msg: Message) -> tuple[object, ...]:
-    start = (msg.method, msg.uri) if isinstance(msg, Request) else (msg.status, msg.reason)  # type: ignore[union-attr]
-    return (type(msg).__name__, *start, list(msg.headers), msg.body)
+    return (type(msg).__name__, *_start(msg), list(msg.headers), msg.body)
 
 
 # -- the loader ---------------------------------------------------------------------
@@ -212,7 +218,7 @@ def test_authorization_params_match_digest_check(wire_dir: Path, log: str) -> No
 def test_exosip_invite_flow(wire_dir: Path) -> None:
     msgs = [_parsed(b) for b in load_wire_log(wire_dir / "exosip-device-udp.log") if b.sip]
     invite_call = [m for m in msgs if m.call_id == "fbea8d622c8f461f@127.0.0.1"]
-    kinds = [m.method if isinstance(m, Request) else m.status for m in invite_call]  # type: ignore[union-attr]
+    kinds = [_start(m)[0] for m in invite_call]
     assert kinds == ["INVITE", 100, 200, "ACK", "BYE", 200]
     invite, trying, ok, ack = invite_call[:4]
     assert invite.headers.get("Subject") == "34020000001320000001:0200000329,34020000002000000001:0"

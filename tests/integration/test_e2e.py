@@ -1,0 +1,107 @@
+"""End to end: ``gbplatform run`` in a subprocess, devices from ``gbplatform simulate``.
+
+Twenty simulated devices with four channels each register with digest, stay
+online through keepalives and have their catalogs synced; the registry keeps
+them over a platform restart; a device that stops sending keepalives goes
+offline after the configured number of misses; the RFC 4475 torture messages
+leave the platform running and answering.
+"""
+
+from __future__ import annotations
+
+import csv
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import PlatformProcess, SimulatorProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _all_synced(platform: PlatformProcess, count: int, channels: int) -> list | None:
+    devices = platform.devices()
+    online = [d for d in devices if d["online"]]
+    total = sum(d["channel_count"] for d in devices)
+    return devices if len(online) == count and total == channels else None
+
+
+def test_twenty_devices_register_sync_survive_restart_and_go_offline(tmp_path: Path) -> None:
+    platform = PlatformProcess(tmp_path / "data").start()
+    many = SimulatorProcess(
+        platform, tmp_path / "sim-many.log", "--devices", "19", "--channels", "4",
+        "--keepalive-interval", "1", "--first-id", "34020000001320000001",
+    )
+    lone = SimulatorProcess(
+        platform, tmp_path / "sim-lone.log", "--devices", "1", "--channels", "4",
+        "--keepalive-interval", "1", "--first-id", "34020000001320000100", "--vendor", "exosip",
+    )
+    try:
+        devices = wait_for(lambda: _all_synced(platform, 20, 80), 60, "20 devices online with 80 channels")
+        assert all(d["catalog"]["status"] == "done" for d in devices)
+        assert all(d["manufacturer"] == "gbplatform-sim" for d in devices)
+        status, tree = platform.api("GET", "/devices/34020000001320000001/channels/tree")
+        assert status == 200 and tree
+
+        # The lone device dies without unregistering: offline after 3 missed 1 s keepalives.
+        lone.kill()
+
+        def lone_offline() -> bool:
+            status, body = platform.api("GET", "/devices/34020000001320000100")
+            return status == 200 and not body["online"]
+
+        wait_for(lone_offline, 20, "the silent device to go offline")
+        assert len([d for d in platform.devices() if d["online"]]) == 19
+
+        # Restart: the registry keeps all 20 devices and their channels; the
+        # 19 live ones come back online with their next keepalive.
+        assert platform.stop() == 0, platform.log()
+        platform.start()
+        after = platform.devices()
+        assert len(after) == 20
+        assert sum(d["channel_count"] for d in after) == 80
+        wait_for(lambda: len([d for d in platform.devices() if d["online"]]) == 19, 30, "19 devices back online")
+    finally:
+        many.kill()
+        lone.kill()
+        platform.stop()
+
+
+def test_rfc4475_torture_messages_leave_the_platform_answering(tmp_path: Path, shared_dir: Path) -> None:
+    platform = PlatformProcess(tmp_path / "data").start()
+    vectors = shared_dir / "vectors" / "rfc4475"
+    try:
+        rows = list(csv.DictReader((vectors / "INDEX.tsv").open(), delimiter="\t"))
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.settimeout(2)
+        for row in rows:
+            udp.sendto((vectors / row["file"]).read_bytes(), ("127.0.0.1", platform.sip_port))
+        for row in rows:
+            with socket.create_connection(("127.0.0.1", platform.sip_port), timeout=5) as tcp:
+                tcp.sendall((vectors / row["file"]).read_bytes())
+        # Every reject-type request that could be answered got a 4xx/5xx, not silence.
+        answers = []
+        try:
+            while True:
+                answers.append(udp.recv(65535))
+        except TimeoutError:
+            pass
+        assert any(a.startswith(b"SIP/2.0 400") for a in answers)
+        assert any(a.startswith(b"SIP/2.0 505") for a in answers)
+        # Still alive and answering both HTTP and SIP.
+        assert platform.api("GET", "/health", auth=False)[0] == 200
+        options = (
+            "OPTIONS sip:34020000002000000001@127.0.0.1 SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:5999;rport;branch=z9hG4bK-e2e-options\r\n"
+            "From: <sip:34020000001320000009@3402000000>;tag=1\r\nTo: <sip:34020000002000000001@3402000000>\r\n"
+            "Call-ID: e2e-options\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        udp.sendto(options, ("127.0.0.1", platform.sip_port))
+        reply = b""
+        while b"e2e-options" not in reply:
+            reply = udp.recv(65535)
+        assert reply.startswith(b"SIP/2.0 200")
+        udp.close()
+    finally:
+        assert platform.stop() == 0, platform.log()
