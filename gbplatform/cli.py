@@ -153,11 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires", type=_positive_int, default=3600, metavar="SECONDS")
     p.add_argument("--catalog-per-message", type=_positive_int, default=2, metavar="N",
                    help="catalog items per MESSAGE (GB/T 28181-2016 §A.2.6)")
-    p.add_argument("--vendor", choices=("generic", "exosip", "hikvision", "pjsua"),
+    p.add_argument("--vendor", choices=("generic", "exosip", "hikvision", "pjsua", "gb2312_utf8"),
                    default="generic", help="vendor quirk set")
     p.add_argument("--charset", choices=("GB2312", "UTF-8"), default="GB2312",
                    help="MANSCDP body encoding")
-    p.add_argument("--name-prefix", default="Camera", help="prefix of channel names")
+    p.add_argument("--name-prefix", default="测试通道", help="prefix of channel names")
     p.add_argument("--duration", type=_non_negative_float, default=0.0, metavar="SECONDS",
                    help="stop after this long (0 = forever)")
     return parser

@@ -429,6 +429,8 @@ class SimDevice:
         self._cseq = 0
         self._attempt = 0
         self._attempt_expires = 0
+        # What we ask for; raised by a 423 Min-Expires (RFC 3261 §10.2.8).
+        self._wanted_expires = sim.config.expires
         self._unauth_sent = 0
         self._fresh_auth_sent = False
         self._stale_retries = 0
@@ -479,14 +481,16 @@ class SimDevice:
             self._send_keepalive()
             self._arm_running_timers()
         else:
-            self._begin_attempt(self.config.expires)
+            self._begin_attempt(self._wanted_expires)
 
     def unregister(self) -> Deferred[bool]:
         """REGISTER with Expires: 0 (RFC 3261 §10.2.2); fires True when the platform agreed."""
         self._stopped = True
+        backing_off = "retry" in self._timers
         self._cancel_all()
         self._outbox.clear()
-        if self._cseq == 0 or self.link is None:
+        if self._cseq == 0 or self.link is None or (backing_off and not self.registered):
+            # Nothing registered to remove: never sent, or the last attempt failed.
             self._set_registered(False)
             return succeed(False)
         if self._unregistering is not None:
@@ -543,7 +547,7 @@ class SimDevice:
         self._challenges = None
         self._set_registered(False)
         self._cancel("keepalive", "stun", "refresh")
-        self._begin_attempt(self.config.expires)
+        self._begin_attempt(self._wanted_expires)
 
     def _begin_attempt(self, expires: int) -> None:
         self._attempt += 1
@@ -555,7 +559,7 @@ class SimDevice:
         self._cancel("retry", "refresh")
         authorization: str | None = None
         if self._challenges is not None:
-            # Refresh with the last nonce (RFC 2617 §3.2.3 nonce reuse).
+            # Refresh with the last nonce (RFC 2617 §3.3: a nonce may be reused).
             self._nc += 1
             try:
                 authorization = self._authorize(self._challenges)
@@ -621,10 +625,28 @@ class SimDevice:
             self._on_challenge(resp)
         elif 200 <= resp.status < 300:
             self._on_registered(resp)
+        elif resp.status == 423 and self._attempt_expires and self._retry_min_expires(resp):
+            return
         else:
-            if resp.status in (401, 403):
+            if resp.status == 403:
                 self._challenges = None
             self._register_failed(f"{resp.status} {resp.reason}", self.config.register_retry)
+
+    def _retry_min_expires(self, resp: Response) -> bool:
+        """RFC 3261 §10.2.8: 423 Interval Too Brief: ask again for Min-Expires."""
+        try:
+            minimum = expires_value(resp.headers.get("Min-Expires"))
+        except SipParseError:
+            return False
+        if minimum is None or minimum <= self._attempt_expires:
+            return False
+        self._attempt_expires = self._wanted_expires = minimum
+        authorization = None
+        if self._challenges is not None:
+            self._nc += 1
+            authorization = self._authorize(self._challenges)
+        self._send_register(authorization)
+        return True
 
     def _on_challenge(self, resp: Response) -> None:
         """RFC 3261 §22.2: answer a 401/407 with credentials, once per fresh challenge."""
@@ -696,6 +718,12 @@ class SimDevice:
         return value if value else self._attempt_expires
 
     def _register_failed(self, reason: str, retry_in: float) -> None:
+        if self._attempt_expires == 0:
+            log.info("device {device_id}: unregister failed ({reason})",
+                     device_id=self.device_id, reason=reason)
+            self._set_registered(False)
+            self._finish_unregister(False)
+            return
         self.sim.stats.register_failures += 1
         self._failures_in_row += 1
         if self._failures_in_row == 1:
@@ -706,11 +734,8 @@ class SimDevice:
                       device_id=self.device_id, reason=reason)
         self._set_registered(False)
         self._cancel("keepalive", "stun", "refresh")
-        if self._attempt_expires == 0:
-            self._finish_unregister(False)
-            return
-        if not self._stopped:
-            self._schedule("retry", retry_in, lambda: self._begin_attempt(self.config.expires))
+        if not self._stopped and not self.paused:  # resume() registers again itself
+            self._schedule("retry", retry_in, lambda: self._begin_attempt(self._wanted_expires))
 
     def _finish_unregister(self, ok: bool) -> None:
         d, self._unregistering = self._unregistering, None
@@ -735,7 +760,7 @@ class SimDevice:
             self._schedule("expire", self._registered_until - now, self._expired)
             return
         self._schedule("refresh", self._refresh_at - now,
-                       lambda: self._begin_attempt(self.config.expires))
+                       lambda: self._begin_attempt(self._wanted_expires))
         if "keepalive" not in self._timers:
             self._schedule("keepalive", self.config.keepalive_interval, self._send_keepalive)
         if self.quirks.stun_keepalive and self.link is not None and self.link.kind == "UDP":
@@ -1250,5 +1275,33 @@ def main(args: argparse.Namespace) -> int:
 
     limit = raise_fd_limit()
     log.info("open-files limit {limit}", limit=limit)
+    reactor.callWhenRunning(_install_signal_handlers, reactor)
     return run(config, reactor, random.Random(), sys.stdout)
+
+
+def _install_signal_handlers(reactor: Any) -> None:
+    """SIGINT/SIGTERM stop the reactor, which unregisters the devices first.
+
+    Installed explicitly, once the reactor runs: Twisted leaves SIGINT alone
+    when it was ignored at start (a background job of a non-interactive
+    shell), and the simulator must still stop cleanly on it.
+    """
+    import signal
+
+    from twisted.internet.error import ReactorNotRunning
+
+    def stop(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        log.info("received {signal}; unregistering and stopping", signal=name)
+
+        def stop_reactor() -> None:
+            try:
+                reactor.stop()
+            except ReactorNotRunning:
+                log.info("already stopping")
+
+        reactor.callFromThread(stop_reactor)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gbplatform.clock import Clock
 from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
@@ -236,13 +237,22 @@ class SipApp:
         self._answers[key] = _Waiter(d, self.clock.call_later(wait, expire))
         charset = self.devices.charset_of(device_id)
         body = manscdp.encode_query(cmd_type, sn, target_id or device_id, charset=charset, extra=extra)
-        try:
-            await self.send_manscdp(device_id, body)
-        except Exception:
+
+        def send_failed(failure: Failure) -> None:
+            # The MESSAGE itself failed (offline, 4xx, timer F): that is the
+            # query's outcome, unless the answer or query_timeout came first.
             waiter = self._answers.pop(key, None)
-            if waiter is not None and waiter.timer.active():
+            if waiter is None:
+                log.info("{cmd} MESSAGE to {device} failed after the query ended: {err}", cmd=cmd_type,
+                         device=device_id, err=failure.getErrorMessage())
+                return
+            if waiter.timer.active():
                 waiter.timer.cancel()
-            raise
+            waiter.deferred.errback(failure)
+
+        # Not awaited before the answer: a device that never answers the
+        # MESSAGE must time out after query_timeout, not after timer F (32 s).
+        ensureDeferred(self.send_manscdp(device_id, body)).addErrback(send_failed)
         return await d
 
 

@@ -150,7 +150,7 @@ class Endpoint:
             self._after(tx)
             if msg.method == "ACK" and accepted:
                 # An ACK for a 2xx that reused the INVITE's branch still belongs
-                # to the dialog, not the transaction (RFC 6026 §8.7).
+                # to the UAS core, not the transaction (RFC 3261 §13.3.1.4, §17).
                 return [RequestReceived(msg, None, source, now)]
             return []
         if msg.method == "ACK":

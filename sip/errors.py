@@ -40,6 +40,7 @@ class SipParseError(RemoteSipError):
     ) -> None:
         super().__init__(reason, status_hint)
         self.message = message
+        self.framed: list[Message] = []  # stream framing: messages completed before the error
 
 
 class LocalSipError(SipError):

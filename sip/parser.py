@@ -210,8 +210,20 @@ class StreamParser:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Message]:
+        """Messages completed by ``data``.
+
+        On a framing error, ``SipParseError.framed`` carries the messages
+        completed before it in this call, so none of them is lost.
+        """
         self._buf += data
         out: list[Message] = []
+        try:
+            return self._frame(out)
+        except SipParseError as e:
+            e.framed = out
+            raise
+
+    def _frame(self, out: list[Message]) -> list[Message]:
         while True:
             if self._head is None:
                 # Skip CRLF keep-alives between messages.

@@ -31,6 +31,7 @@ from sip.message import Request, Response
 T1 = 0.5
 T2 = 4.0
 T4 = 5.0
+PROCEEDING_LIMIT = 180.0
 
 
 class State(Enum):
@@ -175,6 +176,10 @@ class ClientTransaction(_Base):
             self.last_response = response
             self._disarm("A")
             if status < 200:
+                # §17.1.1.2: Timer B runs in Calling only; once the peer says it is
+                # working on the INVITE the TU decides when to CANCEL. A 3-minute
+                # bound (Timer C of §16.6) still ends a transaction it forgot.
+                self._arm("B", now + PROCEEDING_LIMIT)
                 self.state = State.PROCEEDING
                 return [ResponseReceived(self, response)]
             if status < 300:

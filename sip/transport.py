@@ -214,6 +214,8 @@ class SipStreamProtocol(protocol.Protocol):
         try:
             messages = self.parser.feed(data)
         except SipParseError as e:
+            for msg in e.framed:
+                self.owner.stream_message(msg, msg.serialize() if self.owner.trace else b"", self._source)
             log.warning("closing SIP/TCP connection from %s:%s: %s", self._source[1], self._source[2], e.reason)
             self.owner.stream_error(e, self._source)
             self.close()

@@ -28,7 +28,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from gbplatform import __version__
-from gbplatform.api import schemas as s
+from gbplatform.api import schemas
 from gbplatform.api.openapi import build_openapi
 from gbplatform.db import queries as q
 from gbplatform.errors import DeviceOffline, DomainError
@@ -57,31 +57,31 @@ def authenticated(route: Handler) -> Handler:
 # such device" and "device without channels" cannot be confused.
 
 
-def _create_txn(s_: Session, device_id: str, changes: s.DeviceChanges, *, realm: str,
+def _create_txn(session: Session, device_id: str, changes: schemas.DeviceChanges, *, realm: str,
                 at: dt.datetime) -> q.DeviceRecord:
     # Digest HA1 for the realm devices authenticate in (GB/T 28181-2016 §9.1.2.1).
-    return q.create_device_txn(s_, device_id, password=changes.password,
+    return q.create_device_txn(session, device_id, password=changes.password,
                                realm=realm if changes.password is not None else None, at=at, **changes.fields)
 
 
-def _update_txn(s_: Session, device_id: str, changes: s.DeviceChanges, *, realm: str,
+def _update_txn(session: Session, device_id: str, changes: schemas.DeviceChanges, *, realm: str,
                 at: dt.datetime) -> q.DeviceRecord:
-    return q.update_device_txn(s_, device_id, password=changes.password,
+    return q.update_device_txn(session, device_id, password=changes.password,
                                realm=realm if changes.password is not None else None,
                                clear_password=changes.clear_password, at=at, **changes.fields)
 
 
-def _channels_txn(s_: Session, device_id: str, *, parent_id: str | None, offset: int,
+def _channels_txn(session: Session, device_id: str, *, parent_id: str | None, offset: int,
                   limit: int) -> q.Page[q.ChannelRecord]:
-    if q.get_device_txn(s_, device_id) is None:
+    if q.get_device_txn(session, device_id) is None:
         raise q.DeviceNotFound(device_id)
-    return q.list_channels_txn(s_, device_id, offset=offset, limit=limit, parent_id=parent_id)
+    return q.list_channels_txn(session, device_id, offset=offset, limit=limit, parent_id=parent_id)
 
 
-def _tree_txn(s_: Session, device_id: str, *, platform_id: str) -> list[q.TreeNode]:
-    if q.get_device_txn(s_, device_id) is None:
+def _tree_txn(session: Session, device_id: str, *, platform_id: str) -> list[q.TreeNode]:
+    if q.get_device_txn(session, device_id) is None:
         raise q.DeviceNotFound(device_id)
-    return q.channel_tree_txn(s_, device_id, platform_id=platform_id)
+    return q.channel_tree_txn(session, device_id, platform_id=platform_id)
 
 
 def _set_header(request: Request, name: bytes, value: bytes) -> None:
@@ -103,31 +103,31 @@ class Api:
         header = request.getHeader(b"authorization")
         if not header:
             _set_header(request, b"WWW-Authenticate", b'Bearer realm="gbplatform"')
-            raise s.Unauthorized("an Authorization: Bearer <token> header is required")
+            raise schemas.Unauthorized("an Authorization: Bearer <token> header is required")
         scheme, _, token = header.partition(b" ")
         # compare_digest keeps the comparison time independent of where the
         # first wrong byte is; an empty configured token never matches.
         if scheme.lower() != b"bearer" or not self._token or not hmac.compare_digest(token.strip(), self._token):
             _set_header(request, b"WWW-Authenticate", b'Bearer realm="gbplatform", error="invalid_token"')
-            raise s.Unauthorized("the bearer token is not valid")
+            raise schemas.Unauthorized("the bearer token is not valid")
 
     def _json(self, request: Request, obj: Any, status: int = 200) -> bytes:
         request.setResponseCode(status)
         _set_header(request, b"Content-Type", JSON_TYPE)
         _set_header(request, b"Cache-Control", b"no-store")
-        return obj if isinstance(obj, bytes) else s.dumps(obj)
+        return obj if isinstance(obj, bytes) else schemas.dumps(obj)
 
     def _body(self, request: Request) -> dict[str, Any]:
         content = request.content
-        raw = content.read(s.MAX_BODY + 1) if content is not None else b""
-        return s.parse_json_body(raw)
+        raw = content.read(schemas.MAX_BODY + 1) if content is not None else b""
+        return schemas.parse_json_body(raw)
 
     def _at(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.platform.clock.time(), dt.UTC)
 
     def _device_json(self, record: q.DeviceRecord) -> dict[str, Any]:
         p = self.platform
-        return s.device_json(
+        return schemas.device_json(
             record, p.devices.live_info(record.device_id), now=p.clock.seconds(), wall=p.clock.time(),
             catalog=p.catalog.progress(record.device_id),
         )
@@ -166,25 +166,25 @@ class Api:
     @authenticated
     async def openapi(self, request: Request) -> bytes:
         if self._openapi is None:
-            self._openapi = s.dumps(build_openapi(__version__))
+            self._openapi = schemas.dumps(build_openapi(__version__))
         return self._json(request, self._openapi)
 
     # -- devices ---------------------------------------------------------------
     @app.route("/api/v1/devices", methods=["GET"])
     @authenticated
     async def list_devices(self, request: Request) -> bytes:
-        query = s.parse_device_list(request.args)
+        query = schemas.parse_device_list(request.args)
         page = await self.platform.db.run(
             "list_devices", q.list_devices_txn, online=query.online, q=query.q,
             offset=query.paging.offset, limit=query.paging.limit,
         )
-        return self._json(request, s.page_json(page, self._device_json))
+        return self._json(request, schemas.page_json(page, self._device_json))
 
     @app.route("/api/v1/devices", methods=["POST"])
     @authenticated
     async def create_device(self, request: Request) -> bytes:
         p = self.platform
-        create = s.parse_device_create(self._body(request), strict_id=p.config.sip.strict_id)
+        create = schemas.parse_device_create(self._body(request), strict_id=p.config.sip.strict_id)
         changes = create.changes
         record = await p.db.run("create_device", _create_txn, create.device_id, changes,
                                 realm=p.config.sip.domain, at=self._at())
@@ -203,7 +203,7 @@ class Api:
     @authenticated
     async def update_device(self, request: Request, device_id: str) -> bytes:
         p = self.platform
-        changes = s.parse_device_patch(self._body(request))
+        changes = schemas.parse_device_patch(self._body(request))
         if changes.empty:
             record = await self._record(device_id)
         else:
@@ -226,12 +226,12 @@ class Api:
     @app.route("/api/v1/devices/<device_id>/channels", methods=["GET"])
     @authenticated
     async def list_channels(self, request: Request, device_id: str) -> bytes:
-        query = s.parse_channel_list(request.args)
+        query = schemas.parse_channel_list(request.args)
         page = await self.platform.db.run(
             "list_channels", _channels_txn, device_id, parent_id=query.parent_id,
             offset=query.paging.offset, limit=query.paging.limit,
         )
-        return self._json(request, s.page_json(page, s.channel_json))
+        return self._json(request, schemas.page_json(page, schemas.channel_json))
 
     @app.route("/api/v1/devices/<device_id>/channels/tree", methods=["GET"])
     @authenticated
@@ -239,7 +239,7 @@ class Api:
         roots = await self.platform.db.run(
             "channel_tree", _tree_txn, device_id, platform_id=self.platform.config.sip.id
         )
-        return self._json(request, s.tree_bytes(device_id, roots))
+        return self._json(request, schemas.tree_bytes(device_id, roots))
 
     # -- catalog ---------------------------------------------------------------
     @app.route("/api/v1/devices/<device_id>/catalog/sync", methods=["POST"])
@@ -247,7 +247,7 @@ class Api:
     async def sync_catalog(self, request: Request, device_id: str) -> bytes:
         await self._require_online(device_id)
         session = self.platform.catalog.start(device_id)
-        return self._json(request, s.catalog_progress_json(device_id, session.progress(), None), 202)
+        return self._json(request, schemas.catalog_progress_json(device_id, session.progress(), None), 202)
 
     @app.route("/api/v1/devices/<device_id>/catalog", methods=["GET"])
     @authenticated
@@ -256,7 +256,7 @@ class Api:
         record = await self.platform.db.run("get_device", q.get_device_txn, device_id)
         if record is None and progress is None:
             raise q.DeviceNotFound(device_id)
-        return self._json(request, s.catalog_progress_json(device_id, progress, record))
+        return self._json(request, schemas.catalog_progress_json(device_id, progress, record))
 
     # -- live queries ------------------------------------------------------------
     async def _before_query(self, device_id: str) -> None:
@@ -284,12 +284,12 @@ class Api:
     async def device_trace(self, request: Request, device_id: str) -> bytes:
         # No registry lookup: a device that never managed to register has a
         # trace (its refused REGISTERs) but no row, and that is when it is needed.
-        limit = s.parse_trace_limit(request.args)
-        return self._json(request, s.trace_json(device_id, self.platform.trace.entries(device_id, limit)))
+        limit = schemas.parse_trace_limit(request.args)
+        return self._json(request, schemas.trace_json(device_id, self.platform.trace.entries(device_id, limit)))
 
     # -- errors, in the order Klein tries them --------------------------------------
     def _error(self, request: Request, status: int, code: str, message: str, field: str | None = None) -> bytes:
-        return self._json(request, s.error_json(code, message, field), status)
+        return self._json(request, schemas.error_json(code, message, field), status)
 
     @app.handle_errors(DomainError)
     def domain_error(self, request: Request, failure: Failure) -> bytes:

@@ -879,3 +879,45 @@ def test_run_reports_a_socket_error() -> None:
     out = io.StringIO()
     assert run(SimConfig(), reactor, random.Random(3), out) == 1
     assert "cannot start: address in use" in out.getvalue()
+
+
+def test_stop_skips_devices_that_failed_to_register() -> None:
+    sim, platform, net = make(password="other")
+    sim.start()
+    net.pump()
+    count = len(platform.of("REGISTER"))
+    done: list[object] = []
+    sim.stop().addCallback(done.append)
+    net.pump()
+    assert done == [None]
+    assert len(platform.of("REGISTER")) == count
+    assert sim.stats.register_failures == 1
+
+
+def test_failed_unregister_is_not_a_register_failure(registered: tuple[Simulator, Platform, Net]) -> None:
+    sim, platform, net = registered
+    platform.register_status = 403
+    results: list[bool] = []
+    sim.devices[0].unregister().addCallback(results.append)
+    net.pump()
+    assert results == [False]
+    assert sim.stats.register_failures == 0 and not sim.devices[0].registered
+
+
+def test_interval_too_brief_asks_again_with_min_expires() -> None:
+    sim, platform, net = make(expires=30)
+    original = platform.register
+
+    def min_expires(req: Request, tx: Any) -> None:
+        if int(req.headers.get("Expires") or 0) < 60:
+            platform.respond(tx, req, 423, [("Min-Expires", "60")])
+        else:
+            original(req, tx)
+
+    platform.register = min_expires  # type: ignore[method-assign]
+    sim.start()
+    net.pump()
+    assert [r.headers.get("Expires") for r in platform.of("REGISTER")] == ["30", "60", "60"]
+    assert sim.devices[0].registered
+    net.run_for(48)
+    assert len(platform.of("REGISTER")) == 4  # refreshed at 0.8 x 60 s

@@ -214,6 +214,17 @@ def test_invite_client_provisional_stops_retransmissions() -> None:
     assert d.times() == [0.0, 0.5]
 
 
+def test_invite_client_proceeding_waits_past_timer_b_but_not_forever() -> None:
+    """§17.1.1.2: no Timer B in Proceeding; the 3-minute bound still frees the transaction."""
+    req = make_request("INVITE")
+    d = Driver(ClientTransaction(req, reliable=False, now=0.0))
+    d.tx.receive(answer(req, 180), 0.1)
+    d.step(64.0)
+    assert d.events == [] and state(d.tx) is State.PROCEEDING
+    d.step(200.0)
+    assert d.events == [TransactionTimedOut(d.tx)]
+
+
 def _check_ack(ack_bytes: bytes, req: Request, resp: Response) -> None:
     """RFC 3261 §17.1.1.3: the ACK of a non-2xx final response."""
     ack = parse_datagram(ack_bytes)
