@@ -92,11 +92,11 @@ def test_rfc4475_torture_messages_leave_the_platform_answering(tmp_path: Path, s
         # Still alive and answering both HTTP and SIP.
         assert platform.api("GET", "/health", auth=False)[0] == 200
         options = (
-            "OPTIONS sip:34020000002000000001@127.0.0.1 SIP/2.0\r\n"
-            "Via: SIP/2.0/UDP 127.0.0.1:5999;rport;branch=z9hG4bK-e2e-options\r\n"
-            "From: <sip:34020000001320000009@3402000000>;tag=1\r\nTo: <sip:34020000002000000001@3402000000>\r\n"
-            "Call-ID: e2e-options\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
+            b"OPTIONS sip:34020000002000000001@127.0.0.1 SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 127.0.0.1:5999;rport;branch=z9hG4bK-e2e-options\r\n"
+            b"From: <sip:34020000001320000009@3402000000>;tag=1\r\nTo: <sip:34020000002000000001@3402000000>\r\n"
+            b"Call-ID: e2e-options\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
         udp.sendto(options, ("127.0.0.1", platform.sip_port))
         reply = b""
         while b"e2e-options" not in reply:

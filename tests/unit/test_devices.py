@@ -9,15 +9,25 @@ the registry.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
+import stat
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
 
+from gbplatform.clock import FakeClock
+from gbplatform.config import Config
 from gbplatform.db import queries as q
+from gbplatform.db.database import Database, InlineRunner
 from gbplatform.devices import DeviceEvent
 from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
+from gbplatform.service import HttpService, SipService, build_platform, make_service
 from sip import manscdp
 from sip.auth import parse_auth_header
 from sip.message import Request, Response
@@ -30,6 +40,7 @@ from tests.unit.platform_harness import (
     PLATFORM_ID,
     Harness,
     has_fired,
+    new_engine,
     result_of,
     sip_config,
 )
@@ -706,3 +717,101 @@ def test_request_factory_shapes(h: Harness) -> None:
     assert req.uri == f"sip:{DEV}@192.0.2.1:5062"
     assert req.headers.get("Contact") == f"<sip:{PLATFORM_ID}@127.0.0.1:5060>"
     assert req.cseq[1] == "MESSAGE"
+
+
+# --- service wiring -----------------------------------------------------------
+
+
+class _UdpPort:
+    def __init__(self, port: int, protocol: Any, interface: str) -> None:
+        self.port = port or 40000
+        self.protocol = protocol
+        self.interface = interface
+        self.written: list[tuple[bytes, tuple[str, int]]] = []
+        self.listening = True
+
+    def getHost(self) -> IPv4Address:  # noqa: N802 - Twisted API
+        return IPv4Address("UDP", self.interface, self.port)
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.written.append((data, addr))
+
+    def stopListening(self) -> None:  # noqa: N802 - Twisted API
+        self.listening = False
+
+
+class _Reactor(MemoryReactorClock):
+    """``MemoryReactorClock`` has no ``listenUDP``; this one hands out fake ports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udp: list[_UdpPort] = []
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> _UdpPort:  # noqa: N802,N803
+        self.udp.append(_UdpPort(port, protocol, interface))
+        return self.udp[-1]
+
+
+def test_sip_service_marks_devices_offline_listens_traces_and_flushes(h: Harness) -> None:
+    h.registered_device()
+    h.platform.devices.writer.add("keepalive", DEV, utc(WALL0 + 1), "127.0.0.1", 5070, "UDP")
+    reactor = _Reactor()
+    service = SipService(h.platform, reactor)
+    service.startService()
+    assert not h.call(q.get_device_txn, DEV).online  # ARCHITECTURE: re-learnt from the next keepalive
+    [udp] = reactor.udp
+    assert (udp.interface, udp.port) == ("0.0.0.0", 5060)
+    [(tcp_port, _factory, _backlog, tcp_host)] = reactor.tcpServers
+    assert (tcp_port, tcp_host) == (5060, "0.0.0.0")
+    assert h.platform.endpoint.local["UDP"] == ("127.0.0.1", 5060)  # advertised, not 0.0.0.0
+
+    dev = h.device(DEV2, ("UDP", "192.0.2.30", 5090))
+    dev.endpoint.send_request(dev.register_request(), dev.platform_addr, 0.0)
+    [(data, _)] = dev.endpoint.take_output()
+    udp.protocol.datagramReceived(data, ("192.0.2.30", 5090))
+    [(answer, addr)] = udp.written
+    assert addr == ("192.0.2.30", 5090)
+    assert answer.startswith(b"SIP/2.0 401 ")
+    assert [e.direction for e in h.platform.trace.entries(DEV2)] == ["recv", "send"]
+
+    d = service.stopService()
+    assert not udp.listening
+    assert d is not None and has_fired(d)
+    assert h.call(q.get_device_txn, DEV).last_keepalive_at == utc(WALL0 + 1)
+
+
+def test_http_service_listens_on_the_configured_port(h: Harness) -> None:
+    reactor = _Reactor()
+    service = HttpService(h.platform, reactor)
+    service.startService()
+    [(port, _site, _backlog, host)] = reactor.tcpServers
+    assert (port, host) == (8080, "0.0.0.0")
+    service.stopService()
+
+
+def test_build_platform_keeps_token_and_nonce_secret_in_the_data_dir(tmp_path: Path) -> None:
+    config = Config()
+    config = replace(config, storage=replace(config.storage, data_dir=str(tmp_path / "data")))
+    db = Database(new_engine(), pool=InlineRunner())
+    first = build_platform(config, clock=FakeClock(), db=db)
+    token_file = tmp_path / "data" / "api_token"
+    assert first.api_token == token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert (tmp_path / "data" / "nonce_secret").read_text().strip()
+    again = build_platform(config, clock=FakeClock(), db=db)
+    assert again.api_token == first.api_token
+    # The same nonce secret: a challenge from before a restart is still good.
+    nonce = first.devices.digest.make_nonce(WALL0, random.Random(1))
+    assert again.devices.digest.nonce_age(nonce, WALL0) == 0
+    fixed = replace(config, api=replace(config.api, token="from-config"))
+    assert build_platform(fixed, clock=FakeClock(), db=db).api_token == "from-config"
+
+
+def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
+    config = Config()
+    config = replace(config, storage=replace(config.storage, data_dir=str(tmp_path)))
+    top = make_service(config, _Reactor())
+    assert [s.name for s in top] == ["database", "sip", "http"]
+    platform = top.platform  # type: ignore[attr-defined]
+    assert platform.api_token == (tmp_path / "api_token").read_text().strip()
+    platform.db.dispose()
