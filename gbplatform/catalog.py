@@ -112,6 +112,15 @@ def to_channel(item: manscdp.CatalogItem) -> q.ChannelData:
     )
 
 
+def store_catalog_txn(
+    s: Any, device_id: str, channels: list[q.ChannelData], status: str, total: int, received: int,
+    at: dt.datetime,
+) -> None:
+    """Channels and sync status in one transaction, so readers never see one without the other."""
+    q.replace_channels_txn(s, device_id, channels, complete=status == "done")
+    q.set_catalog_progress_txn(s, device_id, status, total, received, at)
+
+
 class CatalogSync:
     def __init__(
         self, *, app: Any, db: Database, clock: Clock, timeout: float = 30.0, idle_timeout: float = 5.0
@@ -206,10 +215,17 @@ class CatalogSync:
         )
         d: Deferred[Any]
         if status in ("done", "partial"):
-            channels = [to_channel(item) for item in session.items.values()]
-            d = self.db.run("replace_channels", q.replace_channels_txn, session.device_id, channels,
-                            complete=status == "done")
-            d.addCallback(lambda _: self._write_progress(session))
+            channels = []
+            for item in session.items.values():
+                try:
+                    channels.append(to_channel(item))
+                except ValueError as e:
+                    # A DeviceID the registry cannot hold (e.g. over 32 characters):
+                    # drop that item, or the whole sync would never be stored.
+                    log.info("catalog of {id}: item dropped: {err}", id=session.device_id, err=str(e))
+            at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
+            d = self.db.run("store_catalog", store_catalog_txn, session.device_id, channels, status,
+                            session.sum_num or 0, len(session.items), at)
         else:
             d = self._write_progress(session)
         d.addErrback(lambda f: log.failure("storing the catalog of {id} failed", f, id=session.device_id))

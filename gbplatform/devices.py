@@ -242,7 +242,11 @@ class DeviceManager:
         except SipParseError as e:
             self._reply(req, tx, 400, headers=[("Warning", f'399 gbplatform "{e.reason[:100]}"')])
             return
-        if not device_id or (self.config.strict_id and not is_gb_id(device_id)):
+        # Longer IDs than the registry holds would fail the whole write batch
+        # they land in, losing other devices' state with it.
+        if not device_id or len(device_id) > q.MAX_ID_LENGTH or (
+            self.config.strict_id and not is_gb_id(device_id)
+        ):
             self.stats["rejected"] += 1
             log.info("REGISTER from {peer} refused: bad device ID {id!r}", peer=source, id=device_id)
             self._reply(req, tx, 403, "Invalid Device ID")

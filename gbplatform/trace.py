@@ -14,8 +14,12 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-_FROM_RE = re.compile(rb"^(?:From|f)[ \t]*:[^\r\n]*?sips?:(\w+)@", re.M | re.I)
-_TO_RE = re.compile(rb"^(?:To|t)[ \t]*:[^\r\n]*?sips?:(\w+)@", re.M | re.I)
+# An RFC 3261 §25.1 user part in ASCII (unreserved characters and the
+# user-unreserved ones but ";?/"): non-strict IDs such as "cam-lab-1" are
+# traced too, and a match always decodes.
+_USER = rb"([\w.!~*'()&=+$,%-]+)"
+_FROM_RE = re.compile(rb"^(?:From|f)[ \t]*:[^\r\n]*?sips?:" + _USER + rb"@", re.M | re.I)
+_TO_RE = re.compile(rb"^(?:To|t)[ \t]*:[^\r\n]*?sips?:" + _USER + rb"@", re.M | re.I)
 MAX_ENTRY = 16_384
 
 

@@ -27,10 +27,10 @@ import datetime as dt
 import random
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from gbplatform.clock import FakeClock
@@ -161,7 +161,7 @@ class Harness:
         self.log_failures: list[LogEvent] = []
         self.successor: Harness | None = None
         self._closed = False
-        globalLogPublisher.addObserver(self._observe)
+        globalLogPublisher.addObserver(cast(ILogObserver, self._observe))
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -184,11 +184,12 @@ class Harness:
         """Stop observing the log and stop this platform's and its devices' timers."""
         if not self._closed:
             self._closed = True
-            globalLogPublisher.removeObserver(self._observe)
+            globalLogPublisher.removeObserver(cast(ILogObserver, self._observe))
             self._timers.stop()
             for device in self._devices.values():
                 device.timers.stop()
-            for call in self.clock.reactor.getDelayedCalls():
+            calls: list[Any] = list(self.clock.reactor.getDelayedCalls())
+            for call in calls:
                 if call.active():
                     call.cancel()
         if self.successor is not None:
@@ -250,13 +251,16 @@ class Harness:
         """Step the clock by ``seconds``, firing each due timer in order with pumps between."""
         target = self.clock.seconds() + seconds
         self.pump()
-        while True:
-            due = [c.getTime() for c in self.clock.reactor.getDelayedCalls() if c.active()]
+        for _ in range(100_000):
+            calls: list[Any] = list(self.clock.reactor.getDelayedCalls())
+            due = [c.getTime() for c in calls if c.active()]
             upcoming = [t for t in due if t <= target]
             if not upcoming:
                 break
             self.clock.advance(max(0.0, min(upcoming) - self.clock.seconds()))
             self.pump()
+        else:
+            raise AssertionError("timers keep rescheduling themselves: advance() did not settle")
         self.clock.advance(max(0.0, target - self.clock.seconds()))
         self.pump()
 
@@ -285,18 +289,20 @@ class Harness:
     def record(self, device_id: str = DEV) -> q.DeviceRecord:
         """The device's row, after writing out the batched lifecycle changes."""
         self.platform.devices.writer.flush()
-        record = self.call(q.get_device_txn, device_id)
+        record: q.DeviceRecord | None = self.call(q.get_device_txn, device_id)
         assert record is not None, f"no registry row for {device_id}"
         return record
 
     def channels(self, device_id: str = DEV) -> list[q.ChannelRecord]:
-        return self.call(q.list_channels_txn, device_id, limit=1000).items
+        page: q.Page[q.ChannelRecord] = self.call(q.list_channels_txn, device_id, limit=1000)
+        return page.items
 
     def create_device(self, device_id: str = DEV, *, password: str | None = None, **fields: Any) -> q.DeviceRecord:
-        return self.call(
+        record: q.DeviceRecord = self.call(
             q.create_device_txn, device_id, password=password,
             realm=self.config.sip.domain if password is not None else None, **fields,
         )
+        return record
 
     def restart(self, config: Config | None = None, seed: int = 2) -> Harness:
         """A new platform process on the same registry, started as ``SipService`` does.

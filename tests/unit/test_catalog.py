@@ -141,6 +141,16 @@ def test_items_without_device_id_are_skipped(h: Harness, dev: FakeDevice) -> Non
     assert channel_ids(h) == [cam(1), cam(2)]
 
 
+def test_an_item_the_registry_cannot_hold_is_dropped_not_fatal(h: Harness, dev: FakeDevice) -> None:
+    """A 40-character DeviceID once left the sync "done" in memory but never
+    stored, its ``done`` Deferred unfired and the onboarding worker stuck."""
+    answer(dev, 2, [manscdp.CatalogItem(device_id="3" * 40, name="too long"), item(1)])
+    session = session_of(h)
+    assert session.status == "done" and has_fired(session.done)
+    assert channel_ids(h) == [cam(1)]
+    assert h.record().catalog_status == "done"
+
+
 def test_a_running_sync_is_not_started_twice(h: Harness, dev: FakeDevice) -> None:
     session = session_of(h)
     assert h.platform.catalog.start(DEV) is session
@@ -332,7 +342,8 @@ def test_to_channel_maps_every_field() -> None:
     [("port", "80x"), ("port", "  "), ("parental", "yes"), ("longitude", "E116"), ("latitude", "")],
 )
 def test_to_channel_bad_numbers_become_none(field: str, value: str) -> None:
-    ch = to_channel(manscdp.CatalogItem(device_id=cam(1), **{field: value}))
+    fields: dict[str, Any] = {field: value}
+    ch = to_channel(manscdp.CatalogItem(device_id=cam(1), **fields))
     assert getattr(ch, field) is None
 
 

@@ -824,7 +824,7 @@ def test_config_from_cli_arguments() -> None:
     assert config.device_ids == ["34020000001320000009", "34020000001320000010", "34020000001320000011"]
     assert config.effective_quirks == VENDOR_QUIRKS["exosip"]
     assert config.keepalive_interval == 20
-    assert config.name_prefix == "Camera"  # the CLI's default
+    assert config.name_prefix == "测试通道"  # the CLI default exercises the charsets
 
 
 def test_quirks_can_be_mixed() -> None:

@@ -42,6 +42,15 @@ def test_device_of_uses_from_unless_it_is_the_platform() -> None:
     assert trace.device_of(sips) == DEV
 
 
+def test_device_of_non_strict_ids_and_hostile_bytes() -> None:
+    trace = SipTrace(PLATFORM_ID)
+    assert trace.device_of(msg("cam-lab-1", PLATFORM_ID)) == "cam-lab-1"
+    assert trace.device_of(msg(PLATFORM_ID, "cam.lab_2")) == "cam.lab_2"
+    hostile = msg(DEV, PLATFORM_ID).replace(DEV.encode(), b"\xff\xfe")
+    assert trace.device_of(hostile) is None
+    trace.record("recv", hostile, PEER, 0.0)  # no UnicodeDecodeError
+
+
 def test_entries_are_kept_per_device_with_their_direction_and_peer() -> None:
     trace = SipTrace(PLATFORM_ID)
     trace.record("recv", msg(DEV, PLATFORM_ID), PEER, 1.0)
