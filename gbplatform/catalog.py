@@ -145,7 +145,8 @@ class CatalogSync:
         session = CatalogSession(device_id, self.app.next_sn(), self.clock.time())
         self.sessions[device_id] = session
         session.total_timer = self.clock.call_later(self.timeout, self._timed_out, session)
-        self._write_progress(session)
+        # Progress lives in memory while the sync runs (the API reads it there);
+        # the registry gets it every few parts and at the end.
         d = ensureDeferred(self._send(session))
         d.addErrback(lambda f: self._send_failed(session, f))
         return session

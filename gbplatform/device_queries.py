@@ -122,23 +122,32 @@ class DeviceQueries:
                 log.info("device {id}: {step} failed: {err}", id=device_id, step=step.__name__, err=e.message)
 
         steps: list[Deferred[Any]] = [
-            ensureDeferred(guarded(self.device_info)),
+            ensureDeferred(guarded(self.onboarding_info)),
             ensureDeferred(guarded(self.basic_param)),
         ]
         steps.append(self.catalog.start(device_id).done)
         await gatherResults(steps)
 
-    async def device_info(self, device_id: str) -> dict[str, Any]:
-        """Query and store DeviceInfo (GB/T 28181-2016 §A.2.4.4 / §A.2.6.5)."""
+    async def device_info(self, device_id: str, *, batch: bool = False) -> dict[str, Any]:
+        """Query and store DeviceInfo (GB/T 28181-2016 §A.2.4.4 / §A.2.6.5).
+
+        ``batch``: leave the write to the next batch (onboarding); otherwise
+        it is stored before returning, so the API shows what it just answered.
+        """
         msg = await self.app.query(device_id, "DeviceInfo")
         if not isinstance(msg, manscdp.DeviceInfoResponse):
             raise DeviceRejected(f"device {device_id} sent an unexpected DeviceInfo answer")
         at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
-        await self.db.run(
-            "set_device_info", q.set_device_info_txn, device_id, name=msg.device_name,
-            manufacturer=msg.manufacturer, model=msg.model, firmware=msg.firmware, at=at,
+        self.devices.writer.add(
+            "device_info", device_id,
+            dict(name=msg.device_name, manufacturer=msg.manufacturer, model=msg.model, firmware=msg.firmware, at=at),
         )
+        if not batch:
+            await self.devices.writer.flush()
         return _info_json(msg)
+
+    async def onboarding_info(self, device_id: str) -> dict[str, Any]:
+        return await self.device_info(device_id, batch=True)
 
     async def device_status(self, device_id: str) -> dict[str, Any]:
         """Query DeviceStatus (GB/T 28181-2016 §A.2.4.3 / §A.2.6.6)."""

@@ -134,17 +134,22 @@ class StateWriter:
 def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
     """Apply lifecycle writes in order, keepalives grouped into one UPDATE."""
     keepalives: list[tuple[str, dt.datetime, str, int, str]] = []
+    registrations: list[q.Registration] = []
     for op, args in ops:
+        # Runs of keepalives and of registrations are written as one statement each.
         if op == "keepalive":
             keepalives.append(args)
+            continue
+        if op == "registered":
+            registrations.append(args[0])
             continue
         if keepalives:
             q.keepalives_txn(s, keepalives)
             keepalives = []
-        if op == "registered":
-            device_id, kwargs = args
-            q.device_registered_txn(s, device_id, **kwargs)
-        elif op == "unregistered":
+        if registrations:
+            q.registrations_txn(s, registrations)
+            registrations = []
+        if op == "unregistered":
             q.device_unregistered_txn(s, args[0], at=args[1])
         elif op == "offline":
             q.device_offline_txn(s, args[0], args[1])
@@ -152,6 +157,10 @@ def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> Non
             q.set_basic_param_txn(s, args[0], args[1], args[2], at=args[3])
         elif op == "charset":
             q.upsert_device_txn(s, args[0], charset=args[1])
+        elif op == "device_info":
+            q.set_device_info_txn(s, args[0], **args[1])
+    if registrations:
+        q.registrations_txn(s, registrations)
     if keepalives:
         q.keepalives_txn(s, keepalives)
 
@@ -185,6 +194,8 @@ class DeviceManager:
         )
         self.live: dict[str, DeviceLive] = {}
         self.auth_cache: dict[str, AuthInfo] = {}
+        self._preloaded = False
+        self._dirty: set[str] = set()  # changed through the API since the preload
         self.writer = StateWriter(db, clock)
         self._deadlines: list[tuple[float, str]] = []
         self._timer: Any = None
@@ -214,11 +225,12 @@ class DeviceManager:
     def forget(self, device_id: str) -> None:
         """Drop a deleted device's live state and cached credentials."""
         self.live.pop(device_id, None)
-        self.auth_cache.pop(device_id, None)
+        self.invalidate(device_id)
 
     def invalidate(self, device_id: str) -> None:
         """A device's record changed through the API: re-read its credentials next time."""
         self.auth_cache.pop(device_id, None)
+        self._dirty.add(device_id)
 
     # -- REGISTER -----------------------------------------------------------
     def handle_register(self, req: Request, tx: ServerTransaction, source: Addr) -> None:
@@ -288,31 +300,48 @@ class DeviceManager:
             return value
         return 3600
 
+    async def preload(self) -> int:
+        """Load every device's admission data at once (start-up).
+
+        Afterwards a device missing from the cache is known not to exist, so
+        a registration storm of new devices costs no database round trip each.
+        """
+        records = await self.db.run("auth_records", q.auth_records_txn)
+        for record in records:
+            if record.device_id not in self._dirty:
+                self.auth_cache[record.device_id] = self._auth_from(record)
+        self._preloaded = True
+        return len(records)
+
+    def _auth_from(self, record: q.AuthRecord) -> AuthInfo:
+        realm_ok = record.ha1_realm in (None, self.config.domain)
+        if not realm_ok and (record.ha1_md5 or record.ha1_sha256):
+            log.warn(
+                "device {id}: stored password was set for realm {old}, not {new}; set it again",
+                id=record.device_id, old=record.ha1_realm, new=self.config.domain,
+            )
+        return AuthInfo(
+            exists=True,
+            enabled=record.enabled,
+            pre_added=record.pre_added,
+            ha1_md5=record.ha1_md5 if realm_ok else None,
+            ha1_sha256=record.ha1_sha256 if realm_ok else None,
+            realm=record.ha1_realm,
+            charset=record.charset or "GB2312",
+            interval=record.keepalive_interval,
+            count=record.keepalive_count,
+        )
+
     async def _auth_info(self, device_id: str) -> AuthInfo:
         info = self.auth_cache.get(device_id)
         if info is not None:
             return info
-        record = await self.db.run("get_device", q.get_device_txn, device_id)
-        if record is None:
+        if self._preloaded and device_id not in self._dirty:
             info = AuthInfo(exists=False)
         else:
-            realm_ok = record.ha1_realm in (None, self.config.domain)
-            info = AuthInfo(
-                exists=True,
-                enabled=record.enabled,
-                pre_added=record.pre_added,
-                ha1_md5=record.password_ha1_md5 if realm_ok else None,
-                ha1_sha256=record.password_ha1_sha256 if realm_ok else None,
-                realm=record.ha1_realm,
-                charset=record.charset or "GB2312",
-                interval=record.keepalive_interval,
-                count=record.keepalive_count,
-            )
-            if not realm_ok and (record.password_ha1_md5 or record.password_ha1_sha256):
-                log.warn(
-                    "device {id}: stored password was set for realm {old}, not {new}; set it again",
-                    id=device_id, old=record.ha1_realm, new=self.config.domain,
-                )
+            records = await self.db.run("auth_record", q.auth_records_txn, device_id)
+            info = self._auth_from(records[0]) if records else AuthInfo(exists=False)
+            self._dirty.discard(device_id)
         if len(self.auth_cache) < 200_000:
             self.auth_cache[device_id] = info
         return info
@@ -388,9 +417,8 @@ class DeviceManager:
         info.exists = True
         self.writer.add(
             "registered",
-            device_id,
-            dict(host=source[1], port=source[2], transport=source[0], contact=live.contact,
-                 user_agent=live.user_agent, expires=expires, at=_utc(wall)),
+            q.Registration(device_id, source[1], source[2], source[0], live.contact, live.user_agent,
+                           expires, _utc(wall)),
         )
         if not was_online:
             log.info("device {id} online from {host}:{port}/{transport}", id=device_id, host=source[1],

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -119,6 +120,9 @@ class SipService(Service):
         at = dt.datetime.fromtimestamp(p.clock.time(), dt.UTC)
         d = p.db.run("mark_all_offline", q.mark_all_offline_txn, at)
         d.addErrback(lambda f: log.failure("marking devices offline at start failed", f))
+        preload = ensureDeferred(p.devices.preload())
+        preload.addCallback(lambda n: log.info("{n} device records loaded", n=n))
+        preload.addErrback(lambda f: log.failure("loading device records failed", f))
 
         def trace(direction: str, data: bytes, peer: Addr) -> None:
             p.trace.record(direction, data, peer, p.clock.time())

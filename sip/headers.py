@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 from sip.errors import SipParseError
 from sip.message import Message, Request
@@ -25,8 +26,12 @@ _GB_DATE_RE = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}T\d{1,2}:\d{1,2}:\d{1,2}")
 MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq sequence numbers fit in 32 bits, below 2**31
 
 
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+
+
 def is_token(text: str) -> bool:
-    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+    """RFC 3261 §25.1 ``token``."""
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def _parse_params(text: str, where: str) -> dict[str, str | None]:
@@ -34,7 +39,8 @@ def _parse_params(text: str, where: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     if not text.strip():
         return params
-    parts = _split_outside_quotes(text, ";")
+    # Quotes are rare in parameters; the character walk is only needed with them.
+    parts = _split_outside_quotes(text, ";") if '"' in text or "<" in text else text.split(";")
     for raw in parts[1:] if parts and not parts[0].strip() else parts:
         item = raw.strip()
         if not item:
@@ -230,29 +236,45 @@ class CSeq:
         return cls(number, parts[1])
 
 
+def _via(msg: Message, value: str) -> Via:
+    key = ("Via", value)
+    hit = msg.memo.get(key)
+    if hit is None:
+        hit = msg.memo[key] = Via.parse(value)
+    return cast(Via, hit)
+
+
+def _name_addr(msg: Message, value: str) -> NameAddr:
+    key = ("NameAddr", value)
+    hit = msg.memo.get(key)
+    if hit is None:
+        hit = msg.memo[key] = NameAddr.parse(value)
+    return cast(NameAddr, hit)
+
+
 def vias(msg: Message) -> list[Via]:
-    return [Via.parse(v) for v in msg.headers.get_all("Via")]
+    return [_via(msg, v) for v in msg.headers.get_all("Via")]
 
 
 def top_via(msg: Message) -> Via:
     values = msg.headers.get_all("Via")
     if not values:
         raise SipParseError("missing Via")
-    return Via.parse(values[0])
+    return _via(msg, values[0])
 
 
 def from_header(msg: Message) -> NameAddr:
     value = msg.headers.get("From")
     if value is None:
         raise SipParseError("missing From")
-    return NameAddr.parse(value)
+    return _name_addr(msg, value)
 
 
 def to_header(msg: Message) -> NameAddr:
     value = msg.headers.get("To")
     if value is None:
         raise SipParseError("missing To")
-    return NameAddr.parse(value)
+    return _name_addr(msg, value)
 
 
 def contacts(msg: Message) -> list[NameAddr]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from sip.errors import SipParseError
 
@@ -84,6 +85,8 @@ def canonical_name(name: str) -> str:
 
 def split_list(value: str) -> list[str]:
     """Split a list header value on commas outside quotes and angle brackets."""
+    if '"' not in value and "<" not in value:
+        return [item for item in (part.strip() for part in value.split(",")) if item]
     items: list[str] = []
     depth = 0
     quoted = False
@@ -192,6 +195,9 @@ class Message:
 
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    # Parsed header values keyed by (kind, raw text): a request's Via and From
+    # are needed by validation, transaction matching and the application.
+    memo: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- frequently used header values ---------------------------------
     @property

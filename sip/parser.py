@@ -168,6 +168,9 @@ def _parse_status_line(line: str) -> Response:
     return Response(status=int(code), reason=reason, version="SIP/2.0")
 
 
+_SEEN_NAMES: set[str] = set()  # header names already checked to be tokens
+
+
 def _parse_headers(lines: list[str], msg: Message) -> Headers:
     unfolded: list[str] = []
     for line in lines:
@@ -181,11 +184,13 @@ def _parse_headers(lines: list[str], msg: Message) -> Headers:
     for line in unfolded:
         name, sep, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not sep or not is_token(name):
+        if not sep or (name not in _SEEN_NAMES and not is_token(name)):
             raise SipParseError(
                 f"malformed header line: {line[:60]!r}", 400, msg if isinstance(msg, Request) else None
             )
         headers.add(name, value.strip())
+        if len(_SEEN_NAMES) < 1024:
+            _SEEN_NAMES.add(name)
     return headers
 
 

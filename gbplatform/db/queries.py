@@ -596,6 +596,85 @@ def device_offline_txn(s: Session, device_id: str, at: dt.datetime) -> bool:
     return _rowcount(result) > 0
 
 
+@dataclass(frozen=True)
+class Registration:
+    """One successful REGISTER, as batched by the device manager."""
+
+    device_id: str
+    host: str
+    port: int
+    transport: str
+    contact: str | None
+    user_agent: str | None
+    expires: int
+    at: dt.datetime
+
+
+def registrations_txn(s: Session, batch: Sequence[Registration]) -> int:
+    """Apply a batch of successful REGISTERs as one executemany upsert.
+
+    The same as ``device_registered_txn`` for each, without reading rows
+    back: a storm of 10,000 registrations costs a few statements, not
+    20,000. The newest registration of a device in the batch wins.
+    """
+    latest: dict[str, Registration] = {}
+    for reg in batch:
+        _check_id(reg.device_id, "device_id")
+        if reg.expires <= 0:
+            raise ValueError(f"expires must be positive for a registration, got {reg.expires}")
+        if reg.transport not in SIP_TRANSPORTS:
+            raise ValueError(f"transport must be one of {sorted(SIP_TRANSPORTS)}, got {reg.transport!r}")
+        latest[reg.device_id] = reg
+    if not latest:
+        return 0
+    rows = [
+        {
+            "device_id": r.device_id, "online": True, "host": r.host, "port": r.port,
+            "transport": r.transport, "contact": r.contact, "user_agent": r.user_agent,
+            "register_expires": r.expires, "registered_at": r.at,
+            "register_expires_at": r.at + dt.timedelta(seconds=r.expires), "updated_at": r.at,
+            "created_at": r.at, "online_at": r.at,
+        }
+        for r in latest.values()
+    ]
+    stmt = _upsert(s, devices)
+    ex = stmt.excluded
+    updates = {
+        name: getattr(ex, name)
+        for name in ("online", "host", "port", "transport", "contact", "user_agent", "register_expires",
+                     "registered_at", "register_expires_at", "updated_at")
+    }
+    updates["online_at"] = case((devices.c.online == false(), ex.online_at), else_=devices.c.online_at)
+    for chunk in _chunks(rows):
+        s.execute(stmt.on_conflict_do_update(index_elements=[devices.c.device_id], set_=updates), list(chunk))
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class AuthRecord:
+    """What the registrar needs of a device to admit it (GB/T 28181-2016 §9.1.2)."""
+
+    device_id: str
+    enabled: bool
+    pre_added: bool
+    ha1_md5: str | None
+    ha1_sha256: str | None
+    ha1_realm: str | None
+    charset: str
+    keepalive_interval: int
+    keepalive_count: int
+
+
+def auth_records_txn(s: Session, device_id: str | None = None) -> list[AuthRecord]:
+    """Admission data of one device, or of all (loaded once at start)."""
+    c = devices.c
+    query = select(c.device_id, c.enabled, c.pre_added, c.password_ha1_md5, c.password_ha1_sha256,
+                   c.ha1_realm, c.charset, c.keepalive_interval, c.keepalive_count)
+    if device_id is not None:
+        query = query.where(c.device_id == device_id)
+    return [AuthRecord(*row) for row in s.execute(query)]
+
+
 def keepalives_txn(
     s: Session, batch: Sequence[tuple[str, dt.datetime, str, int, str]]
 ) -> KeepaliveResult:

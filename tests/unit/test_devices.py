@@ -366,7 +366,7 @@ def test_register_while_the_registry_fails_is_500(h: Harness, monkeypatch: pytes
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("database is gone")
 
-    monkeypatch.setattr(q, "get_device_txn", broken)
+    monkeypatch.setattr(q, "auth_records_txn", broken)
     resp = h.device().register()
     assert resp.status == 500
     assert [f for f in h.failures() if "database is gone" in f]
