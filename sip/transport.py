@@ -12,6 +12,7 @@ that connection is gone we open one to its address.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,11 @@ TraceHook = Callable[[str, bytes, Addr], None]
 # Large enough for a burst of REGISTERs from thousands of devices.
 UDP_RCVBUF = 4 * 1024 * 1024
 TCP_IDLE_TIMEOUT = 600.0
+TIMER_TICK = 0.05
+# Bytes read from the UDP socket per reactor wakeup: small enough that a
+# registration storm leaves room for HTTP between batches (Twisted's default
+# is 256 KiB, several hundred datagrams).
+UDP_BATCH_BYTES = 48 * 1024
 
 
 class SipTransport:
@@ -58,6 +64,7 @@ class SipTransport:
         reactor_udp = reactor_tcp = self.reactor
         if "udp" in transports:
             self.udp = reactor_udp.listenUDP(port, SipDatagramProtocol(self), interface=host)
+            self.udp.maxThroughput = UDP_BATCH_BYTES
             _set_rcvbuf(self.udp, UDP_RCVBUF)
             bound = self.udp.getHost().port
             port = port or bound
@@ -159,6 +166,9 @@ class SipTransport:
                 self._timer.cancel()
             self._timer, self._timer_at = None, None
             return
+        # Coalesce deadlines onto 50 ms ticks: thousands of transactions each
+        # ending at its own instant would otherwise cost a wakeup apiece.
+        at = math.ceil(at / TIMER_TICK) * TIMER_TICK
         if self._timer is not None and self._timer.active() and self._timer_at == at:
             return
         if self._timer is not None and self._timer.active():
