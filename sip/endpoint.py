@@ -94,6 +94,8 @@ class Endpoint:
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}
         self._dest: dict[int, Addr] = {}
+        self._by_bytes: dict[tuple[bytes, Addr], ServerTransaction] = {}
+        self._raw_of: dict[int, tuple[bytes, Addr]] = {}
         # INVITE server transactions that sent a 2xx, by (Call-ID, CSeq number):
         # the ACK of a 2xx has its own branch (RFC 3261 §17.1.1.3) and is
         # matched here to stop the 2xx retransmissions (§13.3.1.4).
@@ -105,14 +107,27 @@ class Endpoint:
 
     # -- inputs ------------------------------------------------------------
     def receive_datagram(self, data: bytes, source: Addr, now: float) -> list[EndpointEvent]:
-        """Parse and route one datagram; non-SIP datagrams are dropped silently."""
+        """Parse and route one datagram; non-SIP datagrams are dropped silently.
+
+        A UDP retransmission is byte-identical to the original request
+        (RFC 3261 §17.1.2.2), so it is matched to its transaction before
+        parsing: when a storm slows us down, peers retransmit, and absorbing
+        those cheaply keeps the backlog from feeding on itself.
+        """
+        known = self._by_bytes.get((data, source))
+        if known is not None and not known.terminated:
+            self.stats["received"] += 1
+            self.stats["retransmissions"] += 1
+            known.receive_retransmission(known.request, now)
+            self._after(known)
+            return []
         try:
             msg = parse_datagram(data)
         except SipParseError as e:
             return self._parse_failed(e, source, now)
         if msg is None:
             return []
-        return self.receive_message(msg, source, now)
+        return self.receive_message(msg, source, now, raw=data)
 
     def parse_failed(self, error: SipParseError, source: Addr, now: float) -> list[EndpointEvent]:
         """Report a parse error from a stream parser; answers 400 when possible."""
@@ -125,7 +140,9 @@ class Endpoint:
             self._answer_stateless(req, e.status_hint, source, e.reason)
         return [MessageDropped(f"unparsable message: {e.reason}", source)]
 
-    def receive_message(self, msg: Message, source: Addr, now: float) -> list[EndpointEvent]:
+    def receive_message(
+        self, msg: Message, source: Addr, now: float, *, raw: bytes | None = None
+    ) -> list[EndpointEvent]:
         """Route a parsed message (from a datagram or a TCP stream)."""
         self.stats["received"] += 1
         if isinstance(msg, Response):
@@ -164,6 +181,9 @@ class Endpoint:
         tx = ServerTransaction(msg, reliable=source[0] in _RELIABLE, now=now)
         self._server[tx.key] = tx
         self._dest[id(tx)] = source
+        if raw is not None:
+            self._by_bytes[(raw, source)] = tx
+            self._raw_of[id(tx)] = (raw, source)
         return [RequestReceived(msg, tx, source, now)]
 
     def _receive_cancel(self, cancel: Request, source: Addr, now: float) -> list[EndpointEvent]:
@@ -351,6 +371,9 @@ class Endpoint:
         elif self._client.get(tx.key) is tx:
             del self._client[tx.key]
         self._dest.pop(id(tx), None)
+        raw = self._raw_of.pop(id(tx), None)
+        if raw is not None and self._by_bytes.get(raw) is tx:
+            del self._by_bytes[raw]
 
     def _next_seq(self) -> int:
         self._seq += 1
