@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,10 +97,11 @@ def main() -> int:
     ap.add_argument("--ramp", type=float, default=0.0, help="seconds over which devices start (0: all at once)")
     ap.add_argument("--transport", default="udp")
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--env", action="append", default=[], help="extra platform setting, e.g. GBP_SIP_TRACE_SIZE=0")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="gbp-bench-") as tmp:
-        platform = PlatformProcess(Path(tmp) / "data", env={"GBP_LOG_LEVEL": "warn"}).start()
+        platform = PlatformProcess(Path(tmp) / "data", env={"GBP_LOG_LEVEL": "warn", **dict(e.split("=", 1) for e in args.env)}).start()
         assert platform.proc is not None
         pid = platform.proc.pid
         probe = HealthProbe(platform.http_port)

@@ -19,7 +19,6 @@ from twisted.logger import Logger
 
 from gbplatform.catalog import CatalogSync
 from gbplatform.clock import Clock
-from gbplatform.db import queries as q
 from gbplatform.db.database import Database
 from gbplatform.errors import DeviceRejected, DomainError
 from sip import manscdp

@@ -30,7 +30,7 @@ from sip.endpoint import (
     MessageDropped,
     RequestReceived,
 )
-from sip.headers import NameAddr
+from sip.headers import from_header
 from sip.message import Request, Response, make_response
 from sip.transaction import ClientTransaction, ResponseReceived, TransactionTimedOut
 
@@ -128,7 +128,7 @@ class SipApp:
 
     def _handle_message(self, req: Request, tx: Any, source: Addr) -> None:
         assert self.devices is not None
-        device_id = _user(req.headers.get("From"))
+        device_id = from_header(req).user  # validated by the endpoint
         if "manscdp" not in req.content_type:
             self.respond(tx, make_response(req, 415, to_tag=self.endpoint.new_tag(), headers=[("Accept", MANSCDP_TYPE)]))
             return
@@ -254,15 +254,6 @@ class SipApp:
         # MESSAGE must time out after query_timeout, not after timer F (32 s).
         ensureDeferred(self.send_manscdp(device_id, body)).addErrback(send_failed)
         return await d
-
-
-def _user(value: str | None) -> str:
-    if not value:
-        return ""
-    try:
-        return NameAddr.parse(value).user
-    except Exception:  # noqa: BLE001 - validated by the endpoint already; be safe
-        return ""
 
 
 def _peer(addr: Addr) -> str:

@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 
 from sip.errors import SipParseError
-from sip.headers import Via, top_via, validate_request
+from sip.headers import top_via, validate_request
 from sip.message import Message, Request, Response, make_response, split_list
 from sip.parser import parse_datagram
 from sip.transaction import (
@@ -328,7 +328,7 @@ class Endpoint:
                 continue
             first, sep, rest = _split_first(value)
             try:
-                via = Via.parse(first)
+                via = top_via(req)  # parsed (and memoised) by validate_request already
             except SipParseError:
                 return
             changed = False
@@ -340,7 +340,9 @@ class Endpoint:
                 via.params.setdefault("received", source[1])
                 changed = True
             if changed:
-                items[i] = (name, str(via) + (sep + rest if sep else ""))
+                stamped = str(via)
+                items[i] = (name, stamped + (sep + rest if sep else ""))
+                req.memo[("Via", stamped)] = via
             return
 
     def _after(self, tx: ServerTransaction | ClientTransaction) -> None:

@@ -153,6 +153,12 @@ class NameAddr:
     @property
     def user(self) -> str:
         """The URI's user part, or "" (the GB ID of a device, §9.1)."""
+        uri = self.uri
+        # Fast path for the usual "sip:<20 digits>@host" (no escapes, no password).
+        if uri[:4].lower() == "sip:" and "@" in uri:
+            user = uri[4 : uri.index("@")]
+            if user.isalnum():
+                return user
         try:
             return self.sip_uri.user or ""
         except SipParseError:
@@ -312,11 +318,14 @@ def validate_request(req: Request) -> None:
 
 
 def _validate_request(req: Request) -> None:
+    counts: dict[str, int] = {}
+    for name, _ in req.headers:  # one pass: names are canonical already
+        counts[name] = counts.get(name, 0) + 1
     for name in _REQUIRED:
-        if name not in req.headers:
+        if name not in counts:
             raise SipParseError(f"missing {name} header", 400, req)
     for name in _SINGLE:
-        if req.headers.count(name) > 1:
+        if counts.get(name, 0) > 1:
             raise SipParseError(f"duplicated {name} header", 400, req)
     cseq = CSeq.parse(req.headers.get("CSeq") or "")
     if cseq.method != req.method:
@@ -327,16 +336,16 @@ def _validate_request(req: Request) -> None:
     mf = req.headers.get("Max-Forwards")
     if mf is not None and (not mf.strip().isdigit() or int(mf) > 255):
         raise SipParseError(f"bad Max-Forwards: {mf!r}", 400, req)
-    expires_text = req.headers.get("Expires")
+    expires_text = req.headers.get("Expires") if "Expires" in counts else None
     if expires_text is not None:
         value = expires_text.strip()
         if not value.isdigit() or len(value) > 10:
             raise SipParseError(f"bad Expires: {expires_text!r}", 400, req)
-    for c in contacts(req):
+    for c in contacts(req) if "Contact" in counts else ():
         exp = c.params.get("expires")
         if exp is not None and (not exp.isdigit() or len(exp) > 10):
             raise SipParseError(f"bad Contact expires: {exp!r}", 400, req)
-    date = req.headers.get("Date")
+    date = req.headers.get("Date") if "Date" in counts else None
     if date is not None and not date.rstrip().endswith("GMT") and not _GB_DATE_RE.match(date):
         # RFC 3261 §20.17 requires GMT (TC_BADDATE); GB devices send the
         # GB/T 28181 "2026-01-02T03:04:05" form, which we accept.

@@ -86,6 +86,9 @@ def canonical_name(name: str) -> str:
 def split_list(value: str) -> list[str]:
     """Split a list header value on commas outside quotes and angle brackets."""
     if '"' not in value and "<" not in value:
+        if "," not in value:
+            value = value.strip()
+            return [value] if value else []
         return [item for item in (part.strip() for part in value.split(",")) if item]
     items: list[str] = []
     depth = 0
@@ -131,7 +134,10 @@ class Headers:
         if not isinstance(name, str):
             return False
         key = canonical_name(name)
-        return any(n == key for n, _ in self._items)
+        for n, _ in self._items:
+            if n == key:
+                return True
+        return False
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -315,13 +321,18 @@ def make_response(
     requests and retransmitted answers keep the dialog's tag.
     """
     h = Headers()
-    for name in _COPIED:
-        for value in request.headers.get_all(name) if name == "Via" else [
-            v for v in [request.headers.get(name)] if v is not None
-        ]:
-            if name == "To" and to_tag and ";tag=" not in value.replace(" ", "").lower():
-                value = f"{value};tag={to_tag}"
-            h.add(name, value)
+    items = h._items
+    # Headers of a parsed request are canonical already: copy the tuples.
+    for name, value in request.headers:
+        if name == "Via":
+            items.append((name, value))
+    for wanted in _COPIED[1:]:
+        for name, value in request.headers:
+            if name == wanted:
+                if name == "To" and to_tag and ";tag=" not in value.replace(" ", "").lower():
+                    value = f"{value};tag={to_tag}"
+                items.append((name, value))
+                break
     for name, value in headers:
         h.add(name, value)
     return Response(
