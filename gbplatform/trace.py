@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # An RFC 3261 §25.1 user part in ASCII (unreserved characters and the
 # user-unreserved ones but ";?/"): non-strict IDs such as "cam-lab-1" are
@@ -23,8 +23,9 @@ _TO_RE = re.compile(rb"^(?:To|t)[ \t]*:[^\r\n]*?sips?:" + _USER + rb"@", re.M | 
 MAX_ENTRY = 16_384
 
 
-@dataclass(frozen=True)
-class TraceEntry:
+class TraceEntry(NamedTuple):
+    """One message of the trace; a tuple of plain values, so the GC leaves it alone."""
+
     at: float
     direction: str  # "recv" | "send"
     transport: str

@@ -164,6 +164,8 @@ class ClientTransaction(_Base):
                 return [ResponseReceived(self, response)]
             self.state = State.COMPLETED
             self._disarm("E", "F")
+            self._encoded = b""  # no more retransmissions of the request
+            self.request.memo.clear()
             if self.reliable:
                 self._terminate()
             else:
@@ -283,6 +285,11 @@ class ServerTransaction(_Base):
                 self._arm("H", now + 64 * T1)
         else:
             self.state = State.COMPLETED
+            # Only the encoded response is needed to answer retransmissions for
+            # the next 32 s; the parsed forms would keep thousands of objects
+            # alive for the cyclic GC to walk during a registration storm.
+            self.request.memo.clear()
+            response.memo.clear()
             if self.reliable:
                 self._terminate()
             else:

@@ -34,7 +34,7 @@ TIMER_TICK = 0.05
 # Bytes read from the UDP socket per reactor wakeup: small enough that a
 # registration storm leaves room for HTTP between batches (Twisted's default
 # is 256 KiB, several hundred datagrams).
-UDP_BATCH_BYTES = 24 * 1024
+UDP_BATCH_BYTES = 8 * 1024
 
 
 class SipTransport:
