@@ -302,21 +302,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return serve(config, reactor)
 
 
+GC_YOUNG_THRESHOLD = 10_000
+
+
 def tune_gc() -> None:
     """Keep the cyclic GC off the signalling path.
 
     Everything allocated at start (modules, the service graph) is moved to the
     permanent generation so collections never walk it again, and the young
-    generation is collected every 50,000 allocations instead of 700: a SIP
+    generation is collected every 10,000 allocations instead of 700: a SIP
     message allocates a few hundred objects, and with the default threshold
-    the collector ran several times per message (measured: 5x the cost of a
-    keepalive at 10,000 devices).
+    the collector ran after nearly every message. Larger values cost less in
+    total but each pause grows with it (at 50,000: pauses up to 0.7 s with
+    10,000 devices, measured with benchmarks/register.py).
     """
     import gc
 
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 100)
 
 
 def serve(
