@@ -308,6 +308,7 @@ class DeviceManager:
         Afterwards a device missing from the cache is known not to exist, so
         a registration storm of new devices costs no database round trip each.
         """
+        self._dirty.clear()  # what is loaded now is current; later changes dirty it again
         records = await self.db.run("auth_records", q.auth_records_txn)
         for record in records:
             if record.device_id not in self._dirty:

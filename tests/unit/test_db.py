@@ -810,3 +810,44 @@ def test_normalize_url() -> None:
     engine = make_engine("postgresql://u@127.0.0.1/db")
     assert engine.dialect.driver == "psycopg" and engine.pool._pre_ping
     engine.dispose()
+
+
+# --- batched registrar writes ---------------------------------------------------
+
+
+def test_registrations_txn_upserts_a_batch_and_keeps_online_at(db: Database) -> None:
+    from gbplatform.db.queries import Registration, registrations_txn
+
+    first = [Registration(f"3402000000132{i:07d}", "10.0.0.1", 5060 + i, "UDP", None, "sim", 3600, at(1))
+             for i in range(1, 6)]
+    assert call(db, registrations_txn, first) == 5
+    again = [dataclasses.replace(first[0], host="10.0.0.9", port=6000, transport="TCP", at=at(50)),
+             dataclasses.replace(first[0], host="10.0.0.8", port=6001, at=at(60))]  # newest wins
+    assert call(db, registrations_txn, again) == 1
+    record = call(db, get_device_txn, first[0].device_id)
+    assert (record.host, record.port, record.transport, record.online) == ("10.0.0.8", 6001, "UDP", True)
+    assert record.online_at == at(1)  # still online since the first registration
+    assert record.register_expires_at == at(60) + dt.timedelta(seconds=3600)
+    assert call(db, registrations_txn, []) == 0
+    with pytest.raises(ValueError):
+        call(db, registrations_txn, [dataclasses.replace(first[1], expires=0)])
+    with pytest.raises(ValueError):
+        call(db, registrations_txn, [dataclasses.replace(first[1], transport="SCTP")])
+
+
+def test_auth_records_and_store_device_info(db: Database) -> None:
+    from gbplatform.db.queries import auth_records_txn, store_device_info_txn
+
+    register(db, DEV)
+    register(db, NVR)
+    records = {r.device_id: r for r in call(db, auth_records_txn)}
+    assert set(records) == {DEV, NVR}
+    assert records[DEV].enabled and not records[DEV].pre_added and records[DEV].ha1_md5 is None
+    assert [r.device_id for r in call(db, auth_records_txn, NVR)] == [NVR]
+    assert call(db, auth_records_txn, "34020000001320009999") == []
+    call(db, store_device_info_txn, DEV, name="IPC", manufacturer="Hikvision", at=at(3))
+    call(db, store_device_info_txn, DEV, name="Other", firmware="V5", at=at(4))
+    record = call(db, get_device_txn, DEV)
+    assert (record.name, record.manufacturer, record.firmware) == ("IPC", "Hikvision", "V5")
+    with pytest.raises(DeviceNotFound):
+        call(db, store_device_info_txn, "34020000001320009999", name="x")

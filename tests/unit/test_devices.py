@@ -899,3 +899,27 @@ def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     platform = top.platform  # type: ignore[attr-defined]
     assert platform.api_token == (tmp_path / "api_token").read_text().strip()
     platform.db.dispose()
+
+
+def test_preloaded_registrar_needs_no_database_read_per_device(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the start-up preload, a storm of unknown devices costs no lookups."""
+    h.create_device(DEV2, password="own-secret")
+    assert result_of(h.run(h.platform.devices.preload())) == 1
+
+    def no_reads(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the preloaded cache must answer")
+
+    monkeypatch.setattr(q, "auth_records_txn", no_reads)
+    assert h.device().register_auth().status == 200  # unknown: global password, no read
+    dev2 = h.device(DEV2, password="own-secret")
+    assert dev2.register_auth().status == 200  # preloaded record
+    monkeypatch.undo()
+    # A change through the API invalidates the cache: the next REGISTER reads the record.
+    h.platform.devices.invalidate(DEV2)
+    reads: list[str] = []
+    real = q.auth_records_txn
+    monkeypatch.setattr(q, "auth_records_txn", lambda s, device_id=None: reads.append(device_id) or real(s, device_id))
+    assert dev2.register_auth().status == 200
+    assert reads == [DEV2]

@@ -899,3 +899,37 @@ def test_fuzz_gb_encoding_never_raises_and_decodes(name: str, charset: str) -> N
     )
     msg = decode(raw)
     assert isinstance(msg, CatalogResponse) and msg.items[0].device_id == "x"
+
+
+# --- the canonical keepalive fast path -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>7</SN>\r\n'
+        b"<DeviceID>34020000001320000001</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n",
+        b"<?xml version='1.0' encoding='UTF-8'?><Notify><CmdType>Keepalive</CmdType><SN> 7 </SN>"
+        b"<DeviceID>34020000001320000001</DeviceID><Status>OK</Status></Notify>",
+        b"<Notify>\n<CmdType>Keepalive</CmdType>\n<SN>7</SN>\n<DeviceID>34020000001320000001</DeviceID>\n"
+        b"<Status>OK</Status>\n</Notify>\n",
+    ],
+)
+def test_fast_keepalive_matches_the_full_decoder(body: bytes) -> None:
+    fast = manscdp._fast_keepalive(body, "gb2312")
+    assert fast is not None
+    # The full path, forced by a trailing comment the fast pattern does not accept.
+    full = manscdp.decode(body + b"<!-- x -->")
+    assert isinstance(full, manscdp.Keepalive)
+    assert (fast.sn, fast.device_id, fast.status, fast.charset, fast.fields) == (
+        full.sn, full.device_id, full.status, full.charset, full.fields)
+    assert manscdp.decode(body) == fast
+
+
+def test_keepalive_with_extra_elements_takes_the_full_path() -> None:
+    body = (b'<?xml version="1.0" encoding="GB2312"?>\n<Notify>\n<CmdType>Keepalive</CmdType>\n<SN>1</SN>\n'
+            b"<DeviceID>34020000001320000001</DeviceID>\n<Status>OK</Status>\n<Info><DeviceID>3402</DeviceID>"
+            b"</Info>\n</Notify>\n")
+    assert manscdp._fast_keepalive(body, "gb2312") is None
+    msg = manscdp.decode(body)
+    assert isinstance(msg, manscdp.Keepalive) and msg.status == "OK"

@@ -616,3 +616,34 @@ def test_many_transactions_all_cleaned_up() -> None:
     assert len(only(pair.platform_events, ResponseReceived)) == 20
     assert pair.device.transaction_count == 20
     pair.settle()
+
+
+def test_identical_datagram_is_absorbed_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 3261 §17.2.2: a retransmission is the same request; answer it from the transaction."""
+    import sip.endpoint as endpoint_module
+
+    ep = Endpoint(rng=random.Random(3))
+    req = device_request("MESSAGE")
+    req.headers._items.insert(0, ("Via", "SIP/2.0/UDP 192.168.1.64:5060;rport;branch=z9hG4bK-same-bytes"))
+    raw = req.serialize()
+    source: Addr = ("UDP", "203.0.113.7", 40000)
+    [event] = ep.receive_datagram(raw, source, 0.0)
+    assert isinstance(event, RequestReceived) and event.transaction is not None
+    assert ep.receive_datagram(raw, source, 0.1) == []  # before the answer: nothing to resend
+    assert ep.take_output() == []
+    ep.respond(event.transaction, make_response(event.request, 200, to_tag="t"), 0.2)
+    [(answer, dest)] = ep.take_output()
+
+    def no_parsing(data: bytes) -> None:
+        raise AssertionError("a retransmission must not be parsed again")
+
+    monkeypatch.setattr(endpoint_module, "parse_datagram", no_parsing)
+    assert ep.receive_datagram(raw, source, 0.3) == []
+    assert ep.take_output() == [(answer, dest)]
+    assert ep.stats["retransmissions"] == 2
+    monkeypatch.undo()
+    # From another address the bytes are parsed, and §17.2.3 matching (branch and
+    # sent-by) still finds the transaction: absorbed, not a new request.
+    assert ep.receive_datagram(raw, ("UDP", "203.0.113.8", 40000), 0.4) == []
+    ep.handle_timers(100.0)  # Timer J: the transactions end and their bytes are forgotten
+    assert ep.transaction_count == 0 and ep._by_bytes == {} and ep._raw_of == {}
