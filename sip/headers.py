@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from sip.errors import SipParseError
-from sip.message import Message, Request
+from sip.message import Message, Request, split_outside
 from sip.uri import SipUri
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
@@ -60,31 +60,10 @@ def _parse_params(text: str, where: str) -> dict[str, str | None]:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    out: list[str] = []
-    quoted = escaped = False
-    depth = 0
-    start = 0
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quoted:
-            if ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth -= 1
-        elif ch == sep and depth == 0:
-            out.append(text[start:i])
-            start = i + 1
-    if quoted:
+    parts, unterminated = split_outside(text, sep)
+    if unterminated:
         raise SipParseError(f"unterminated quoted string in {text!r}")
-    out.append(text[start:])
-    return out
+    return parts
 
 
 @dataclass

@@ -83,19 +83,17 @@ def canonical_name(name: str) -> str:
     return result
 
 
-def split_list(value: str) -> list[str]:
-    """Split a list header value on commas outside quotes and angle brackets."""
-    if '"' not in value and "<" not in value:
-        if "," not in value:
-            value = value.strip()
-            return [value] if value else []
-        return [item for item in (part.strip() for part in value.split(",")) if item]
-    items: list[str] = []
+def split_outside(text: str, sep: str) -> tuple[list[str], bool]:
+    """Split ``text`` on ``sep`` outside quoted strings and <angle brackets>.
+
+    Returns the parts and whether a quoted string was left open (RFC 3261
+    §25.1 quoted-string; callers decide whether that is an error).
+    """
+    parts: list[str] = []
     depth = 0
-    quoted = False
-    escaped = False
+    quoted = escaped = False
     start = 0
-    for i, ch in enumerate(value):
+    for i, ch in enumerate(text):
         if escaped:
             escaped = False
         elif quoted:
@@ -109,11 +107,23 @@ def split_list(value: str) -> list[str]:
             depth += 1
         elif ch == ">":
             depth = max(0, depth - 1)
-        elif ch == "," and depth == 0:
-            items.append(value[start:i].strip())
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
             start = i + 1
-    items.append(value[start:].strip())
-    return [item for item in items if item]
+    parts.append(text[start:])
+    return parts, quoted
+
+
+def split_list(value: str) -> list[str]:
+    """Split a list header value on commas outside quotes and angle brackets (RFC 3261 §7.3.1)."""
+    if '"' not in value and "<" not in value:
+        if "," not in value:
+            value = value.strip()
+            return [value] if value else []
+        parts = value.split(",")
+    else:
+        parts, _ = split_outside(value, ",")
+    return [item for item in (part.strip() for part in parts) if item]
 
 
 class Headers:

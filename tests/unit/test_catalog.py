@@ -4,7 +4,7 @@ MESSAGEs aggregated by SN against SumNum, through the in-memory harness."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from gbplatform import catalog as catalog_module
 from gbplatform.catalog import CatalogSession, to_channel
 from sip import manscdp
-from tests.unit.platform_harness import DEV, FakeDevice, Harness, has_fired, sip_config
+from tests.unit.platform_harness import DEV, FakeDevice, Harness, has_fired
 
 DATA = Path(__file__).parent / "data" / "manscdp"
 
@@ -28,25 +28,6 @@ def item(n: int, **kw: Any) -> manscdp.CatalogItem:
     return manscdp.CatalogItem(**fields)
 
 
-@pytest.fixture
-def make() -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def factory(**sip: Any) -> Harness:
-        harness = Harness(sip_config(**sip))
-        made.append(harness)
-        return harness
-
-    yield factory
-    failures = [f for harness in made for f in harness.failures()]
-    for harness in made:
-        harness.close()
-    assert not failures, "\n".join(failures)
-
-
-@pytest.fixture
-def h(make: Callable[..., Harness]) -> Harness:
-    return make()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import datetime as dt
 import random
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,32 +42,12 @@ from tests.unit.platform_harness import (
     has_fired,
     new_engine,
     result_of,
-    sip_config,
 )
 
 WALL0 = 1_700_000_000.0  # FakeClock.DEFAULT_WALL_START
 GB_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}$")
 
 
-@pytest.fixture
-def make() -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def factory(**sip: Any) -> Harness:
-        harness = Harness(sip_config(**sip))
-        made.append(harness)
-        return harness
-
-    yield factory
-    failures = [f for harness in made for f in harness.failures()]
-    for harness in made:
-        harness.close()
-    assert not failures, "\n".join(failures)
-
-
-@pytest.fixture
-def h(make: Callable[..., Harness]) -> Harness:
-    return make()
 
 
 def challenge_params(resp: Response) -> list[dict[str, str]]:
