@@ -74,6 +74,8 @@ class SipApp:
         self.query_timeout = query_timeout
         self.devices: DeviceManager | None = None
         self.flush: Callable[[], None] = lambda: None
+        # In-dialog requests (BYE, INFO) go to the service owning the dialog.
+        self.on_in_dialog: Callable[[Request, Any], bool] | None = None
         self._pending: dict[int, Deferred[Response]] = {}
         self._answers: dict[tuple[str, str, int], _Waiter] = {}
         self._response_hooks: dict[str, Callable[[str, manscdp.ManscdpMessage], bool]] = {}
@@ -122,6 +124,8 @@ class SipApp:
             # INVITE (voice broadcast) or a SUBSCRIBE yet: refuse clearly.
             self.respond(tx, make_response(req, 603 if method == "INVITE" else 489, to_tag=self.endpoint.new_tag()))
         elif method in ("BYE", "INFO", "NOTIFY"):
+            if self.on_in_dialog is not None and self.on_in_dialog(req, tx):
+                return
             self.respond(tx, make_response(req, 481, to_tag=self.endpoint.new_tag()))
         else:
             self.respond(tx, make_response(req, 405, to_tag=self.endpoint.new_tag(), headers=[("Allow", ALLOW)]))

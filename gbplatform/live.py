@@ -1,0 +1,273 @@
+"""Live streams: INVITE a channel, receive its PS/RTP, hand frames to the outputs.
+
+GB/T 28181-2016 §9.2 (real-time media): the platform sends INVITE with an
+SDP offer naming where it receives (``c=``/``m=``), the SSRC it expects
+(``y=``), and for TCP who connects (``a=setup``); the device answers 200 with
+its SDP, the platform ACKs and RTP starts. BYE from either side ends it.
+
+One ``LiveStream`` per channel, shared by every viewer: a second viewer
+asking while the INVITE is in flight waits for the same answer (two viewers
+never cause two INVITEs). Every way a stream ends — our BYE, the device's
+BYE, an error answer, a timeout, no RTP for ``no_rtp_timeout`` seconds —
+goes through ``_close``, which stops the receiver and returns the port lease
+and the SSRC exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from gbplatform.clock import Clock
+from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
+from gbplatform.ids import SsrcAllocator
+from gbplatform.sipapp import SipTimeout
+from media.ingest import RtpIngest
+from media.pipeline import FrameDispatcher
+from media.ports import PortLease, PortPool, PortsExhausted
+from sip import sdp
+from sip.dialog import Dialog
+from sip.endpoint import Addr
+from sip.message import Request, make_response
+
+log = Logger()
+
+SDP_TYPE = "Application/SDP"
+MEDIA_MODES = {"UDP": "udp", "TCP-PASSIVE": "tcp-passive", "TCP-ACTIVE": "tcp-active"}
+
+
+class NoPorts(DomainError):
+    """The RTP port range is exhausted (API: 503)."""
+
+    status = 503
+    code = "no_media_ports"
+
+
+@dataclass
+class LiveStream:
+    device_id: str
+    channel_id: str
+    ssrc: str
+    lease: PortLease
+    mode: str
+    dispatcher: FrameDispatcher
+    ingest: RtpIngest
+    receiver: Any
+    started_at: float
+    state: str = "inviting"  # inviting -> playing -> closed | failed
+    error: str | None = None
+    dialog: Dialog | None = None
+    dest: Addr | None = None
+    answer: sdp.SessionDescription | None = None
+    ready: Deferred[LiveStream] = field(default_factory=Deferred)
+    waiters: list[Deferred[LiveStream]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        stats = self.ingest.stats
+        reorder = self.ingest.reorder.stats
+        return {
+            "device_id": self.device_id,
+            "channel_id": self.channel_id,
+            "state": self.state,
+            "error": self.error,
+            "ssrc": self.ssrc,
+            "transport": self.mode,
+            "rtp_port": self.lease.rtp,
+            "started_at": self.started_at,
+            "packets": stats.packets,
+            "bytes": stats.bytes,
+            "frames": stats.frames,
+            "rtp_lost": reorder.lost,
+            "jitter_seconds": reorder.jitter_seconds,
+            "foreign_ssrc": stats.foreign_ssrc,
+            "gop": self.dispatcher.stats.last_gop,
+        }
+
+
+class LiveStreams:
+    """Starts, shares and ends live streams (the INVITE side of GB/T 28181-2016 §9.2)."""
+
+    def __init__(
+        self,
+        *,
+        app: Any,
+        clock: Clock,
+        ports: PortPool,
+        ssrcs: SsrcAllocator,
+        receiver_factory: Callable[..., Any],
+        media_ip: str,
+        media_mode: Callable[[str], str] = lambda device_id: "UDP",
+        invite_timeout: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.app = app
+        self.clock = clock
+        self.ports = ports
+        self.ssrcs = ssrcs
+        self.receiver_factory = receiver_factory
+        self.media_ip = media_ip
+        self.media_mode = media_mode
+        self.invite_timeout = invite_timeout
+        self.rng = rng or random.Random()
+        self.streams: dict[str, LiveStream] = {}
+        self._by_call: dict[str, LiveStream] = {}
+        app.on_in_dialog = self.in_dialog_request
+
+    def get(self, channel_id: str) -> LiveStream | None:
+        return self.streams.get(channel_id)
+
+    async def play(self, device_id: str, channel_id: str) -> LiveStream:
+        """The channel's stream, INVITEing the device if nobody is watching it yet."""
+        stream = self.streams.get(channel_id)
+        if stream is not None and stream.state in ("inviting", "playing"):
+            if stream.state == "playing":
+                return stream
+            waiter: Deferred[LiveStream] = Deferred()
+            stream.waiters.append(waiter)
+            return await waiter
+        dest = self.app.devices.address_of(device_id)
+        if dest is None:
+            raise DeviceOffline(f"device {device_id} is not registered")
+        stream = self._open(device_id, channel_id)
+        stream.dest = dest
+        try:
+            await self._invite(stream, dest)
+        except Exception as e:
+            message = e.message if isinstance(e, DomainError) else str(e)
+            self._close(stream, "failed", message)
+            for waiter in stream.waiters:
+                waiter.errback(e)
+            stream.waiters.clear()
+            raise
+        for waiter in stream.waiters:
+            waiter.callback(stream)
+        stream.waiters.clear()
+        return stream
+
+    def _open(self, device_id: str, channel_id: str) -> LiveStream:
+        try:
+            lease = self.ports.lease(channel_id)
+        except PortsExhausted as e:
+            raise NoPorts(str(e)) from None
+        ssrc = self.ssrcs.allocate(history=False)
+        mode = MEDIA_MODES.get(self.media_mode(device_id), "udp")
+        dispatcher = FrameDispatcher()
+        ingest = RtpIngest(dispatcher, ssrc=int(ssrc))
+        stream = LiveStream(
+            device_id=device_id, channel_id=channel_id, ssrc=ssrc, lease=lease, mode=mode,
+            dispatcher=dispatcher, ingest=ingest, receiver=None, started_at=self.clock.time(),
+        )
+        self.streams[channel_id] = stream
+        try:
+            stream.receiver = self.receiver_factory(
+                ingest, lease, mode=mode, on_timeout=lambda reason: self._no_rtp(stream, reason)
+            )
+            stream.receiver.start()
+        except CannotListenError as e:
+            self.ports.unusable(lease)  # another program holds it: never hand it out again
+            self._close(stream, "failed", f"cannot receive on port {lease.rtp}: {e}")
+            raise DeviceRejected(f"cannot receive media on port {lease.rtp}: {e}") from None
+        return stream
+
+    async def _invite(self, stream: LiveStream, dest: Addr) -> None:
+        tcp = {"tcp-passive": "passive", "tcp-active": "active"}.get(stream.mode)
+        offer = sdp.build_gb_offer(
+            device_id=self.app.platform_id, channel_id=stream.channel_id, ip=self.media_ip,
+            port=stream.lease.rtp, ssrc=stream.ssrc, tcp=tcp,
+        )
+        req: Request = self.app.new_request(
+            "INVITE", stream.channel_id, dest, body=offer.serialize(), content_type=SDP_TYPE
+        )
+        # GB/T 28181-2016 §9.2.2.1: Subject "<channel>:<ssrc>,<platform>:0".
+        req.headers.add("Subject", f"{stream.channel_id}:{stream.ssrc},{self.app.platform_id}:0")
+        self._by_call[req.call_id] = stream
+        try:
+            resp = await self.app.send_request(req, dest)
+        except SipTimeout:
+            raise DeviceTimeout(f"device did not answer the INVITE for {stream.channel_id}") from None
+        if resp.status >= 300:
+            raise DeviceRejected(f"device answered the INVITE for {stream.channel_id} with {resp.status} {resp.reason}")
+        stream.dialog = Dialog.from_uac(req, resp)
+        ack = stream.dialog.ack_for(req.cseq[0])
+        self.app.endpoint.send_stateless(ack, dest)
+        self.app.flush()
+        if stream.state != "inviting":
+            # Stopped while the INVITE was in flight: the call exists now, end it.
+            bye = stream.dialog.new_request("BYE")
+            self.app.send_request(bye, dest).addErrback(
+                lambda f: log.info("BYE to {id} not answered: {e}", id=stream.channel_id, e=f.value)
+            )
+            return
+        try:
+            stream.answer = sdp.parse(resp.body)
+        except sdp.SdpError as e:
+            raise DeviceRejected(f"device's SDP answer is unusable: {e}") from None
+        answered = stream.answer.effective_ssrc
+        if answered and answered.isdigit() and int(answered) != int(stream.ssrc):
+            log.info("channel {id} answered SSRC {got}, offered {want}: following it",
+                     id=stream.channel_id, got=answered, want=stream.ssrc)
+            stream.ingest.rekey(int(answered))
+        if stream.mode == "tcp-active":
+            media = stream.answer.first_media("video")
+            host = stream.answer.media_ip(media) if media is not None else None
+            if media is None or not host:
+                raise DeviceRejected("device's SDP answer has no address to connect to")
+            await stream.receiver.connect(host, media.port)
+        stream.state = "playing"
+        log.info("channel {id} of {dev} playing ({mode}, port {port})", id=stream.channel_id,
+                 dev=stream.device_id, mode=stream.mode, port=stream.lease.rtp)
+
+    def stop(self, channel_id: str, reason: str = "stopped") -> bool:
+        stream = self.streams.get(channel_id)
+        if stream is None:
+            return False
+        self._close(stream, "closed", reason)
+        return True
+
+    def in_dialog_request(self, req: Request, tx: Any) -> bool:
+        """A BYE (or other request) that may belong to one of our streams' dialogs."""
+        stream = self._by_call.get(req.call_id)
+        if stream is None or stream.dialog is None:
+            return False
+        status = stream.dialog.receive_request(req)
+        self.app.respond(tx, make_response(req, status or 200))
+        if req.method == "BYE" and status is None:
+            log.info("channel {id}: the device ended the stream (BYE)", id=stream.channel_id)
+            self._close(stream, "closed", "device sent BYE", send_bye=False)
+        return True
+
+    def _no_rtp(self, stream: LiveStream, reason: str) -> None:
+        log.warn("channel {id}: {reason}; ending the stream", id=stream.channel_id, reason=reason)
+        self._close(stream, "failed", reason)
+
+    def _close(self, stream: LiveStream, state: str, reason: str, *, send_bye: bool = True) -> None:
+        if stream.state in ("closed", "failed"):
+            return
+        stream.state = state
+        stream.error = None if state == "closed" else reason
+        if send_bye and stream.dialog is not None and stream.dest is not None and not stream.dialog.terminated:
+            bye = stream.dialog.new_request("BYE")
+            d = self.app.send_request(bye, stream.dest)
+            d.addErrback(lambda f: log.info("BYE to {id} not answered: {e}", id=stream.channel_id, e=f.value))
+        if stream.receiver is not None:
+            d2 = ensureDeferred(_maybe_deferred(stream.receiver.stop()))
+            d2.addErrback(lambda f: log.failure("stopping the receiver of {id} failed", f, id=stream.channel_id))
+        self.ports.release(stream.lease)
+        self.ssrcs.release(stream.ssrc)
+        if self.streams.get(stream.channel_id) is stream:
+            del self.streams[stream.channel_id]
+        for call_id, s in list(self._by_call.items()):
+            if s is stream:
+                del self._by_call[call_id]
+
+
+async def _maybe_deferred(value: Any) -> Any:
+    if isinstance(value, Deferred):
+        return await value
+    return value

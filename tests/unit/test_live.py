@@ -1,0 +1,192 @@
+"""Live-stream sessions (GB/T 28181-2016 §9.2): INVITE, sharing, BYE both ways, and leases back."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+
+from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
+from gbplatform.ids import SsrcAllocator
+from gbplatform.live import LiveStreams, NoPorts
+from media.ports import PortPool
+from sip import sdp
+from sip.endpoint import EndpointEvent, RequestReceived
+from sip.message import Response, make_response
+from tests.unit.platform_harness import DEV, FakeDevice, Harness, Inbound, has_fired, result_of
+
+CHANNEL = "34020000001310000001"
+
+
+class Receiver:
+    def __init__(self, ingest: Any, lease: Any, *, mode: str, on_timeout: Any) -> None:
+        self.ingest, self.lease, self.mode, self.on_timeout = ingest, lease, mode, on_timeout
+        self.started = self.stopped = 0
+        self.connected: list[tuple[str, int]] = []
+
+    def start(self) -> None:
+        self.started += 1
+
+    def stop(self) -> Deferred[None]:
+        self.stopped += 1
+        return succeed(None)
+
+    def connect(self, host: str, port: int) -> Deferred[None]:
+        self.connected.append((host, port))
+        return succeed(None)
+
+
+class Camera(FakeDevice):
+    """A device that answers INVITE with a GB SDP answer (and BYE with 200)."""
+
+    invite_status = 200
+    answer_ssrc: str | None = None
+
+    def _events(self, events: list[EndpointEvent]) -> None:
+        rest: list[EndpointEvent] = []
+        for event in events:
+            if isinstance(event, RequestReceived) and event.request.method == "INVITE" and event.transaction:
+                req = event.request
+                self.inbound.append(Inbound(req, None, self.invite_status))
+                if self.invite_status is None:
+                    continue
+                body = b""
+                if self.invite_status == 200:
+                    offer = sdp.parse(req.body)
+                    answer = sdp.build_gb_answer(offer, device_id=CHANNEL, ip="10.0.0.64", port=15060,
+                                                 ssrc=self.answer_ssrc)
+                    body = answer.serialize()
+                resp = make_response(req, self.invite_status, to_tag="cam-tag", body=body,
+                                     headers=[("Contact", f"<sip:{CHANNEL}@127.0.0.1:5070>"),
+                                              ("Content-Type", "Application/SDP")] if body else [])
+                self.endpoint.respond(event.transaction, resp, self.harness.clock.seconds())
+            else:
+                rest.append(event)
+        super()._events(rest)
+
+    def methods(self) -> list[str]:
+        return [i.request.method for i in self.inbound]
+
+
+@pytest.fixture
+def env(h: Harness) -> tuple[Harness, Camera, LiveStreams, list[Receiver]]:
+    cam = Camera(h, DEV)
+    assert cam.register_auth().status == 200
+    receivers: list[Receiver] = []
+
+    def factory(ingest: Any, lease: Any, *, mode: str, on_timeout: Any) -> Receiver:
+        receivers.append(Receiver(ingest, lease, mode=mode, on_timeout=on_timeout))
+        return receivers[-1]
+
+    rng = random.Random(5)
+    streams = LiveStreams(
+        app=h.platform.app, clock=h.clock, ports=PortPool(30000, 30019, rng),
+        ssrcs=SsrcAllocator("3402000000", rng), receiver_factory=factory, media_ip="192.0.2.10",
+    )
+    return h, cam, streams, receivers
+
+
+def play(h: Harness, streams: LiveStreams) -> Deferred[Any]:
+    d = h.run(streams.play(DEV, CHANNEL))
+    h.pump()
+    return d
+
+
+def test_play_invites_once_acks_and_shares(env: Any) -> None:
+    h, cam, streams, receivers = env
+    first = play(h, streams)
+    second = play(h, streams)
+    stream = result_of(first)
+    assert result_of(second) is stream and stream.state == "playing"
+    assert cam.methods().count("INVITE") == 1 and "ACK" not in cam.methods()  # ACK has no transaction
+    invite = next(i.request for i in cam.inbound if i.request.method == "INVITE")
+    assert invite.uri.startswith(f"sip:{CHANNEL}@")
+    assert invite.headers.get("Subject") == f"{CHANNEL}:{stream.ssrc},{h.platform.config.sip.id}:0"
+    offer = sdp.parse(invite.body)
+    assert offer.effective_ssrc == stream.ssrc and offer.first_media("video").port == stream.lease.rtp
+    assert offer.media_ip() == "192.0.2.10"
+    assert receivers[0].started == 1 and streams.ports.in_use == 1
+    assert stream.to_json()["state"] == "playing"
+
+
+def test_stop_sends_bye_and_returns_port_and_ssrc(env: Any) -> None:
+    h, cam, streams, receivers = env
+    stream = result_of(play(h, streams))
+    assert streams.stop(CHANNEL, "nobody watching")
+    h.pump()
+    assert "BYE" in cam.methods()
+    bye = next(i.request for i in cam.inbound if i.request.method == "BYE")
+    assert bye.call_id == next(i.request for i in cam.inbound if i.request.method == "INVITE").call_id
+    assert receivers[0].stopped == 1
+    assert streams.ports.in_use == 0 and not streams.ssrcs.is_leased(stream.ssrc)
+    assert streams.get(CHANNEL) is None and not streams.stop(CHANNEL)
+
+
+def test_device_bye_ends_the_stream(env: Any) -> None:
+    h, cam, streams, receivers = env
+    stream = result_of(play(h, streams))
+    assert stream.dialog is not None
+    bye = cam.request("BYE", uri=f"sip:{h.platform.config.sip.id}@127.0.0.1:5060")
+    bye.headers.set("Call-ID", stream.dialog.id.call_id)
+    bye.headers.set("From", f"<sip:{CHANNEL}@3402000000>;tag=cam-tag")
+    bye.headers.set("To", f"<sip:{CHANNEL}@3402000000>;tag={stream.dialog.id.local_tag}")
+    bye.headers.set("CSeq", "2 BYE")
+    resp: Response | None = cam.exchange(bye)
+    assert resp is not None and resp.status == 200
+    assert stream.state == "closed" and streams.ports.in_use == 0 and receivers[0].stopped == 1
+    assert cam.methods().count("BYE") == 0  # we do not BYE back
+
+
+def test_refused_invite_returns_everything(env: Any) -> None:
+    h, cam, streams, receivers = env
+    cam.invite_status = 486
+    d = play(h, streams)
+    with pytest.raises(DeviceRejected, match="486"):
+        result_of(d)
+    assert streams.ports.in_use == 0 and streams.get(CHANNEL) is None and receivers[0].stopped == 1
+
+
+def test_unanswered_invite_times_out(env: Any) -> None:
+    h, cam, streams, _ = env
+    cam.invite_status = None
+    d = play(h, streams)
+    assert not has_fired(d)
+    h.advance(200)
+    with pytest.raises(DeviceTimeout):
+        result_of(d)
+    assert streams.ports.in_use == 0
+
+
+def test_no_rtp_ends_the_stream_with_a_bye(env: Any) -> None:
+    h, cam, streams, receivers = env
+    stream = result_of(play(h, streams))
+    receivers[0].on_timeout("no RTP for 10 s")
+    h.pump()
+    assert stream.state == "failed" and stream.error == "no RTP for 10 s"
+    assert "BYE" in cam.methods() and streams.ports.in_use == 0
+
+
+def test_answered_ssrc_is_followed(env: Any) -> None:
+    h, cam, streams, _ = env
+    cam.answer_ssrc = "0100000999"
+    stream = result_of(play(h, streams))
+    assert stream.ingest.ssrc == 100000999
+
+
+def test_tcp_active_connects_to_the_answered_address(env: Any) -> None:
+    h, cam, streams, receivers = env
+    streams.media_mode = lambda device_id: "TCP-ACTIVE"
+    result_of(play(h, streams))
+    assert receivers[0].mode == "tcp-active" and receivers[0].connected == [("10.0.0.64", 15060)]
+
+
+def test_offline_device_and_exhausted_ports(env: Any) -> None:
+    h, cam, streams, _ = env
+    with pytest.raises(DeviceOffline):
+        result_of(h.run(streams.play("34020000001320000077", CHANNEL)))
+    for _ in range(streams.ports.available):
+        streams.ports.lease("someone")
+    with pytest.raises(NoPorts):
+        result_of(play(h, streams))
