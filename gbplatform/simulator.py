@@ -49,8 +49,10 @@ from twisted.logger import Logger
 
 from gbplatform import __version__
 from gbplatform.config import ConfigError
-from sip import manscdp
+from gbplatform.sim_media import MediaSender, SimMedia
+from sip import manscdp, sdp
 from sip.auth import AuthError, authorization_for, parse_auth_header
+from sip.dialog import Dialog
 from sip.endpoint import (
     Addr,
     CancelReceived,
@@ -61,7 +63,7 @@ from sip.endpoint import (
     ResponseReceived,
     TransactionTimedOut,
 )
-from sip.errors import SipParseError
+from sip.errors import LocalSipError, SipParseError
 from sip.headers import NameAddr, expires_value
 from sip.message import Request, Response, make_response
 from sip.transaction import ClientTransaction, ServerTransaction
@@ -92,6 +94,10 @@ CHANNEL_TYPE = "131"  # GB/T 28181-2016 Annex D Table D.1: camera
 MANUFACTURER = "gbplatform-sim"
 MAX_STALE_RETRIES = 3
 _MAX_SEQUENCE = 9_999_999
+# Live streams one device serves at once (an NVR serves several); beyond: 486.
+MAX_PLAY_SESSIONS = 16
+# RFC 3261 §13.3.1.4: a UAS gives up on the ACK after 64*T1.
+ACK_TIMEOUT = 32.0
 
 
 # --------------------------------------------------------------------------
@@ -362,9 +368,12 @@ class _Link:
             if callback is not None:
                 callback(None)
         elif isinstance(event, RequestReceived):
-            if event.transaction is None:
-                return  # ACK of a 2xx: we never accept INVITEs
             device = self.route(event.request)
+            if event.transaction is None:
+                # ACK of our 2xx: it belongs to the dialog (RFC 3261 §13.3.1.4).
+                if device is not None and event.request.method == "ACK":
+                    device.handle_ack(event.request)
+                return
             if device is None:
                 self.respond(event.transaction, make_response(
                     event.request, 404, to_tag=self.endpoint.new_tag()))
@@ -449,6 +458,8 @@ class SimDevice:
         self._outbox: deque[bytes] = deque()
         self._in_flight = 0
         self._items = self._build_catalog()
+        # Live streams by Call-ID (GB/T 28181-2016 §9.2), at most MAX_PLAY_SESSIONS.
+        self.plays: dict[str, _Play] = {}
 
     def __repr__(self) -> str:
         return f"<SimDevice {self.device_id} registered={self.registered} paused={self.paused}>"
@@ -811,11 +822,100 @@ class SimDevice:
         elif method == "OPTIONS":
             self._reply(req, tx, 200, headers=[("Allow", ALLOW)])
         elif method == "INVITE":
-            self._reply(req, tx, 488)  # no media yet
-        elif method in ("BYE", "INFO", "NOTIFY"):
+            self._handle_invite(req, tx)
+        elif method == "BYE":
+            self._handle_bye(req, tx)
+        elif method in ("INFO", "NOTIFY"):
             self._reply(req, tx, 481)
         else:
             self._reply(req, tx, 405, headers=[("Allow", ALLOW)])
+
+    # -- live view (GB/T 28181-2016 §9.2.2) ----------------------------------
+    def _handle_invite(self, req: Request, tx: ServerTransaction) -> None:
+        """Answer a Play offer: 100, then 200 with our SDP; media starts on the ACK."""
+        assert self.link is not None
+        if ";tag=" in (req.headers.get("To") or "").replace(" ", ""):
+            # A re-INVITE (RFC 3261 §14.2): we keep the session as it is.
+            self._reply(req, tx, 488 if req.call_id in self.plays else 481)
+            return
+        if len(self.plays) >= MAX_PLAY_SESSIONS:
+            self._reply(req, tx, 486)
+            return
+        trying = make_response(req, 100)
+        trying.headers.add("User-Agent", self.quirks.user_agent)
+        self.link.respond(tx, trying)
+        host = self.link.local[0] or self.config.local_host
+        try:
+            offer = sdp.parse(req.body)
+            answer, sender = self.sim.media.answer(offer, device_id=self.device_id, local_ip=host)
+        except sdp.SdpError as e:
+            log.info("device {device_id}: INVITE refused: {reason}",
+                     device_id=self.device_id, reason=e.reason)
+            self._reply(req, tx, 488)
+            return
+        except (OSError, ValueError) as e:
+            log.error("device {device_id}: cannot serve media: {error}",
+                      device_id=self.device_id, error=str(e))
+            self._reply(req, tx, 500)
+            return
+        contact = f"sip:{self.device_id}@{host}:{self.link.local[1]}"
+        if self.link.kind == "TCP":
+            contact += ";transport=tcp"
+        resp = make_response(req, 200, to_tag=self.link.endpoint.new_tag(), headers=[
+            ("Contact", f"<{contact}>"), ("Content-Type", "application/sdp"),
+            ("User-Agent", self.quirks.user_agent)], body=answer.serialize())
+        try:
+            dialog = Dialog.from_uas(req, resp)
+        except (SipParseError, LocalSipError) as e:
+            sender.stop()
+            log.info("device {device_id}: INVITE without a usable dialog: {error}",
+                     device_id=self.device_id, error=str(e))
+            self._reply(req, tx, 400)
+            return
+        call_id = req.call_id
+        timer = self.sim.reactor.callLater(ACK_TIMEOUT, self._ack_timed_out, call_id)
+        self.plays[call_id] = _Play(dialog, sender, timer)
+        self.link.respond(tx, resp)
+
+    def handle_ack(self, req: Request) -> None:
+        play = self.plays.get(req.call_id)
+        if play is None or not play.dialog.matches(req):
+            log.debug("device {device_id}: ACK outside any dialog", device_id=self.device_id)
+            return
+        if play.ack_timer is not None and play.ack_timer.active():
+            play.ack_timer.cancel()
+        play.ack_timer = None
+        play.sender.start()
+
+    def _handle_bye(self, req: Request, tx: ServerTransaction) -> None:
+        """RFC 3261 §15.1.2: 200 the BYE of a known dialog and stop its media."""
+        play = self.plays.get(req.call_id)
+        status = 481 if play is None else play.dialog.receive_request(req)
+        if status is not None:
+            self._reply(req, tx, status)
+            return
+        self._end_play(req.call_id)
+        self._reply(req, tx, 200)
+
+    def _ack_timed_out(self, call_id: str) -> None:
+        log.info("device {device_id}: no ACK for call {call_id}; dropping the stream",
+                 device_id=self.device_id, call_id=call_id)
+        play = self.plays.get(call_id)
+        if play is not None:
+            play.ack_timer = None
+        self._end_play(call_id)
+
+    def _end_play(self, call_id: str) -> None:
+        play = self.plays.pop(call_id, None)
+        if play is None:
+            return
+        if play.ack_timer is not None and play.ack_timer.active():
+            play.ack_timer.cancel()
+        play.sender.stop()
+
+    def stop_media(self) -> None:
+        for call_id in list(self.plays):
+            self._end_play(call_id)
 
     def _reply(self, req: Request, tx: ServerTransaction, status: int,
                headers: Sequence[tuple[str, str]] = ()) -> None:
@@ -972,6 +1072,15 @@ class SimDevice:
         return cls(method=method, uri=uri)
 
 
+@dataclass
+class _Play:
+    """One live stream of a device: its dialog and sender (GB/T 28181-2016 §9.2.2)."""
+
+    dialog: Dialog
+    sender: MediaSender
+    ack_timer: Any
+
+
 def _is_stale(challenges: Sequence[str]) -> bool:
     for value in challenges:
         try:
@@ -1004,10 +1113,12 @@ def _chain(d: Deferred[bool]) -> Deferred[bool]:
 class Simulator:
     """N devices sharing one reactor; see the module docstring."""
 
-    def __init__(self, config: SimConfig, reactor: Any, rng: random.Random) -> None:
+    def __init__(self, config: SimConfig, reactor: Any, rng: random.Random,
+                 media: SimMedia | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.rng = rng
+        self.media = media if media is not None else SimMedia(reactor, rng)
         self.quirks = config.effective_quirks
         self.stats = SimStats(devices=config.devices)
         self.registrar_uri = f"sip:{config.server_id}@{config.server}"
@@ -1066,6 +1177,8 @@ class Simulator:
                 return
             if timer.active():
                 timer.cancel()
+            for device in self.devices:
+                device.stop_media()
             for link in self.links:
                 link.close()
             self.links.clear()
