@@ -119,6 +119,6 @@ class RtpIngest:
             self._demux(ready, now)
 
     def _demux(self, packet: RtpPacket, now: float) -> None:
-        for frame in self.demuxer.feed(bytes(packet.payload)):
+        for frame in self.demuxer.feed(packet.payload):
             self.stats.frames += 1
             self.dispatcher.input_frame(frame, now)

@@ -117,8 +117,12 @@ class PsDemuxer:
 
     # -- public ----------------------------------------------------------
 
-    def feed(self, data: bytes) -> list[Frame]:
-        """Append bytes of the program stream; return the frames now complete."""
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
+        """Append bytes of the program stream; return the frames now complete.
+
+        A ``memoryview`` (an RTP packet's payload) is appended without an
+        intermediate copy.
+        """
         self.stats.bytes += len(data)
         self._buf += data
         out: list[Frame] = []
