@@ -41,6 +41,7 @@ __all__ = [
     "DatabaseConfig",
     "HttpConfig",
     "LogConfig",
+    "MediaConfig",
     "SipConfig",
     "StorageConfig",
     "config_reference",
@@ -345,6 +346,30 @@ class LogConfig:
     )
 
 
+@dataclass(frozen=True)
+class MediaConfig:
+    """``[media]``: receiving RTP from devices (GB/T 28181-2016 §9.2)."""
+
+    ip: str = _opt(
+        "", _STRING, "an IP address or empty",
+        "Address devices send RTP to (SDP c=); empty: sip.external_ip, else sip's advertised address.",
+        _ip_or_empty,
+    )
+    rtp_port_min: int = _opt(30000, _INTEGER, _PORT, "First port of the RTP range.", _int_range(1024, 65535))
+    rtp_port_max: int = _opt(30499, _INTEGER, _PORT, "Last port of the RTP range.", _int_range(1024, 65535))
+    rcvbuf: int = _opt(
+        4 * 1024 * 1024, _INTEGER, _POSITIVE, "UDP receive buffer per RTP socket, bytes.", _int_range(65536)
+    )
+    no_rtp_timeout: float = _opt(
+        10.0, _FLOAT, "a number > 0", "Seconds without RTP before a stream is ended (BYE).",
+        _positive_float,
+    )
+    invite_timeout: float = _opt(
+        10.0, _FLOAT, "a number > 0", "Seconds to wait for a device to answer an INVITE.",
+        _positive_float,
+    )
+
+
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*(@)")
 
 
@@ -358,6 +383,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     @property
     def database_url(self) -> str:
@@ -373,6 +399,11 @@ class Config:
         if url.startswith("postgresql://"):
             return "postgresql+psycopg://" + url[len("postgresql://"):]
         return url
+
+    @property
+    def media_ip(self) -> str:
+        """The address put in SDP offers as where we receive RTP."""
+        return self.media.ip or self.sip.advertised_ip
 
     @property
     def api_token_path(self) -> str:
@@ -408,6 +439,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "database": DatabaseConfig,
     "storage": StorageConfig,
     "log": LogConfig,
+    "media": MediaConfig,
 }
 
 
@@ -609,6 +641,13 @@ def _check_consistency(
         raise ConfigError(
             f"sip.register_expires_min: expected an integer <= sip.register_expires_max "
             f"({sip.register_expires_max}), got {sip.register_expires_min} (from {src})"
+        )
+    media = config.media
+    if media.rtp_port_max - media.rtp_port_min < 3:
+        src = source("media", "rtp_port_min", "rtp_port_max")
+        raise ConfigError(
+            f"media.rtp_port_max: expected at least rtp_port_min + 3 ({media.rtp_port_min + 3}) "
+            f"for one RTP/RTCP pair, got {media.rtp_port_max} (from {src})"
         )
     http = config.http
     if "tcp" in sip.transports and http.port == sip.port and _hosts_overlap(sip.host, http.host):

@@ -16,7 +16,7 @@ and the SSRC exactly once.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +102,7 @@ class LiveStreams:
         ssrcs: SsrcAllocator,
         receiver_factory: Callable[..., Any],
         media_ip: str,
-        media_mode: Callable[[str], str] = lambda device_id: "UDP",
+        media_mode: Callable[[str], Awaitable[str] | str] = lambda device_id: "UDP",
         invite_timeout: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -134,7 +134,13 @@ class LiveStreams:
         dest = self.app.devices.address_of(device_id)
         if dest is None:
             raise DeviceOffline(f"device {device_id} is not registered")
-        stream = self._open(device_id, channel_id)
+        mode = self.media_mode(device_id)
+        if not isinstance(mode, str):
+            mode = await mode
+        stream = self.streams.get(channel_id)  # another viewer may have started it meanwhile
+        if stream is not None and stream.state in ("inviting", "playing"):
+            return await self.play(device_id, channel_id)
+        stream = self._open(device_id, channel_id, mode)
         stream.dest = dest
         try:
             await self._invite(stream, dest)
@@ -150,13 +156,13 @@ class LiveStreams:
         stream.waiters.clear()
         return stream
 
-    def _open(self, device_id: str, channel_id: str) -> LiveStream:
+    def _open(self, device_id: str, channel_id: str, transport: str) -> LiveStream:
         try:
             lease = self.ports.lease(channel_id)
         except PortsExhausted as e:
             raise NoPorts(str(e)) from None
         ssrc = self.ssrcs.allocate(history=False)
-        mode = MEDIA_MODES.get(self.media_mode(device_id), "udp")
+        mode = MEDIA_MODES.get(transport, "udp")
         dispatcher = FrameDispatcher()
         ingest = RtpIngest(dispatcher, ssrc=int(ssrc))
         stream = LiveStream(

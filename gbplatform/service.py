@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,12 @@ from gbplatform.db import queries as q
 from gbplatform.db.database import Database, DatabaseService, ThreadPoolRunner, make_engine
 from gbplatform.device_queries import DeviceQueries
 from gbplatform.devices import DeviceEvent, DeviceManager
+from gbplatform.ids import SsrcAllocator
+from gbplatform.live import LiveStreams
 from gbplatform.sipapp import SipApp
 from gbplatform.trace import SipTrace
+from media.ports import PortPool
+from media.receiver import RtpReceiver
 from sip.endpoint import Addr, Endpoint
 from sip.transport import SipTransport
 
@@ -54,6 +59,7 @@ class Platform:
     started_at: float
     events: list[DeviceEvent] = field(default_factory=list)
     transport: SipTransport | None = None
+    live: LiveStreams | None = None
 
 
 def _read_or_create(path: Path, make: Any) -> str:
@@ -77,6 +83,7 @@ def build_platform(
     rng: random.Random | None = None,
     api_token: str | None = None,
     secret: bytes | None = None,
+    receiver_factory: Callable[..., Any] | None = None,
 ) -> Platform:
     """Wire the services together without starting anything (tests use this directly)."""
     rng = rng or random.Random(secrets.randbits(64))
@@ -101,10 +108,23 @@ def build_platform(
     catalog = CatalogSync(app=app, db=db, clock=clock, timeout=config.sip.catalog_timeout)
     queries = DeviceQueries(app=app, devices=devices, catalog=catalog, db=db, clock=clock)
     trace = SipTrace(config.sip.id, per_device=config.sip.trace_size)
-    return Platform(
+    platform = Platform(
         config=config, clock=clock, db=db, endpoint=endpoint, app=app, devices=devices, catalog=catalog,
         queries=queries, trace=trace, api_token=api_token, started_at=clock.time(), events=events,
     )
+    if receiver_factory is not None:
+
+        async def media_transport(device_id: str) -> str:
+            record = await db.run("get_device", q.get_device_txn, device_id)
+            return record.media_transport if record is not None else "UDP"
+
+        platform.live = LiveStreams(
+            app=app, clock=clock, ports=PortPool(config.media.rtp_port_min, config.media.rtp_port_max, rng),
+            ssrcs=SsrcAllocator(config.sip.domain, rng), receiver_factory=receiver_factory,
+            media_ip=config.media_ip, media_mode=media_transport, invite_timeout=config.media.invite_timeout,
+            rng=rng,
+        )
+    return platform
 
 
 class SipService(Service):
@@ -176,7 +196,15 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     engine = make_engine(config.database_url)
     runner = ThreadPoolRunner.for_engine(reactor, engine, max=config.database.pool_size)
     db = Database(engine, pool=runner)
-    platform = build_platform(config, clock=clock, db=db)
+    media = config.media
+
+    def receiver_factory(ingest: Any, lease: Any, *, mode: Any, on_timeout: Any) -> RtpReceiver:
+        return RtpReceiver(
+            reactor, ingest, lease, mode=mode, host=config.sip.host, rcvbuf=media.rcvbuf,
+            no_rtp_timeout=media.no_rtp_timeout, on_timeout=on_timeout,
+        )
+
+    platform = build_platform(config, clock=clock, db=db, receiver_factory=receiver_factory)
     if not config.api.token:
         log.info("API token (from {path}): {token}", path=str(Path(config.storage.data_dir) / "api_token"),
                  token=platform.api_token)

@@ -878,6 +878,10 @@ def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     assert [s.name for s in top] == ["database", "sip", "http"]
     platform = top.platform  # type: ignore[attr-defined]
     assert platform.api_token == (tmp_path / "api_token").read_text().strip()
+    # Live streams get the configured RTP range (30000-30499: 250 even/odd pairs).
+    assert platform.live is not None and platform.live.ports.capacity == 250
+    receiver = platform.live.receiver_factory(None, platform.live.ports.lease("x"), mode="udp", on_timeout=None)
+    assert receiver.no_rtp_timeout == config.media.no_rtp_timeout and receiver.rcvbuf == config.media.rcvbuf
     platform.db.dispose()
 
 
