@@ -368,6 +368,10 @@ class MediaConfig:
         10.0, _FLOAT, "a number > 0", "Seconds to wait for a device to answer an INVITE.",
         _positive_float,
     )
+    idle_timeout: float = _opt(
+        30.0, _FLOAT, "a number > 0", "Seconds without a viewer before a stream is ended (BYE).",
+        _positive_float,
+    )
 
 
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*(@)")

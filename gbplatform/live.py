@@ -10,7 +10,17 @@ asking while the INVITE is in flight waits for the same answer (two viewers
 never cause two INVITEs). Every way a stream ends — our BYE, the device's
 BYE, an error answer, a timeout, no RTP for ``no_rtp_timeout`` seconds —
 goes through ``_close``, which stops the receiver and returns the port lease
-and the SSRC exactly once.
+and the SSRC exactly once, then runs the stream's ``on_closed`` callbacks
+(HTTP-FLV viewers finish their responses there).
+
+Idle teardown: a stream nobody watches costs the device's uplink and a port
+pair, so once it has had no sink for ``idle_timeout`` seconds it is stopped
+(BYE). Viewers attach through ``attach``/``detach``, which keep the stream's
+``idle_since``; one timer per stream re-checks at the deadline. Sinks that
+other code adds to the dispatcher directly also count: the check looks at
+``dispatcher.sinks`` itself, and restarts the countdown when it finds one
+gone without a ``detach``. A stream started through the API and never
+watched times out the same way.
 """
 
 from __future__ import annotations
@@ -24,12 +34,12 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from gbplatform.clock import Clock
+from gbplatform.clock import Clock, DelayedCallLike
 from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
 from gbplatform.ids import SsrcAllocator
 from gbplatform.sipapp import SipTimeout
 from media.ingest import RtpIngest
-from media.pipeline import FrameDispatcher
+from media.pipeline import FrameDispatcher, FrameSink
 from media.ports import PortLease, PortPool, PortsExhausted
 from sip import sdp
 from sip.dialog import Dialog
@@ -67,6 +77,13 @@ class LiveStream:
     answer: sdp.SessionDescription | None = None
     ready: Deferred[LiveStream] = field(default_factory=Deferred)
     waiters: list[Deferred[LiveStream]] = field(default_factory=list)
+    on_closed: list[Callable[[LiveStream], None]] = field(default_factory=list)
+    idle_since: float | None = None  # clock.seconds() when the last viewer left; None while watched
+    idle_timer: DelayedCallLike | None = None
+
+    @property
+    def viewers(self) -> int:
+        return len(self.dispatcher.sinks)
 
     def to_json(self) -> dict[str, Any]:
         stats = self.ingest.stats
@@ -104,6 +121,7 @@ class LiveStreams:
         media_ip: str,
         media_mode: Callable[[str], Awaitable[str] | str] = lambda device_id: "UDP",
         invite_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
         self.app = app
@@ -114,6 +132,7 @@ class LiveStreams:
         self.media_ip = media_ip
         self.media_mode = media_mode
         self.invite_timeout = invite_timeout
+        self.idle_timeout = idle_timeout
         self.rng = rng or random.Random()
         self.streams: dict[str, LiveStream] = {}
         self._by_call: dict[str, LiveStream] = {}
@@ -170,6 +189,8 @@ class LiveStreams:
             dispatcher=dispatcher, ingest=ingest, receiver=None, started_at=self.clock.time(),
         )
         self.streams[channel_id] = stream
+        stream.idle_since = self.clock.seconds()
+        stream.idle_timer = self.clock.call_later(self.idle_timeout, self._idle_check, stream)
         try:
             stream.receiver = self.receiver_factory(
                 ingest, lease, mode=mode, on_timeout=lambda reason: self._no_rtp(stream, reason)
@@ -236,6 +257,38 @@ class LiveStreams:
         self._close(stream, "closed", reason)
         return True
 
+    def attach(self, stream: LiveStream, sink: FrameSink) -> None:
+        """Add a viewer: it gets the GOP cache first, and the stream is no longer idle."""
+        stream.dispatcher.add_sink(sink)
+        if sink in stream.dispatcher.sinks:
+            stream.idle_since = None
+
+    def detach(self, stream: LiveStream, sink: FrameSink) -> None:
+        """Remove a viewer; the last one leaving starts the idle countdown."""
+        stream.dispatcher.remove_sink(sink)
+        if not stream.dispatcher.sinks and stream.idle_since is None:
+            stream.idle_since = self.clock.seconds()
+
+    def _idle_check(self, stream: LiveStream) -> None:
+        stream.idle_timer = None
+        if stream.state not in ("inviting", "playing"):
+            return
+        now = self.clock.seconds()
+        if stream.dispatcher.sinks:
+            stream.idle_since = None
+        elif stream.idle_since is None:
+            # A sink went away without detach (the dispatcher drops failing
+            # sinks itself): count from now.
+            stream.idle_since = now
+        elif stream.state == "playing" and now - stream.idle_since >= self.idle_timeout:
+            log.info("channel {id}: no viewer for {s} s; ending the stream", id=stream.channel_id,
+                     s=self.idle_timeout)
+            self._close(stream, "closed", f"no viewer for {self.idle_timeout:g} s")
+            return
+        start = stream.idle_since if stream.idle_since is not None else now
+        delay = max(start + self.idle_timeout - now, 0.0) or self.idle_timeout
+        stream.idle_timer = self.clock.call_later(delay, self._idle_check, stream)
+
     def in_dialog_request(self, req: Request, tx: Any) -> bool:
         """A BYE (or other request) that may belong to one of our streams' dialogs."""
         stream = self._by_call.get(req.call_id)
@@ -271,6 +324,16 @@ class LiveStreams:
         for call_id, s in list(self._by_call.items()):
             if s is stream:
                 del self._by_call[call_id]
+        if stream.idle_timer is not None:
+            if stream.idle_timer.active():
+                stream.idle_timer.cancel()
+            stream.idle_timer = None
+        callbacks, stream.on_closed = stream.on_closed, []
+        for callback in callbacks:
+            try:
+                callback(stream)
+            except Exception:  # noqa: BLE001 - one broken viewer must not keep the others open
+                log.failure("on_closed callback of {id} failed", id=stream.channel_id)
 
 
 async def _maybe_deferred(value: Any) -> Any:

@@ -10,6 +10,15 @@ Authentication is one bearer token (RFC 6750 §2.1) compared in constant
 time; every route but ``GET /api/v1/health`` requires it, so a load balancer
 can probe the platform without a secret. The health route touches neither
 the database nor the devices: it must answer while the database is slow.
+
+Live video (GB/T 28181-2016 §9.2) has the play/stop/list routes under
+``/api/v1`` and one media route outside it, ``GET /live/<channel>.flv``:
+HTTP-FLV that players open directly, so it also takes the token as
+``?token=`` (players cannot set headers). It starts the stream on demand,
+answers ``video/x-flv`` without a Content-Length (chunked), attaches one
+``FlvSink`` per connection (the GOP cache replays first, so playback starts
+on a keyframe), detaches it when the client goes away and finishes the
+response when the stream ends.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 
 from klein import Klein
 from sqlalchemy.orm import Session
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -32,13 +42,25 @@ from gbplatform.api import schemas
 from gbplatform.api.openapi import build_openapi
 from gbplatform.db import queries as q
 from gbplatform.errors import DeviceOffline, DomainError
+from gbplatform.errors import NotFound as Missing
+from gbplatform.live import LiveStream, LiveStreams
 from gbplatform.service import Platform
+from media.flv import FlvSink
 
 log = Logger()
 
 JSON_TYPE = b"application/json; charset=utf-8"
 
+FLV_TYPE = b"video/x-flv"
+
 Handler = Callable[..., Awaitable[bytes | None]]
+
+
+class MediaUnavailable(DomainError):
+    """The platform runs without a media receiver (API: 503)."""
+
+    status = 503
+    code = "media_unavailable"
 
 
 def authenticated(route: Handler) -> Handler:
@@ -88,6 +110,17 @@ def _set_header(request: Request, name: bytes, value: bytes) -> None:
     request.responseHeaders.setRawHeaders(name, [value])
 
 
+def _without_token(uri: bytes) -> bytes:
+    path, _, query = uri.partition(b"?")
+    kept = [p for p in query.split(b"&") if p and not p.startswith(b"token=")]
+    return path + (b"?" + b"&".join(kept) if kept else b"")
+
+
+def _peer(request: Request) -> str:
+    addr = request.getClientAddress()  # type: ignore[no-untyped-call]
+    return f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
+
+
 class Api:
     """``Api(platform).app.resource()`` is the whole API under ``/api/v1``."""
 
@@ -99,8 +132,15 @@ class Api:
         self._openapi: bytes | None = None
 
     # -- helpers ---------------------------------------------------------------
-    def authorize(self, request: Request) -> None:
+    def authorize(self, request: Request, *, query_token: bool = False) -> None:
+        """Check the bearer token (RFC 6750 §2.1), or with ``query_token`` also
+        ``?token=`` (RFC 6750 §2.3) for media URLs that players open."""
         header = request.getHeader(b"authorization")
+        if query_token and b"token" in request.args:
+            if not header:
+                header = b"Bearer " + request.args[b"token"][0]
+            # The access log writes request.uri: keep the secret out of it.
+            request.uri = _without_token(request.uri)
         if not header:
             _set_header(request, b"WWW-Authenticate", b'Bearer realm="gbplatform"')
             raise schemas.Unauthorized("an Authorization: Bearer <token> header is required")
@@ -286,6 +326,85 @@ class Api:
         # trace (its refused REGISTERs) but no row, and that is when it is needed.
         limit = schemas.parse_trace_limit(request.args)
         return self._json(request, schemas.trace_json(device_id, self.platform.trace.entries(device_id, limit)))
+
+    # -- live video --------------------------------------------------------------
+    def _live(self) -> LiveStreams:
+        live = self.platform.live
+        if live is None:
+            raise MediaUnavailable("this platform has no media receiver")
+        return live
+
+    async def _play(self, channel_id: str) -> LiveStream:
+        """The channel's running stream, or a new one (INVITE, GB/T 28181-2016 §9.2.2)."""
+        live = self._live()
+        stream = live.get(channel_id)
+        if stream is not None and stream.state == "playing":
+            return stream
+        channel = await self.platform.db.run("get_channel", q.get_channel_txn, channel_id)
+        if channel is None:
+            raise Missing(f"channel {channel_id} not found")
+        return await live.play(channel.device_id, channel_id)
+
+    @app.route("/api/v1/channels/<channel_id>/play", methods=["POST"])
+    @authenticated
+    async def play(self, request: Request, channel_id: str) -> bytes:
+        stream = await self._play(channel_id)
+        host = (request.getHeader(b"host") or b"").decode("ascii", "replace")
+        if not host:
+            addr = request.getHost()  # type: ignore[no-untyped-call]
+            host = f"{addr.host}:{addr.port}"
+        return self._json(request, {
+            "stream": stream.to_json(),
+            "urls": {"http_flv": f"http://{host}/live/{channel_id}.flv"},
+        })
+
+    @app.route("/api/v1/channels/<channel_id>/stop", methods=["POST"])
+    @authenticated
+    async def stop(self, request: Request, channel_id: str) -> bytes:
+        if not self._live().stop(channel_id, "stopped through the API"):
+            raise Missing(f"channel {channel_id} is not streaming")
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/api/v1/streams", methods=["GET"])
+    @authenticated
+    async def list_streams(self, request: Request) -> bytes:
+        live = self._live()
+        items = [{**s.to_json(), "viewers": s.viewers} for _, s in sorted(live.streams.items())]
+        return self._json(request, {"items": items})
+
+    @app.route("/live/<channel_id>.flv", methods=["GET"])
+    async def live_flv(self, request: Request, channel_id: str) -> bytes:
+        self.authorize(request, query_token=True)
+        live = self._live()
+        stream = await self._play(channel_id)
+        request.setResponseCode(200)
+        _set_header(request, b"Content-Type", FLV_TYPE)
+        _set_header(request, b"Cache-Control", b"no-store")
+        # Headers now: the FLV header only goes out with the first keyframe,
+        # and a player should not time out on the status line meanwhile.
+        request.write(b"")  # type: ignore[no-untyped-call]
+        ended: Deferred[None] = Deferred()
+
+        def closed(_: LiveStream) -> None:
+            if not ended.called:
+                ended.callback(None)
+
+        sink = FlvSink(write=request.write)
+        stream.on_closed.append(closed)
+        live.attach(stream, sink)
+        log.info("channel {id}: HTTP-FLV viewer {peer} attached ({n} watching)", id=channel_id,
+                 peer=_peer(request), n=stream.viewers)
+        try:
+            # Klein cancels this Deferred when the client disconnects.
+            await ended
+        finally:
+            live.detach(stream, sink)
+            if closed in stream.on_closed:
+                stream.on_closed.remove(closed)
+            log.info("channel {id}: HTTP-FLV viewer {peer} left ({n} watching)", id=channel_id,
+                     peer=_peer(request), n=stream.viewers)
+        return b""
 
     # -- errors, in the order Klein tries them --------------------------------------
     def _error(self, request: Request, status: int, code: str, message: str, field: str | None = None) -> bytes:

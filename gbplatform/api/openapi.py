@@ -216,6 +216,32 @@ def _schemas() -> dict[str, Any]:
             "device_id": {"type": "string"},
             "items": {"type": "array", "items": _ref("TraceEntry")},
         }),
+        "Stream": _obj({
+            "device_id": {"type": "string"},
+            "channel_id": {"type": "string"},
+            "state": {"type": "string", "enum": ["inviting", "playing", "closed", "failed"]},
+            "error": {**_STR, "description": "Why a failed stream ended."},
+            "ssrc": {"type": "string", "description": "10-digit GB SSRC offered in the INVITE (y= line)."},
+            "transport": {"type": "string", "enum": ["udp", "tcp-passive", "tcp-active"]},
+            "rtp_port": {"type": "integer", "description": "Platform port the device sends RTP to."},
+            "started_at": {"type": "number", "description": "Unix time the INVITE was sent."},
+            "packets": {"type": "integer"},
+            "bytes": {"type": "integer"},
+            "frames": {"type": "integer"},
+            "rtp_lost": {"type": "integer"},
+            "jitter_seconds": {"type": "number"},
+            "foreign_ssrc": {"type": "integer", "description": "Packets dropped for carrying another SSRC."},
+            "gop": {**_INT, "description": "Frames in the last complete GOP."},
+        }),
+        "StreamItem": {"allOf": [_ref("Stream"), _obj({
+            "viewers": {"type": "integer", "description": "Attached outputs (HTTP-FLV connections and others)."},
+        })]},
+        "StreamList": _obj({"items": {"type": "array", "items": _ref("StreamItem")}}),
+        "PlayResult": _obj({
+            "stream": _ref("Stream"),
+            "urls": _obj({"http_flv": {"type": "string", "format": "uri",
+                                       "examples": ["http://192.0.2.1:8080/live/34020000001310000001.flv"]}}),
+        }),
     }
 
 
@@ -234,6 +260,9 @@ _RESPONSES = {
     "DeviceOffline": _error("The device is not registered (`device_offline`)."),
     "DeviceRejected": _error("The device answered with a SIP error (`device_rejected`)."),
     "DeviceTimeout": _error("The device did not answer in time (`device_timeout`)."),
+    "ChannelNotFound": _error("No such channel (`not_found`)."),
+    "MediaUnavailable": _error("No media receiver on this platform (`media_unavailable`), or no free RTP "
+                               "port (`no_media_ports`)."),
 }
 
 
@@ -252,6 +281,10 @@ _PAGING = [
 ]
 _DEVICE_ID = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "The device's GB/T 28181 ID."}
+_CHANNEL_ID = {"name": "channel_id", "in": "path", "required": True, "schema": {"type": "string"},
+               "description": "The channel's GB/T 28181 ID (from the device's catalog)."}
+_PLAY_ERRORS = {"404": _r("ChannelNotFound"), "409": _r("DeviceOffline"), "502": _r("DeviceRejected"),
+                "503": _r("MediaUnavailable"), "504": _r("DeviceTimeout")}
 
 
 def _op(op_id: str, tag: str, summary: str, responses: dict[str, Any], *,
@@ -346,6 +379,35 @@ def _paths() -> dict[str, Any]:
                        ], description="Also for IDs with no registry entry: a device that fails to "
                                       "register still leaves a trace."),
         },
+        f"{PREFIX}/channels/{{channel_id}}/play": {
+            "post": _op("playChannel", "live", "Start the channel's live stream (GB/T 28181-2016 §9.2)",
+                        {"200": _ok("PlayResult", "Playing (shared with any other viewer)"), **_PLAY_ERRORS},
+                        device=False, params=[_CHANNEL_ID],
+                        description="INVITEs the device unless the channel is already playing. A stream "
+                                    "nobody watches is stopped (BYE) after media.idle_timeout (default 30 s) without a viewer."),
+        },
+        f"{PREFIX}/channels/{{channel_id}}/stop": {
+            "post": _op("stopChannel", "live", "Stop the channel's live stream (BYE)",
+                        {"204": {"description": "Stopped; HTTP-FLV viewers see their response end"},
+                         "404": _error("The channel is not streaming (`not_found`)."),
+                         "503": _r("MediaUnavailable")}, device=False, params=[_CHANNEL_ID]),
+        },
+        f"{PREFIX}/streams": {
+            "get": _op("listStreams", "live", "Live streams and their viewers",
+                       {"200": _ok("StreamList"), "503": _r("MediaUnavailable")}, device=False),
+        },
+        "/live/{channel_id}.flv": {
+            "get": _op("liveFlv", "live", "Watch the channel as HTTP-FLV (starts the stream on demand)", {
+                "200": {"description": "FLV (Adobe FLV v10.1 Annex E; H.265 as Enhanced RTMP), chunked "
+                                       "until the stream ends. The first tags are the sequence header and "
+                                       "a keyframe.",
+                        "content": {"video/x-flv": {"schema": {"type": "string", "format": "binary"}}}},
+                **_PLAY_ERRORS,
+            }, device=False, params=[_CHANNEL_ID, _query(
+                "token", {"type": "string"},
+                "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).",
+            )], description="Outside `/api/v1`: give this URL to a player (ffplay, flv.js, VLC)."),
+        },
     }
 
 
@@ -363,7 +425,7 @@ def build_openapi(version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries")],
+        "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries", "live")],
         "paths": _paths(),
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",

@@ -9,14 +9,19 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import pytest
+import treq
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.web.server import Request as WebRequest
+from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyChannel
 
 from gbplatform.api import schemas
 from gbplatform.api.app import Api
@@ -26,13 +31,19 @@ from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner, make_engine
 from gbplatform.db.models import Base
 from gbplatform.devices import AuthInfo, DeviceLive
+from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
+from gbplatform.live import NoPorts
 from gbplatform.service import Platform, build_platform
+from media.flv import FlvSink
+from media.frame import Codec, Frame
+from media.pipeline import FrameDispatcher
 from sip import manscdp
 from sip.message import Request, make_response
 from sip.parser import parse_datagram
 
 TOKEN = "t"
-BASE = "http://gbp.test/api/v1"
+ROOT = "http://gbp.test"
+BASE = ROOT + "/api/v1"
 DEV = "34020000001320000001"
 OTHER = "34020000001320000002"
 CAM1 = "34020000001310000001"
@@ -98,7 +109,8 @@ class Client:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if data is not None:
             h.setdefault("Content-Type", "application/json")
-        d: Deferred[Any] = self.stub.request(method, BASE + path, headers=h, data=data)
+        url = path if path.startswith("http") else BASE + path  # absolute for /live/..., outside /api/v1
+        d: Deferred[Any] = self.stub.request(method, url, headers=h, data=data)
         return d
 
     def finish(self, d: Deferred[Any]) -> Reply:
@@ -228,7 +240,7 @@ def concrete_routes(api: Api) -> list[tuple[str, str]]:
     for rule in api.app.url_map.iter_rules():
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", DEV, rule.rule)
         for method in sorted(set(rule.methods or ()) - {"HEAD", "OPTIONS"}):
-            routes.append((method, path.removeprefix("/api/v1")))
+            routes.append((method, path.removeprefix("/api/v1") if path.startswith("/api/v1") else ROOT + path))
     return routes
 
 
@@ -255,7 +267,7 @@ def test_health_needs_no_token_and_no_database(env: Env) -> None:
 def test_every_route_but_health_refuses_a_missing_or_wrong_token(env: Env, header: str | None) -> None:
     add_device(env)
     routes = concrete_routes(env.api)
-    assert len(routes) == 14
+    assert len(routes) == 18
     for method, path in routes:
         if path == "/health":
             continue
@@ -815,3 +827,221 @@ def test_trace_of_a_device_that_never_registered(env: Env) -> None:
     assert env.client("GET", f"/devices/{DEV}/trace").json == {"device_id": DEV, "items": []}
     assert_error(env.client("GET", f"/devices/{OTHER}/trace?limit=0"), 400, "invalid", "limit")
     assert_error(env.client("GET", f"/devices/{OTHER}/trace?limit=1001"), 400, "invalid", "limit")
+
+
+# --- live video ---------------------------------------------------------------------
+
+KEY_AU = (b"\x00\x00\x00\x01\x67\x42\xc0\x28\xda" + b"\x00\x00\x00\x01\x68\xce\x3c\x80"
+          + b"\x00\x00\x00\x01\x65\x88\x84\x00\x21")
+INTER_AU = b"\x00\x00\x00\x01\x41\x9a\x02\x03"
+
+
+def h264(n: int, *, key: bool) -> Frame:
+    return Frame(Codec.H264, KEY_AU if key else INTER_AU, pts=n * 3600, dts=n * 3600, keyframe=key, stream_id=0xE0)
+
+
+@dataclass
+class FakeStream:
+    device_id: str
+    channel_id: str
+    state: str = "playing"
+    dispatcher: FrameDispatcher = field(default_factory=FrameDispatcher)
+    on_closed: list[Any] = field(default_factory=list)
+
+    @property
+    def viewers(self) -> int:
+        return len(self.dispatcher.sinks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "channel_id": self.channel_id, "state": self.state}
+
+
+class FakeLive:
+    """``LiveStreams`` as the API sees it, with a real ``FrameDispatcher`` per stream."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, FakeStream] = {}
+        self.plays: list[tuple[str, str]] = []
+        self.fail: Exception | None = None
+        self.pending: Deferred[FakeStream] | None = None
+
+    def get(self, channel_id: str) -> FakeStream | None:
+        return self.streams.get(channel_id)
+
+    async def play(self, device_id: str, channel_id: str) -> FakeStream:
+        self.plays.append((device_id, channel_id))
+        if self.fail is not None:
+            raise self.fail
+        if self.pending is not None:
+            return await self.pending
+        stream = self.streams.setdefault(channel_id, FakeStream(device_id, channel_id))
+        return stream
+
+    def stop(self, channel_id: str, reason: str = "stopped") -> bool:
+        stream = self.streams.pop(channel_id, None)
+        if stream is None:
+            return False
+        stream.state = "closed"
+        for callback in stream.on_closed:
+            callback(stream)
+        return True
+
+    def attach(self, stream: FakeStream, sink: Any) -> None:
+        stream.dispatcher.add_sink(sink)
+
+    def detach(self, stream: FakeStream, sink: Any) -> None:
+        stream.dispatcher.remove_sink(sink)
+
+
+@pytest.fixture
+def live(env: Env) -> FakeLive:
+    fake = FakeLive()
+    env.platform.live = cast(Any, fake)
+    call(env.platform, q.create_device_txn, DEV, at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    call(env.platform, q.replace_channels_txn, DEV, [q.ChannelData(channel_id=CAM1, name="C")], complete=True)
+    return fake
+
+
+def test_play_starts_the_channels_stream(env: Env, live: FakeLive) -> None:
+    reply = env.client("POST", f"/channels/{CAM1}/play")
+    assert reply.code == 200
+    assert live.plays == [(DEV, CAM1)]
+    assert reply.json == {
+        "stream": {"device_id": DEV, "channel_id": CAM1, "state": "playing"},
+        "urls": {"http_flv": f"http://gbp.test/live/{CAM1}.flv"},
+    }
+    # A running stream is shared: no second lookup, no second play.
+    assert env.client("POST", f"/channels/{CAM1}/play").code == 200
+    assert live.plays == [(DEV, CAM1)]
+
+
+def test_play_unknown_channel_and_auth(env: Env, live: FakeLive) -> None:
+    reply = env.client("POST", f"/channels/{CAM2}/play")
+    assert (reply.code, reply.json["error"]["code"]) == (404, "not_found")
+    assert env.client("POST", f"/channels/{CAM1}/play", token=None).code == 401
+    assert env.client("POST", f"/channels/{CAM1}/stop", token="wrong").code == 401
+    assert env.client("GET", "/streams", token=None).code == 401
+    assert live.plays == []
+
+
+@pytest.mark.parametrize(("error", "status", "code"), [
+    (DeviceOffline("device is not registered"), 409, "device_offline"),
+    (DeviceTimeout("no answer"), 504, "device_timeout"),
+    (DeviceRejected("486 Busy Here"), 502, "device_rejected"),
+    (NoPorts("no RTP ports left"), 503, "no_media_ports"),
+])
+def test_play_maps_domain_errors(env: Env, live: FakeLive, error: Exception, status: int, code: str) -> None:
+    live.fail = error
+    reply = env.client("POST", f"/channels/{CAM1}/play")
+    assert (reply.code, reply.json["error"]["code"]) == (status, code)
+    assert reply.json["error"]["message"] == str(error)
+
+
+def test_stop_and_list_streams(env: Env, live: FakeLive) -> None:
+    assert env.client("GET", "/streams").json == {"items": []}
+    env.client("POST", f"/channels/{CAM1}/play")
+    live.streams[CAM1].dispatcher.add_sink(cast(Any, FlvSink(lambda data: None)))
+    assert env.client("GET", "/streams").json == {
+        "items": [{"device_id": DEV, "channel_id": CAM1, "state": "playing", "viewers": 1}]}
+    reply = env.client("POST", f"/channels/{CAM1}/stop")
+    assert (reply.code, reply.body) == (204, b"")
+    assert env.client("GET", "/streams").json == {"items": []}
+    reply = env.client("POST", f"/channels/{CAM1}/stop")
+    assert (reply.code, reply.json["error"]["code"]) == (404, "not_found")
+
+
+def test_live_routes_without_a_media_receiver_are_503(env: Env) -> None:
+    assert env.platform.live is None
+    for method, path in (("POST", f"/channels/{CAM1}/play"), ("POST", f"/channels/{CAM1}/stop"),
+                         ("GET", "/streams")):
+        reply = env.client(method, path)
+        assert (reply.code, reply.json["error"]["code"]) == (503, "media_unavailable"), path
+
+
+# The FLV route lives outside /api/v1: players open it directly.
+FLV_URL = f"{ROOT}/live/{CAM1}.flv"
+
+
+def test_flv_needs_a_token_in_the_header_or_the_query(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    for url, headers in ((FLV_URL, {}), (FLV_URL + "?token=wrong", {}),
+                         (FLV_URL, {"Authorization": "Bearer wrong"})):
+        d = stub.get(url, headers=headers)
+        stub.flush()
+        response = result_of(d)
+        assert response.code == 401, url
+        assert json.loads(result_of(stub.content(response)))["error"]["code"] == "unauthorized"
+    assert live.plays == []
+
+
+def test_flv_of_an_unknown_channel_is_404(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    d = stub.get(f"http://gbp.test/live/{CAM2}.flv?token={TOKEN}")
+    stub.flush()
+    assert result_of(d).code == 404
+
+
+def test_flv_streams_from_the_gop_cache_and_ends_with_the_stream(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    env.client("POST", f"/channels/{CAM1}/play")
+    stream = live.streams[CAM1]
+    stream.dispatcher.input_frame(h264(0, key=True))
+    stream.dispatcher.input_frame(h264(1, key=False))
+
+    d = stub.get(FLV_URL + f"?token={TOKEN}")
+    stub.flush()
+    response = result_of(d)
+    assert response.code == 200
+    assert response.headers.getRawHeaders("Content-Type") == ["video/x-flv"]
+    assert response.headers.getRawHeaders("Content-Length") is None
+    assert stream.viewers == 1
+    chunks: list[bytes] = []
+    done = treq.collect(response, chunks.append)
+    stub.flush()
+    # The GOP cache replayed: FLV header, AVC sequence header, the keyframe and the inter frame.
+    data = b"".join(chunks)
+    assert data.startswith(b"FLV\x01\x01\x00\x00\x00\x09\x00\x00\x00\x00")
+    assert data[13] == 9 and data[13 + 11:13 + 13] == b"\x17\x00"  # video tag, AVC sequence header
+
+    stream.dispatcher.input_frame(h264(2, key=False))
+    stub.flush()
+    assert len(b"".join(chunks)) > len(data)
+    assert not fired(done)
+
+    live.stop(CAM1)
+    stub.flush()
+    result_of(done)
+    assert stream.viewers == 0 and stream.on_closed == []
+
+
+def test_flv_starts_the_stream_on_demand_with_a_bearer_header(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    d = stub.get(FLV_URL, headers={"Authorization": f"Bearer {TOKEN}"})
+    stub.flush()
+    assert result_of(d).code == 200
+    assert live.plays == [(DEV, CAM1)] and live.streams[CAM1].viewers == 1
+    live.stop(CAM1)
+    stub.flush()
+
+
+def test_flv_viewer_that_disconnects_is_detached(env: Env, live: FakeLive) -> None:
+    env.client("POST", f"/channels/{CAM1}/play")
+    stream = live.streams[CAM1]
+    # A real twisted.web Request on an in-memory channel, so the connection can be lost.
+    channel = DummyChannel()
+    channel.site = Site(env.api.app.resource())  # type: ignore[no-untyped-call]
+    request = WebRequest(channel)
+    request.requestHeaders.setRawHeaders(b"host", [b"gbp.test"])
+    request.gotLength(0)
+    request.requestReceived(b"GET", f"/live/{CAM1}.flv?token={TOKEN}".encode(), b"HTTP/1.1")
+    assert stream.viewers == 1
+    stream.dispatcher.input_frame(h264(0, key=True))
+    written = channel.transport.written.getvalue()
+    assert written.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in written
+    assert b"FLV\x01" in written
+    assert request.uri == f"/live/{CAM1}.flv".encode()  # the token stays out of the access log
+    request.connectionLost(Failure(ConnectionDone()))  # the player went away
+    assert stream.viewers == 0 and stream.on_closed == []
+    assert live.streams[CAM1] is stream  # the stream itself lives on until it is idle
+    stream.dispatcher.input_frame(h264(1, key=False))
+    assert channel.transport.written.getvalue() == written  # nothing more for a gone viewer

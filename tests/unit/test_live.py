@@ -190,3 +190,75 @@ def test_offline_device_and_exhausted_ports(env: Any) -> None:
         streams.ports.lease("someone")
     with pytest.raises(NoPorts):
         result_of(play(h, streams))
+
+
+# --- viewers and idle teardown -------------------------------------------------------
+
+
+class Viewer:
+    def __init__(self) -> None:
+        self.frames: list[Any] = []
+
+    def input_frame(self, frame: Any) -> None:
+        self.frames.append(frame)
+
+
+def test_a_stream_nobody_watches_is_stopped_after_the_idle_timeout(env: Any) -> None:
+    h, cam, streams, receivers = env
+    stream = result_of(play(h, streams))
+    closed: list[Any] = []
+    stream.on_closed.append(closed.append)
+    h.advance(streams.idle_timeout - 1)
+    assert stream.state == "playing" and "BYE" not in cam.methods()
+    h.advance(2)
+    assert stream.state == "closed" and stream.error is None
+    assert "BYE" in cam.methods() and streams.ports.in_use == 0 and receivers[0].stopped == 1
+    assert closed == [stream] and stream.on_closed == []
+
+
+def test_a_watched_stream_stays_and_the_countdown_starts_when_the_last_viewer_leaves(env: Any) -> None:
+    h, cam, streams, _ = env
+    stream = result_of(play(h, streams))
+    first, second = Viewer(), Viewer()
+    streams.attach(stream, first)
+    streams.attach(stream, second)
+    assert stream.viewers == 2 and stream.idle_since is None
+    h.advance(streams.idle_timeout * 3)
+    assert stream.state == "playing"
+    streams.detach(stream, first)
+    h.advance(streams.idle_timeout * 2)
+    assert stream.state == "playing"
+    streams.detach(stream, second)
+    left_at = h.clock.seconds()
+    h.advance(streams.idle_timeout - 1)
+    assert stream.state == "playing"
+    h.advance(streams.idle_timeout)
+    assert stream.state == "closed" and "BYE" in cam.methods()
+    assert h.clock.seconds() - left_at >= streams.idle_timeout
+
+
+def test_a_sink_dropped_by_the_dispatcher_still_lets_the_stream_go_idle(env: Any) -> None:
+    h, _, streams, _ = env
+    stream = result_of(play(h, streams))
+    stream.dispatcher.add_sink(Viewer())  # attached directly, as an output sink would be
+    h.advance(streams.idle_timeout * 2)
+    assert stream.state == "playing"
+    stream.dispatcher.remove_sink(stream.dispatcher.sinks[0])
+    h.advance(streams.idle_timeout * 3)
+    assert stream.state == "closed"
+
+
+def test_closing_runs_every_callback_even_after_a_failing_one(env: Any) -> None:
+    h, _, streams, _ = env
+    stream = result_of(play(h, streams))
+    seen: list[str] = []
+
+    def broken(s: Any) -> None:
+        raise RuntimeError("viewer gone wrong")
+
+    stream.on_closed += [broken, lambda s: seen.append(s.state)]
+    streams.stop(CHANNEL)
+    assert seen == ["closed"] and stream.idle_timer is None
+    # The broken one is logged, with its traceback (and taken off the harness's failure list).
+    assert [e["log_failure"].type for e in h.log_failures] == [RuntimeError]
+    h.log_failures.clear()

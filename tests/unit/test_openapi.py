@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from twisted.internet.defer import succeed
 
 from gbplatform import __version__
 from gbplatform.api.app import Api
 from gbplatform.api.openapi import build_openapi
 from gbplatform.db import queries as q
+from gbplatform.live import LiveStream
+from media.ingest import RtpIngest
+from media.pipeline import FrameDispatcher
+from media.ports import PortLease
 from sip import manscdp
-from tests.unit.test_api import CAM1, DEV, Client, FakeDevice, call, make_platform
+from tests.unit.test_api import CAM1, CAM2, DEV, Client, FakeDevice, FakeLive, call, make_platform
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 REQUIRED_SCHEMAS = {"Device", "Channel", "TreeNode", "Page", "CatalogProgress", "DeviceInfo", "DeviceStatus",
-                    "TraceEntry", "Error", "Health"}
+                    "TraceEntry", "Error", "Health", "Stream", "StreamList", "PlayResult"}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +48,9 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def test_document_covers_exactly_the_routes(doc: dict[str, Any]) -> None:
+    # All routes, /live/{channel_id}.flv (outside /api/v1) included.
     real = real_routes()
-    assert len(real) == 14
+    assert len(real) == 18 and ("get", "/live/{channel_id}.flv") in real
     assert documented_routes(doc) == real
 
 
@@ -154,3 +161,29 @@ def test_responses_match_their_schemas(doc: dict[str, Any]) -> None:
     query = device.answer()
     device.send(manscdp.encode_device_status_response(query.sn, DEV, device_time="2024-01-01T00:00:00"))
     check(client.finish(pending), "DeviceStatus")
+
+
+def test_live_responses_match_their_schemas(doc: dict[str, Any]) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    platform, _ = make_platform()
+    dispatcher = FrameDispatcher()
+    stream = LiveStream(
+        device_id=DEV, channel_id=CAM1, ssrc="0100000001", lease=PortLease(30000, CAM1), mode="udp",
+        dispatcher=dispatcher, ingest=RtpIngest(dispatcher, ssrc=100000001), receiver=None, started_at=1.7e9,
+        state="playing",
+    )
+    live = FakeLive()
+    live.pending = succeed(stream)  # type: ignore[arg-type]
+    platform.live = cast(Any, live)
+    call(platform, q.create_device_txn, DEV, at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    call(platform, q.replace_channels_txn, DEV, [q.ChannelData(channel_id=CAM1, name="C")], complete=True)
+    client = Client(Api(platform))
+
+    def check(reply: Any, name: str) -> None:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+        jsonschema.Draft202012Validator(schema).validate(reply.json)
+
+    check(client("POST", f"/channels/{CAM1}/play"), "PlayResult")
+    live.streams[CAM1] = cast(Any, stream)
+    check(client("GET", "/streams"), "StreamList")
+    check(client("POST", f"/channels/{CAM2}/play"), "Error")
