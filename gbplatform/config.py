@@ -372,6 +372,10 @@ class MediaConfig:
         30.0, _FLOAT, "a number > 0", "Seconds without a viewer before a stream is ended (BYE).",
         _positive_float,
     )
+    rtsp_port: int = _opt(
+        8554, _INTEGER, "an integer 0-65535", "RTSP server port (rtsp://host:port/live/<channel>); 0: disabled.",
+        _int_range(0, 65535),
+    )
 
 
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*(@)")

@@ -30,12 +30,16 @@ from gbplatform.db import queries as q
 from gbplatform.db.database import Database, DatabaseService, ThreadPoolRunner, make_engine
 from gbplatform.device_queries import DeviceQueries
 from gbplatform.devices import DeviceEvent, DeviceManager
+from gbplatform.errors import DomainError
+from gbplatform.errors import NotFound as ChannelNotFound
 from gbplatform.ids import SsrcAllocator
 from gbplatform.live import LiveStreams
 from gbplatform.sipapp import SipApp
 from gbplatform.trace import SipTrace
 from media.ports import PortPool
 from media.receiver import RtpReceiver
+from media.rtsp import RtpSender, RtspError
+from media.rtsp_server import RtspFactory
 from sip.endpoint import Addr, Endpoint
 from sip.transport import SipTransport
 
@@ -192,6 +196,73 @@ class HttpService(Service):
         return None
 
 
+class LiveSource:
+    """``media.rtsp_server.StreamSource`` over the platform's ``LiveStreams``.
+
+    Finds the channel's device the way ``/live/<channel>.flv`` does and maps
+    domain errors to RTSP statuses (RFC 2326 §7.1.1): unknown channel 404,
+    every device or media error 503.
+    """
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def _live(self) -> LiveStreams:
+        if self.platform.live is None:
+            raise RtspError(503, "this platform has no media receiver")
+        return self.platform.live
+
+    async def open(self, channel_id: str) -> Any:
+        live = self._live()
+        stream = live.get(channel_id)
+        if stream is not None and stream.state == "playing":
+            return stream
+        channel = await self.platform.db.run("get_channel", q.get_channel_txn, channel_id)
+        if channel is None:
+            raise RtspError(404, f"channel {channel_id} not found")
+        try:
+            return await live.play(channel.device_id, channel_id)
+        except ChannelNotFound as e:
+            raise RtspError(404, e.message) from None
+        except DomainError as e:
+            raise RtspError(503, e.message) from None
+
+    def attach(self, stream: Any, sink: RtpSender) -> None:
+        self._live().attach(stream, sink)
+
+    def detach(self, stream: Any, sink: RtpSender) -> None:
+        self._live().detach(stream, sink)
+
+
+class RtspService(Service):
+    """RTSP (RFC 2326) on ``media.rtsp_port``; live channels at ``/live/<channel>``."""
+
+    name = "rtsp"
+
+    def __init__(self, platform: Platform, reactor: Any, rng: random.Random | None = None) -> None:
+        self.platform = platform
+        self.reactor = reactor
+        self.rng = rng or random.Random(secrets.randbits(64))
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        config = self.platform.config
+        host = config.http.host
+        factory = RtspFactory(
+            LiveSource(self.platform), reactor=self.reactor, token=self.platform.api_token, rng=self.rng,
+            listen_udp=lambda port, proto: self.reactor.listenUDP(port, proto, interface=host),
+        )
+        self.port = self.reactor.listenTCP(config.media.rtsp_port, factory, interface=host)
+        log.info("RTSP on rtsp://{host}:{port}/live/<channel>", host=host, port=self.port.getHost().port)
+
+    def stopService(self) -> Any:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self.port is not None:
+            return self.port.stopListening()
+        return None
+
+
 def make_service(config: Config, reactor: Any) -> MultiService:
     clock = ReactorClock(reactor)
     engine = make_engine(config.database_url)
@@ -210,7 +281,10 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         log.info("API token (from {path}): {token}", path=str(Path(config.storage.data_dir) / "api_token"),
                  token=platform.api_token)
     top = MultiService()  # type: ignore[no-untyped-call]
-    for service in (DatabaseService(db), SipService(platform, reactor), HttpService(platform, reactor)):
+    services: list[Service] = [DatabaseService(db), SipService(platform, reactor), HttpService(platform, reactor)]
+    if config.media.rtsp_port:
+        services.append(RtspService(platform, reactor))
+    for service in services:
         service.setServiceParent(top)  # type: ignore[no-untyped-call]
     top.platform = platform  # type: ignore[attr-defined]
     return top

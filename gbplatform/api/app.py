@@ -353,10 +353,13 @@ class Api:
         if not host:
             addr = request.getHost()  # type: ignore[no-untyped-call]
             host = f"{addr.host}:{addr.port}"
-        return self._json(request, {
-            "stream": stream.to_json(),
-            "urls": {"http_flv": f"http://{host}/live/{channel_id}.flv"},
-        })
+        urls = {"http_flv": f"http://{host}/live/{channel_id}.flv"}
+        rtsp_port = self.platform.config.media.rtsp_port
+        if rtsp_port:
+            # The RTSP server listens beside the API: same host name, its own port.
+            hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            urls["rtsp"] = f"rtsp://{hostname}:{rtsp_port}/live/{channel_id}"
+        return self._json(request, {"stream": stream.to_json(), "urls": urls})
 
     @app.route("/api/v1/channels/<channel_id>/stop", methods=["POST"])
     @authenticated

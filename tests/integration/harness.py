@@ -54,6 +54,7 @@ class PlatformProcess:
         self.data_dir = data_dir
         self.sip_port = free_port()
         self.http_port = free_port()
+        self.rtsp_port = free_port()
         self.log_path = data_dir / "platform.log"
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -69,6 +70,7 @@ class PlatformProcess:
                 "GBP_HTTP_PORT": str(self.http_port),
                 "GBP_STORAGE_DATA_DIR": str(self.data_dir),
                 "GBP_API_TOKEN": TOKEN,
+                "GBP_MEDIA_RTSP_PORT": str(self.rtsp_port),
             }
         )
         env.update(self.extra_env)

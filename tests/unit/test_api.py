@@ -908,7 +908,7 @@ def test_play_starts_the_channels_stream(env: Env, live: FakeLive) -> None:
     assert live.plays == [(DEV, CAM1)]
     assert reply.json == {
         "stream": {"device_id": DEV, "channel_id": CAM1, "state": "playing"},
-        "urls": {"http_flv": f"http://gbp.test/live/{CAM1}.flv"},
+        "urls": {"http_flv": f"http://gbp.test/live/{CAM1}.flv", "rtsp": f"rtsp://gbp.test:8554/live/{CAM1}"},
     }
     # A running stream is shared: no second lookup, no second play.
     assert env.client("POST", f"/channels/{CAM1}/play").code == 200

@@ -1,0 +1,662 @@
+"""RTSP 1.0 server core for live streams (RFC 2326), sans-IO.
+
+Theory of operation: one ``RtspServerConnection`` per TCP control connection.
+The adapter feeds it bytes and ``now``; it parses requests (``RtspParser``),
+authenticates them, checks them against the session state table, answers
+what it can on its own (OPTIONS, GET_PARAMETER, TEARDOWN, every error) and
+returns events for what needs I/O: ``Describe`` (start the stream, build the
+SDP), ``Setup`` (open UDP sockets), ``Play`` (attach a sink). The adapter
+answers those with ``accept_setup``/``accept_play``/``respond`` and writes
+``data_to_send()``.
+
+Session state (RFC 2326 Appendix A.1, server side), as a table; a request
+missing from it is answered 455 Method Not Valid In This State (§11.3.6):
+
+    Init    --SETUP-->    Ready
+    Ready   --SETUP-->    Ready      (transport change)
+    Ready   --PLAY-->     Playing
+    Playing --PLAY-->     Playing
+    Playing --SETUP-->    Playing
+    any     --TEARDOWN--> Init       (the session is gone)
+
+OPTIONS, DESCRIBE and GET_PARAMETER are valid in every state and change
+nothing. A session not refreshed by any request for ``session_timeout``
+seconds (§12.37, announced as ``Session: id;timeout=60``) expires like a
+TEARDOWN.
+
+Authentication: the platform's API token, either as ``?token=`` in the URL
+(players cannot set headers) or as the password of RTSP Basic auth (§D.1,
+RFC 7617; the user name is ignored). Once a request on a connection has
+passed, the connection is trusted: clients build SETUP/PLAY URLs from the
+SDP's control attributes and may drop the query.
+
+``RtpSender`` is the per-viewer ``FrameSink``: it packetizes video frames
+and emits RTP packets, and implements the crude backpressure policy of the
+TCP interleaved mode (§10.12): see its docstring.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hmac
+import logging
+import random
+import re
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from media.frame import Codec, Frame
+from media.packetize import H264Packetizer, H265Packetizer
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_HEAD",
+    "Describe",
+    "InterleavedData",
+    "Play",
+    "RtpSender",
+    "RtspError",
+    "RtspParseError",
+    "RtspParser",
+    "RtspRequest",
+    "RtspServerConnection",
+    "RtspSession",
+    "RtspUrl",
+    "SessionExpired",
+    "SessionState",
+    "Setup",
+    "Teardown",
+    "Transport",
+    "TRANSITIONS",
+    "build_sdp",
+    "interleave",
+    "parse_rtsp_url",
+    "parse_transport",
+    "serialize_response",
+]
+
+MAX_HEAD = 8192  # request line + headers; bounded so a peer cannot grow our buffer
+MAX_BODY = 65536
+SESSION_TIMEOUT = 60.0  # RFC 2326 §12.37 default
+VERSION = "RTSP/1.0"
+PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER"
+REALM = "gbplatform"
+
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    454: "Session Not Found",
+    455: "Method Not Valid in This State",
+    459: "Aggregate Operation Not Allowed",
+    461: "Unsupported Transport",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "RTSP Version not supported",
+}
+
+_CHANNEL_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_TRACK = re.compile(r"/?trackID=(\d+)$")
+
+
+class RtspError(Exception):
+    """A request we answer with an error status (RFC 2326 §7.1.1)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RtspParseError(RtspError):
+    """The byte stream is not RTSP; answered 400 and the connection closed."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(status, message)
+
+
+@dataclass(frozen=True)
+class RtspRequest:
+    """One request (RFC 2326 §6); header names keep their case, lookups ignore it."""
+
+    method: str
+    uri: str
+    version: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lower:
+                return value
+        return None
+
+    @property
+    def cseq(self) -> str:
+        return self.header("CSeq") or "0"
+
+
+@dataclass(frozen=True)
+class InterleavedData:
+    """A ``$``-framed packet from the client (RFC 2326 §10.12), e.g. its RTCP RR."""
+
+    channel: int
+    payload: bytes
+
+
+class RtspParser:
+    """Splits a control connection's byte stream into requests and interleaved data.
+
+    RFC 2326 §6 (request line, headers, body by Content-Length, §12.14) and
+    §10.12 (``$`` + channel + 16-bit length). Bounded by ``MAX_HEAD`` and
+    ``MAX_BODY``. After an error the stream has lost its framing: every later
+    ``feed`` raises the same error.
+    """
+
+    def __init__(self, max_head: int = MAX_HEAD, max_body: int = MAX_BODY) -> None:
+        self.max_head = max_head
+        self.max_body = max_body
+        self._buf = bytearray()
+        self._error: RtspParseError | None = None
+
+    def feed(self, data: bytes) -> list[RtspRequest | InterleavedData]:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        out: list[RtspRequest | InterleavedData] = []
+        try:
+            while True:
+                item = self._next()
+                if item is None:
+                    return out
+                out.append(item)
+        except RtspParseError as e:
+            self._error = e
+            self._buf.clear()
+            raise
+
+    def _next(self) -> RtspRequest | InterleavedData | None:
+        buf = self._buf
+        while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # stray line ends between messages
+            del buf[: 2 if buf[:1] == b"\r" else 1]
+        if not buf:
+            return None
+        if buf[0] == 0x24:  # "$"
+            if len(buf) < 4:
+                return None
+            length = int.from_bytes(buf[2:4], "big")
+            if len(buf) < 4 + length:
+                return None
+            item = InterleavedData(buf[1], bytes(buf[4 : 4 + length]))
+            del buf[: 4 + length]
+            return item
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self.max_head:
+                raise RtspParseError(f"request head longer than {self.max_head} bytes")
+            return None
+        if end > self.max_head:
+            raise RtspParseError(f"request head longer than {self.max_head} bytes")
+        head = bytes(buf[:end])
+        request = _parse_head(head)
+        length_text = request.header("Content-Length") or "0"
+        if not length_text.strip().isdigit():
+            raise RtspParseError(f"bad Content-Length {length_text!r}")
+        length = int(length_text)
+        if length > self.max_body:
+            raise RtspParseError(f"body of {length} bytes exceeds {self.max_body}")
+        if len(buf) < end + 4 + length:
+            return None
+        body = bytes(buf[end + 4 : end + 4 + length])
+        del buf[: end + 4 + length]
+        return RtspRequest(request.method, request.uri, request.version, request.headers, body)
+
+
+def _parse_head(head: bytes) -> RtspRequest:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RtspParseError("request head is not UTF-8 (RFC 2326 §15)") from None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise RtspParseError(f"bad request line {lines[0][:80]!r}")
+    method, uri, version = parts
+    if not version.startswith("RTSP/"):
+        raise RtspParseError(f"bad request line {lines[0][:80]!r}")
+    if version != VERSION:
+        raise RtspParseError(f"unsupported version {version[:20]!r}", status=505)
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and headers:  # folded continuation (RFC 2326 §4.2)
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip() or name != name.strip():
+            raise RtspParseError(f"bad header line {line[:80]!r}")
+        headers.append((name, value.strip()))
+    return RtspRequest(method, uri, version, tuple(headers))
+
+
+def serialize_response(status: int, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
+    """A response (RFC 2326 §7); Content-Length is added for a body."""
+    lines = [f"{VERSION} {status} {REASONS.get(status, 'Error')}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+
+
+def interleave(channel: int, packet: bytes) -> bytes:
+    """``$``, channel, 16-bit length, packet (RFC 2326 §10.12)."""
+    if not 0 <= channel <= 255:
+        raise ValueError(f"interleaved channel {channel} is not in 0..255")
+    if len(packet) > 0xFFFF:
+        raise ValueError(f"{len(packet)}-byte packet does not fit interleaved framing")
+    return b"$" + bytes((channel,)) + len(packet).to_bytes(2, "big") + packet
+
+
+@dataclass(frozen=True)
+class RtspUrl:
+    channel_id: str
+    token: str | None
+    track: int | None
+
+
+def parse_rtsp_url(uri: str) -> RtspUrl:
+    """``rtsp://host[:port]/live/<channel>[/trackID=N][?token=...]``.
+
+    Players build a track's URL by appending ``/trackID=0`` to the whole
+    request URL (RFC 2326 §C.1.1, relative control), so the suffix may follow
+    the query: ``...?token=abc/trackID=0``. Raises ``RtspError(404)``.
+    """
+    parsed = urllib.parse.urlsplit(uri)
+    path, query = parsed.path, parsed.query
+    track: int | None = None
+    m = _TRACK.search(query) if query else None
+    if m is not None:
+        track, query = int(m.group(1)), query[: m.start()]
+    else:
+        m = _TRACK.search(path)
+        if m is not None:
+            track, path = int(m.group(1)), path[: m.start()]
+    segments = [s for s in path.split("/") if s]
+    if len(segments) != 2 or segments[0] != "live" or not _CHANNEL_ID.fullmatch(segments[1]):
+        raise RtspError(404, f"no stream at {path[:80]!r}")
+    tokens = urllib.parse.parse_qs(query).get("token")
+    return RtspUrl(segments[1], tokens[0] if tokens else None, track)
+
+
+@dataclass(frozen=True)
+class Transport:
+    """The one Transport spec we serve (RFC 2326 §12.39): unicast RTP/AVP over TCP or UDP."""
+
+    tcp: bool
+    interleaved: tuple[int, int] = (0, 1)
+    client_port: tuple[int, int] | None = None
+    server_port: tuple[int, int] | None = None
+    ssrc: int | None = None
+
+    def header(self) -> str:
+        if self.tcp:
+            value = f"RTP/AVP/TCP;unicast;interleaved={self.interleaved[0]}-{self.interleaved[1]}"
+        else:
+            assert self.client_port is not None
+            value = f"RTP/AVP;unicast;client_port={self.client_port[0]}-{self.client_port[1]}"
+            if self.server_port is not None:
+                value += f";server_port={self.server_port[0]}-{self.server_port[1]}"
+        if self.ssrc is not None:
+            value += f";ssrc={self.ssrc:08X}"
+        return value
+
+
+def _pair(value: str) -> tuple[int, int]:
+    a, sep, b = value.partition("-")
+    if not a.isdigit() or (sep and not b.isdigit()):
+        raise RtspError(461, f"bad range {value[:20]!r}")
+    first = int(a)
+    second = int(b) if sep else first + 1
+    return first, second
+
+
+def parse_transport(value: str) -> Transport:
+    """The first acceptable spec of a Transport header (RFC 2326 §12.39), else 461."""
+    for spec in value.split(","):
+        params = [p.strip() for p in spec.split(";")]
+        proto = params[0].upper()
+        if proto not in ("RTP/AVP", "RTP/AVP/UDP", "RTP/AVP/TCP") or "multicast" in params[1:]:
+            continue
+        opts = dict(p.partition("=")[::2] for p in params[1:])
+        if proto == "RTP/AVP/TCP":
+            channels = _pair(opts["interleaved"]) if "interleaved" in opts else (0, 1)
+            if max(channels) > 255:
+                raise RtspError(461, f"interleaved channels {channels} out of range")
+            return Transport(tcp=True, interleaved=channels)
+        if "client_port" in opts:
+            ports = _pair(opts["client_port"])
+            if not all(0 < p <= 0xFFFF for p in ports):
+                raise RtspError(461, f"client ports {ports} out of range")
+            return Transport(tcp=False, client_port=ports)
+    raise RtspError(461, f"no supported transport in {value[:80]!r}")
+
+
+def build_sdp(media: str, session_id: int, origin_ip: str = "0.0.0.0") -> bytes:
+    """The DESCRIBE body (RFC 2326 Appendix C, RFC 4566): one aggregate control."""
+    lines = [
+        "v=0",
+        f"o=- {session_id} 1 IN IP4 {origin_ip}",
+        "s=gbplatform live",
+        "c=IN IP4 0.0.0.0",
+        "t=0 0",
+        "a=control:*",
+        "a=range:npt=now-",
+    ]
+    return ("".join(line + "\r\n" for line in lines) + media).encode("ascii")
+
+
+class SessionState(enum.Enum):
+    INIT = "Init"
+    READY = "Ready"
+    PLAYING = "Playing"
+
+
+# (state, method) -> next state; RFC 2326 Appendix A.1.
+TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
+    (SessionState.INIT, "SETUP"): SessionState.READY,
+    (SessionState.INIT, "TEARDOWN"): SessionState.INIT,
+    (SessionState.READY, "SETUP"): SessionState.READY,
+    (SessionState.READY, "PLAY"): SessionState.PLAYING,
+    (SessionState.READY, "TEARDOWN"): SessionState.INIT,
+    (SessionState.PLAYING, "PLAY"): SessionState.PLAYING,
+    (SessionState.PLAYING, "SETUP"): SessionState.PLAYING,
+    (SessionState.PLAYING, "TEARDOWN"): SessionState.INIT,
+}
+_STATELESS = frozenset({"OPTIONS", "DESCRIBE", "GET_PARAMETER"})
+
+
+@dataclass
+class RtspSession:
+    """One RTSP session (RFC 2326 §3.8, §12.37)."""
+
+    id: str
+    channel_id: str
+    transport: Transport
+    last_seen: float
+    timeout: float = SESSION_TIMEOUT
+    state: SessionState = SessionState.READY
+
+    def header(self) -> str:
+        return f"{self.id};timeout={int(self.timeout)}"
+
+    @property
+    def deadline(self) -> float:
+        return self.last_seen + self.timeout
+
+
+@dataclass(frozen=True)
+class Describe:
+    request: RtspRequest
+    channel_id: str
+
+
+@dataclass(frozen=True)
+class Setup:
+    request: RtspRequest
+    channel_id: str
+    transport: Transport
+
+
+@dataclass(frozen=True)
+class Play:
+    request: RtspRequest
+    session: RtspSession
+
+
+@dataclass(frozen=True)
+class Teardown:
+    """The session ended by TEARDOWN; the adapter stops sending."""
+
+    session: RtspSession
+
+
+@dataclass(frozen=True)
+class SessionExpired:
+    """No request for ``session.timeout`` seconds (RFC 2326 §12.37): treat as TEARDOWN."""
+
+    session: RtspSession
+
+
+RtspEvent = Describe | Setup | Play | Teardown | SessionExpired
+
+
+@dataclass
+class RtspServerConnection:
+    """One control connection's protocol state; see the module docstring."""
+
+    token: str
+    rng: random.Random
+    session_timeout: float = SESSION_TIMEOUT
+    server: str = "gbplatform"
+    session: RtspSession | None = None
+    authorized: bool = False
+    closing: bool = False  # a fatal error was answered: write, then close
+    _parser: RtspParser = field(default_factory=RtspParser)
+    _out: bytearray = field(default_factory=bytearray)
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def receive_data(self, data: bytes, now: float) -> list[RtspEvent]:
+        if self.closing:
+            return []
+        try:
+            items = self._parser.feed(data)
+        except RtspParseError as e:
+            log.warning("RTSP: closing a connection that sent bad input: %s", e)
+            self._out += serialize_response(e.status, [("Server", self.server)])
+            self.closing = True
+            return []
+        events: list[RtspEvent] = []
+        for item in items:
+            if isinstance(item, InterleavedData):
+                continue  # the client's RTCP receiver reports; we send no SR to correct
+            try:
+                event = self._handle(item, now)
+            except RtspError as e:
+                self._error(item, e)
+                continue
+            if event is not None:
+                events.append(event)
+        return events
+
+    def next_timer(self) -> float | None:
+        return self.session.deadline if self.session is not None else None
+
+    def handle_timer(self, now: float) -> list[RtspEvent]:
+        session = self.session
+        if session is None or now < session.deadline:
+            return []
+        self.session = None
+        return [SessionExpired(session)]
+
+    def respond(
+        self, request: RtspRequest, status: int, headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        """Answer ``request``; CSeq (§12.17), Server and Session are added here."""
+        all_headers = [("CSeq", request.cseq), ("Server", self.server)]
+        if self.session is not None and request.method != "TEARDOWN":
+            all_headers.append(("Session", self.session.header()))
+        all_headers.extend(headers or [])
+        self._out += serialize_response(status, all_headers, body)
+
+    def accept_setup(self, event: Setup, transport: Transport, now: float) -> RtspSession:
+        """The adapter set the transport up: create/update the session and answer 200."""
+        if self.session is None:
+            session_id = f"{self.rng.getrandbits(64):016X}"
+            self.session = RtspSession(
+                session_id, event.channel_id, transport, now, timeout=self.session_timeout
+            )
+        else:
+            self.session.transport = transport
+        session = self.session
+        session.state = TRANSITIONS[(session.state, "SETUP")]
+        self.respond(event.request, 200, [("Transport", transport.header())])
+        return session
+
+    def accept_play(self, event: Play, rtp_info: str) -> None:
+        """Sending starts: answer 200 with RTP-Info (§12.33) and an open range."""
+        event.session.state = TRANSITIONS[(event.session.state, "PLAY")]
+        self.respond(event.request, 200, [("Range", "npt=0.000-"), ("RTP-Info", rtp_info)])
+
+    def _error(self, request: RtspRequest, e: RtspError) -> None:
+        log.info("RTSP %s %s: %d %s", request.method, request.uri[:80], e.status, e)
+        headers: list[tuple[str, str]] = []
+        if e.status == 401:
+            headers.append(("WWW-Authenticate", f'Basic realm="{REALM}"'))
+        if e.status in (405, 455, 501):
+            headers.append(("Allow" if e.status != 501 else "Public", PUBLIC))
+        self.respond(request, e.status, headers)
+
+    def _handle(self, request: RtspRequest, now: float) -> RtspEvent | None:
+        if self.session is not None:
+            self.session.last_seen = now  # any request keeps the session alive
+        method = request.method
+        if method == "OPTIONS":
+            self.respond(request, 200, [("Public", PUBLIC)])
+            return None
+        if method not in PUBLIC.replace(",", " ").split():
+            raise RtspError(501, f"method {method[:20]!r} not implemented")
+        url = parse_rtsp_url(request.uri) if request.uri != "*" else None
+        self._authorize(request, url)
+        if url is None:
+            raise RtspError(404, "no stream at *")
+        session = self._check_session(request)
+        state = session.state if session is not None else SessionState.INIT
+        if method not in _STATELESS and (state, method) not in TRANSITIONS:
+            raise RtspError(455, f"{method} not valid in state {state.value}")
+        if session is not None and session.channel_id != url.channel_id:
+            raise RtspError(459, "the session belongs to another stream")
+        if method == "GET_PARAMETER":
+            self.respond(request, 200)
+            return None
+        if method == "DESCRIBE":
+            return Describe(request, url.channel_id)
+        if method == "SETUP":
+            if url.track not in (None, 0):
+                raise RtspError(404, f"no track {url.track}")
+            return Setup(request, url.channel_id, parse_transport(request.header("Transport") or ""))
+        if method == "PLAY":
+            assert session is not None  # the table has no (Init, PLAY)
+            return Play(request, session)
+        # TEARDOWN
+        if session is None:
+            self.respond(request, 200)
+            return None
+        self.session = None
+        self.respond(request, 200)
+        return Teardown(session)
+
+    def _check_session(self, request: RtspRequest) -> RtspSession | None:
+        given = request.header("Session")
+        if given is None:
+            # A connection holds at most one session, so a request without
+            # the header can only mean that one.
+            return self.session
+        session_id = given.split(";")[0].strip()
+        if self.session is None or not hmac.compare_digest(session_id, self.session.id):
+            raise RtspError(454, f"session {session_id[:20]!r} not found")
+        return self.session
+
+    def _authorize(self, request: RtspRequest, url: RtspUrl | None) -> None:
+        if self.authorized:
+            return
+        candidates: list[str] = []
+        if url is not None and url.token is not None:
+            candidates.append(url.token)
+        auth = request.header("Authorization")
+        if auth is not None:
+            scheme, _, param = auth.partition(" ")
+            if scheme.lower() == "basic":
+                try:
+                    decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
+                except (binascii.Error, UnicodeDecodeError):
+                    raise RtspError(400, "malformed Basic credentials") from None
+                candidates.append(decoded.partition(":")[2])
+        expected = self.token.encode()
+        # An empty configured token never matches; compare_digest: no timing leak.
+        if expected and any(hmac.compare_digest(c.encode(), expected) for c in candidates):
+            self.authorized = True
+            return
+        raise RtspError(401, "the API token is required (?token= or Basic auth)")
+
+
+Packetizer = H264Packetizer | H265Packetizer
+
+
+class RtpSender:
+    """One viewer's ``FrameSink``: packetize its track, emit packets, shed load.
+
+    Backpressure (TCP interleaved): the adapter registers as the transport's
+    push producer and forwards ``pause()``/``resume()``. While paused we keep
+    writing (the kernel buffer may well drain) but count the bytes; past
+    ``max_backlog`` (4 MiB, a few seconds of 1080p) we stop writing and drop
+    every frame until we are resumed *and* a keyframe arrives, since frames
+    after a gap do not decode until the next keyframe anyway. UDP never
+    pauses. Frames of other codecs (audio) are not in the SDP and skipped.
+    """
+
+    def __init__(
+        self, packetizer: Packetizer, emit: Callable[[bytes], None], *,
+        max_backlog: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.packetizer = packetizer
+        self.codec = Codec.H264 if isinstance(packetizer, H264Packetizer) else Codec.H265
+        self.emit = emit
+        self.max_backlog = max_backlog
+        self.paused = False
+        self.backlog = 0
+        self.dropping = False
+        self.frames_sent = 0
+        self.frames_dropped = 0
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def input_frame(self, frame: Frame) -> None:
+        if frame.codec is not self.codec:
+            return
+        if self.dropping and not self.paused and frame.keyframe:
+            log.info("RTP sender: backlog drained; resuming at a keyframe after %d dropped frames",
+                     self.frames_dropped)
+            self.dropping = False
+        if self.dropping:
+            self.frames_dropped += 1
+            return
+        packets = self.packetizer.packetize(frame)
+        if self.paused:
+            self.backlog += sum(len(p) for p in packets)
+            if self.backlog > self.max_backlog:
+                log.warning("RTP sender: %d bytes unsent to a slow viewer; dropping to the next keyframe",
+                            self.backlog)
+                self.dropping = True
+                self.frames_dropped += 1
+                return
+        for packet in packets:
+            self.emit(packet)
+        self.frames_sent += 1

@@ -1,0 +1,356 @@
+"""Twisted edge of the RTSP server (RFC 2326): live channels as ``rtsp://host/live/<channel>``.
+
+Theory of operation (the aioquic adapter pattern): ``RtspProtocol`` feeds
+bytes and ``reactor.seconds()`` to a sans-IO ``RtspServerConnection``, runs
+the events it returns one after another (a DESCRIBE that waits for a
+keyframe must not let a pipelined SETUP overtake it), writes what the core
+queued and re-arms one timer for the session timeout.
+
+* DESCRIBE starts the channel's stream through ``StreamSource.open`` and
+  waits up to ``keyframe_timeout`` seconds for the GOP cache to hold a
+  keyframe: the SDP's ``sprop-parameter-sets`` come from it (RFC 6184 §8.1).
+* SETUP picks the transport: interleaved on this connection (§10.12), or UDP
+  from two server sockets (RTP, RTCP) to the client's ``client_port`` pair
+  at the control connection's peer address (§12.39). Each viewer has its own
+  packetizer, so its own SSRC, sequence and timestamp offset (RFC 3550 §5.1).
+* PLAY answers with ``RTP-Info`` (§12.33), then attaches an ``RtpSender``:
+  the stream's dispatcher replays the GOP cache, then live frames follow.
+* TEARDOWN, the session timeout, the connection closing and the stream
+  ending all detach the viewer and close its UDP sockets; the last two also
+  close the connection.
+
+Backpressure on TCP: this protocol is the transport's streaming producer;
+Twisted pauses it when its write buffer fills and ``RtpSender`` drops frames
+to the next keyframe once 4 MiB are written while paused.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
+
+from media.frame import Codec, Frame
+from media.packetize import H264Packetizer, H265Packetizer, MissingParameterSets, sdp_media
+from media.pipeline import FrameDispatcher
+from media.rtsp import (
+    Describe,
+    Packetizer,
+    Play,
+    RtpSender,
+    RtspError,
+    RtspEvent,
+    RtspRequest,
+    RtspServerConnection,
+    SessionExpired,
+    Setup,
+    Teardown,
+    Transport,
+    build_sdp,
+    interleave,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RtspFactory", "RtspProtocol", "StreamSource"]
+
+PAYLOAD_TYPE = 96  # dynamic (RFC 3551 §6)
+KEYFRAME_TIMEOUT = 5.0
+KEYFRAME_POLL = 0.1
+
+ListenUdp = Callable[[int, protocol.DatagramProtocol], Any]
+
+
+class LiveStreamLike(Protocol):
+    dispatcher: FrameDispatcher
+    on_closed: list[Callable[[Any], None]]
+
+
+class StreamSource(Protocol):
+    """Where channels' streams come from (the platform's ``LiveStreams``).
+
+    ``open`` raises ``RtspError`` (404 unknown channel, 503 device errors).
+    """
+
+    async def open(self, channel_id: str) -> Any: ...
+
+    def attach(self, stream: Any, sink: RtpSender) -> None: ...
+
+    def detach(self, stream: Any, sink: RtpSender) -> None: ...
+
+
+class _RtcpIgnorer(protocol.DatagramProtocol):
+    """Server-side RTP/RTCP socket of a UDP viewer; the client's RTCP RRs are not used."""
+
+    noisy = False  # one per viewer: no start/stop lines in the log
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802 - Twisted's name
+        log.debug("RTSP: ignoring %d-byte datagram from %s (RTCP RR / NAT punch)", len(datagram), addr)
+
+
+class _Viewer:
+    """What one SETUP made: the packetizer, the transport, UDP sockets if any."""
+
+    def __init__(self, stream: Any, packetizer: Packetizer, transport: Transport) -> None:
+        self.stream = stream
+        self.packetizer = packetizer
+        self.transport = transport
+        self.ports: list[Any] = []
+        self.rtp: _RtcpIgnorer | None = None
+        self.dest: tuple[str, int] | None = None
+        self.sender: RtpSender | None = None
+
+
+class RtspProtocol(protocol.Protocol):
+    def __init__(self, factory: RtspFactory) -> None:
+        self.factory = factory
+        self.core = RtspServerConnection(token=factory.token, rng=factory.rng)
+        self.viewer: _Viewer | None = None
+        self._queue: defer.Deferred[None] = defer.succeed(None)
+        self._timer: Any = None
+        self._stream_closed: Callable[[Any], None] | None = None
+        self._producing = False
+        self.closed = False
+
+    @property
+    def _tcp(self) -> Any:
+        # Twisted's zope interfaces do not type-check as method signatures.
+        return self.transport
+
+    # -- Twisted -------------------------------------------------------------------
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        events = self.core.receive_data(data, self.factory.reactor.seconds())
+        for event in events:
+            self._enqueue(event)
+        self._flush()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        self.closed = True
+        self._stop("connection closed")
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # IPushProducer, registered on TCP-interleaved PLAY.
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        if self.viewer is not None and self.viewer.sender is not None:
+            self.viewer.sender.pause()
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        if self.viewer is not None and self.viewer.sender is not None:
+            self.viewer.sender.resume()
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._stop("transport stopped")
+
+    # -- plumbing --------------------------------------------------------------------
+    def _enqueue(self, event: RtspEvent) -> None:
+        def run(_: object) -> defer.Deferred[None]:
+            return defer.ensureDeferred(self._handle(event))
+
+        def failed(f: Failure) -> None:
+            log.error("RTSP: handling %s failed: %s", type(event).__name__, f.getTraceback())
+            request = getattr(event, "request", None)
+            if isinstance(request, RtspRequest) and not self.closed:
+                self.core.respond(request, 500)
+                self._flush()
+
+        self._queue.addCallback(run)
+        self._queue.addErrback(failed)
+
+    def _flush(self) -> None:
+        if self.closed:
+            return
+        data = self.core.data_to_send()
+        if data:
+            self._tcp.write(data)
+        if self.core.closing:
+            self._tcp.loseConnection()
+            return
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.core.next_timer()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if deadline is not None:
+            delay = max(deadline - self.factory.reactor.seconds(), 0.0)
+            self._timer = self.factory.reactor.callLater(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        for event in self.core.handle_timer(self.factory.reactor.seconds()):
+            self._enqueue(event)
+        self._flush()
+
+    # -- events -------------------------------------------------------------------------
+    async def _handle(self, event: RtspEvent) -> None:
+        if self.closed:
+            return
+        try:
+            if isinstance(event, Describe):
+                await self._describe(event)
+            elif isinstance(event, Setup):
+                await self._setup(event)
+            elif isinstance(event, Play):
+                self._play(event)
+            elif isinstance(event, Teardown):
+                self._stop("TEARDOWN")
+            elif isinstance(event, SessionExpired):
+                log.info("RTSP session %s timed out", event.session.id)
+                self._stop("session timeout")
+                if not self.closed:
+                    self._tcp.loseConnection()
+        except RtspError as e:
+            log.info("RTSP %s: %d %s", type(event).__name__, e.status, e)
+            if not self.closed and not isinstance(event, (Teardown, SessionExpired)):
+                self.core.respond(event.request, e.status)
+        self._flush()
+
+    async def _keyframe(self, channel_id: str) -> tuple[Any, Frame]:
+        stream = await self.factory.source.open(channel_id)
+        dispatcher: FrameDispatcher = stream.dispatcher
+        waited = 0.0
+        while not dispatcher.cache.frames:
+            if waited >= self.factory.keyframe_timeout:
+                raise RtspError(503, f"no keyframe from channel {channel_id} within {waited:g} s")
+            await _sleep(self.factory.reactor, KEYFRAME_POLL)
+            waited += KEYFRAME_POLL
+        return stream, dispatcher.cache.frames[0]
+
+    async def _describe(self, event: Describe) -> None:
+        _, frame = await self._keyframe(event.channel_id)
+        try:
+            media = sdp_media(frame.codec, frame, PAYLOAD_TYPE, "trackID=0")
+        except MissingParameterSets as e:
+            raise RtspError(503, str(e)) from None
+        host = self._tcp.getHost()
+        body = build_sdp(media, self.factory.rng.getrandbits(32), getattr(host, "host", "0.0.0.0"))
+        if not self.closed:
+            self.core.respond(event.request, 200, [("Content-Type", "application/sdp")], body)
+
+    async def _setup(self, event: Setup) -> None:
+        stream, frame = await self._keyframe(event.channel_id)
+        if self.closed:
+            return
+        ssrc = self.factory.rng.getrandbits(32)
+        packetizer: Packetizer
+        if frame.codec is Codec.H265:
+            packetizer = H265Packetizer(ssrc, self.factory.rng, PAYLOAD_TYPE)
+        else:
+            packetizer = H264Packetizer(ssrc, self.factory.rng, PAYLOAD_TYPE)
+        wanted = event.transport
+        self._stop("re-SETUP")
+        if wanted.tcp:
+            viewer = _Viewer(stream, packetizer, Transport(tcp=True, interleaved=wanted.interleaved, ssrc=ssrc))
+        else:
+            assert wanted.client_port is not None
+            rtp, rtcp = _RtcpIgnorer(), _RtcpIgnorer()
+            ports = [self.factory.listen_udp(0, rtp), self.factory.listen_udp(0, rtcp)]
+            server_port = (ports[0].getHost().port, ports[1].getHost().port)
+            viewer = _Viewer(
+                stream, packetizer,
+                Transport(tcp=False, client_port=wanted.client_port, server_port=server_port, ssrc=ssrc),
+            )
+            viewer.ports, viewer.rtp = ports, rtp
+            peer = self._tcp.getPeer()
+            viewer.dest = (peer.host, wanted.client_port[0])
+        self.viewer = viewer
+        self.core.accept_setup(event, viewer.transport, self.factory.reactor.seconds())
+
+    def _play(self, event: Play) -> None:
+        viewer = self.viewer
+        if viewer is None:
+            raise RtspError(455, "PLAY before SETUP")
+        cache = viewer.stream.dispatcher.cache.frames
+        first_pts = cache[0].pts if cache else 0
+        rtp_info = (
+            f"url={event.request.uri};seq={viewer.packetizer.sequence};"
+            f"rtptime={viewer.packetizer.rtp_timestamp(first_pts)}"
+        )
+        self.core.accept_play(event, rtp_info)
+        if viewer.sender is not None:
+            return  # already playing: PLAY again only re-answers
+        self._flush()  # the 200 must reach the client before the first RTP packet
+        viewer.sender = RtpSender(viewer.packetizer, self._emitter(viewer))
+        if viewer.transport.tcp and not self._producing:
+            self._tcp.registerProducer(self, True)
+            self._producing = True
+
+        def stream_closed(_: Any) -> None:
+            log.info("RTSP: the stream of %s ended; closing the viewer", self.core.session and self.core.session.channel_id)
+            self._stream_closed = None
+            self._stop("stream ended")
+            if not self.closed:
+                self._tcp.loseConnection()
+
+        self._stream_closed = stream_closed
+        viewer.stream.on_closed.append(stream_closed)
+        self.factory.source.attach(viewer.stream, viewer.sender)
+
+    def _emitter(self, viewer: _Viewer) -> Callable[[bytes], None]:
+        if viewer.transport.tcp:
+            channel = viewer.transport.interleaved[0]
+
+            def write_tcp(packet: bytes) -> None:
+                if not self.closed:
+                    self._tcp.write(interleave(channel, packet))
+
+            return write_tcp
+        rtp, dest = viewer.rtp, viewer.dest
+        assert rtp is not None and dest is not None
+
+        def write_udp(packet: bytes) -> None:
+            if rtp.transport is not None:
+                udp: Any = rtp.transport
+                udp.write(packet, dest)
+
+        return write_udp
+
+    def _stop(self, reason: str) -> None:
+        viewer, self.viewer = self.viewer, None
+        if viewer is None:
+            return
+        if viewer.sender is not None:
+            self.factory.source.detach(viewer.stream, viewer.sender)
+            log.info("RTSP viewer detached (%s): %d frames sent, %d dropped", reason,
+                     viewer.sender.frames_sent, viewer.sender.frames_dropped)
+        if self._stream_closed is not None and self._stream_closed in viewer.stream.on_closed:
+            viewer.stream.on_closed.remove(self._stream_closed)
+        self._stream_closed = None
+        if self._producing and not self.closed:
+            self._tcp.unregisterProducer()
+        self._producing = False
+        for port in viewer.ports:
+            port.stopListening()
+
+
+async def _sleep(reactor: Any, delay: float) -> None:
+    d: defer.Deferred[None] = defer.Deferred()
+    reactor.callLater(delay, d.callback, None)
+    await d
+
+
+class RtspFactory(protocol.Factory):
+    """``reactor.listenTCP(port, RtspFactory(...))``; ``listen_udp(port, proto)`` opens UDP sockets."""
+
+    noisy = False
+
+    def __init__(
+        self, source: StreamSource, *, reactor: Any, token: str, rng: random.Random,
+        listen_udp: ListenUdp | None = None, keyframe_timeout: float = KEYFRAME_TIMEOUT,
+    ) -> None:
+        self.source = source
+        self.reactor = reactor
+        self.token = token
+        self.rng = rng
+        self.keyframe_timeout = keyframe_timeout
+        self.listen_udp: ListenUdp = listen_udp or (lambda port, proto: reactor.listenUDP(port, proto))
+
+    def buildProtocol(self, addr: Any) -> RtspProtocol:  # noqa: N802 - Twisted's name
+        return RtspProtocol(self)
