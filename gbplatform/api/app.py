@@ -19,6 +19,11 @@ answers ``video/x-flv`` without a Content-Length (chunked), attaches one
 ``FlvSink`` per connection (the GOP cache replays first, so playback starts
 on a keyframe), detaches it when the client goes away and finishes the
 response when the stream ends.
+
+``GET /api/v1/channels/<channel>/snapshot`` answers one JPEG of the GOP
+cache's keyframe, starting the stream on demand like the FLV route and
+waiting up to ``SNAPSHOT_WAIT`` seconds for a first keyframe. Decoding and
+encoding run in a worker thread (``deferToThread``), never on the reactor.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 from klein import Klein
 from sqlalchemy.orm import Session
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -46,12 +52,21 @@ from gbplatform.errors import NotFound as Missing
 from gbplatform.live import LiveStream, LiveStreams
 from gbplatform.service import Platform
 from media.flv import FlvSink
+from media.frame import Frame
+from media.snapshot import SnapshotError, snapshot_jpeg
 
 log = Logger()
 
 JSON_TYPE = b"application/json; charset=utf-8"
 
 FLV_TYPE = b"video/x-flv"
+
+JPEG_TYPE = b"image/jpeg"
+
+# A device sends a keyframe every GOP (often 1-2 s; GB/T 28181-2016 §9.2 sets
+# no bound), so a fresh stream needs a few seconds for its first one.
+SNAPSHOT_WAIT = 5.0
+SNAPSHOT_POLL = 0.1
 
 Handler = Callable[..., Awaitable[bytes | None]]
 
@@ -61,6 +76,20 @@ class MediaUnavailable(DomainError):
 
     status = 503
     code = "media_unavailable"
+
+
+class NoKeyframe(DomainError):
+    """The stream sent no keyframe within ``SNAPSHOT_WAIT`` (API: 503)."""
+
+    status = 503
+    code = "no_keyframe"
+
+
+class BadPicture(DomainError):
+    """The device's keyframe does not decode (API: 502)."""
+
+    status = 502
+    code = "bad_picture"
 
 
 def authenticated(route: Handler) -> Handler:
@@ -130,6 +159,8 @@ class Api:
         self.platform = platform
         self._token = platform.api_token.encode()
         self._openapi: bytes | None = None
+        # Tests swap in a synchronous runner: no threads in unit tests.
+        self.run_in_thread: Callable[..., Deferred[Any]] = deferToThread
 
     # -- helpers ---------------------------------------------------------------
     def authorize(self, request: Request, *, query_token: bool = False) -> None:
@@ -375,6 +406,44 @@ class Api:
         live = self._live()
         items = [{**s.to_json(), "viewers": s.viewers} for _, s in sorted(live.streams.items())]
         return self._json(request, {"items": items})
+
+    async def _keyframe(self, stream: LiveStream) -> Frame:
+        """The GOP cache's keyframe, polled on the clock for up to ``SNAPSHOT_WAIT``."""
+        clock = self.platform.clock
+        deadline = clock.seconds() + SNAPSHOT_WAIT
+        while True:
+            frames = stream.dispatcher.cache.frames
+            if frames and frames[0].keyframe:
+                return frames[0]
+            if stream.state != "playing":
+                raise NoKeyframe(f"channel {stream.channel_id}: the stream ended ({stream.state}) "
+                                 "before a keyframe")
+            left = deadline - clock.seconds()
+            if left <= 0:
+                raise NoKeyframe(f"channel {stream.channel_id}: no keyframe within {SNAPSHOT_WAIT:g} s")
+            tick: Deferred[None] = Deferred()
+            call = clock.call_later(min(SNAPSHOT_POLL, left), tick.callback, None)
+            try:
+                await tick
+            finally:
+                # Klein cancels the route's Deferred when the client goes away.
+                if call.active():
+                    call.cancel()
+
+    @app.route("/api/v1/channels/<channel_id>/snapshot", methods=["GET"])
+    async def snapshot(self, request: Request, channel_id: str) -> bytes:
+        self.authorize(request, query_token=True)
+        stream = await self._play(channel_id)
+        frame = await self._keyframe(stream)
+        try:
+            jpeg: bytes = await self.run_in_thread(snapshot_jpeg, frame)
+        except SnapshotError as e:
+            log.warn("channel {id}: no snapshot from its keyframe: {error}", id=channel_id, error=e)
+            raise BadPicture(f"channel {channel_id}: the keyframe does not decode ({e})") from e
+        request.setResponseCode(200)
+        _set_header(request, b"Content-Type", JPEG_TYPE)
+        _set_header(request, b"Cache-Control", b"no-store")
+        return jpeg
 
     @app.route("/live/<channel_id>.flv", methods=["GET"])
     async def live_flv(self, request: Request, channel_id: str) -> bytes:

@@ -392,6 +392,21 @@ def _paths() -> dict[str, Any]:
                          "404": _error("The channel is not streaming (`not_found`)."),
                          "503": _r("MediaUnavailable")}, device=False, params=[_CHANNEL_ID]),
         },
+        f"{PREFIX}/channels/{{channel_id}}/snapshot": {
+            "get": _op("channelSnapshot", "live", "One JPEG picture of the channel (starts the stream on demand)", {
+                "200": {"description": "The JPEG (ITU-T T.81) of the stream's latest keyframe, full size.",
+                        "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+                **_PLAY_ERRORS,
+                "502": _error("The device answered with a SIP error (`device_rejected`), or its keyframe "
+                              "does not decode (`bad_picture`)."),
+                "503": _error("No media receiver (`media_unavailable`), no free RTP port (`no_media_ports`), "
+                              "or no keyframe within 5 s (`no_keyframe`)."),
+            }, device=False, params=[_CHANNEL_ID, _query(
+                "token", {"type": "string"},
+                "The API token, for clients that cannot send `Authorization` (RFC 6750 §2.3).",
+            )], description="Waits up to 5 s for the stream's first keyframe. A stream started for the "
+                            "snapshot alone is stopped after media.idle_timeout without a viewer."),
+        },
         f"{PREFIX}/streams": {
             "get": _op("listStreams", "live", "Live streams and their viewers",
                        {"200": _ok("StreamList"), "503": _r("MediaUnavailable")}, device=False),

@@ -10,8 +10,10 @@ API (BYE) leaves no stream behind.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,17 @@ def test_http_flv_plays_the_simulated_camera_and_stop_ends_it(tmp_path: Path) ->
         assert "error" not in result, f"{result['error']!r}\n{platform.log()}\n{sim.log()}"
         assert result["codec"] == "h264"
         assert result["frames"] >= FRAMES and result["size"] == (1920, 1080), result
+
+        # A JPEG snapshot of the still-playing stream's cached keyframe (?token= like the FLV URL).
+        import av
+
+        snap = f"http://127.0.0.1:{platform.http_port}/api/v1/channels/{channel_id}/snapshot?token={TOKEN}"
+        with urllib.request.urlopen(snap, timeout=20) as resp:
+            assert (resp.status, resp.headers["Content-Type"]) == (200, "image/jpeg")
+            jpeg = resp.read()
+        assert jpeg[:2] == b"\xff\xd8" and jpeg[-2:] == b"\xff\xd9"
+        with av.open(io.BytesIO(jpeg), mode="r") as picture:
+            assert (picture.streams.video[0].width, picture.streams.video[0].height) == (1920, 1080)
 
         # The player has gone; the stream is still up (until it idles out) and counts no viewer.
         def viewers() -> list[Any] | None:

@@ -5,17 +5,20 @@ the platform's SIP MESSAGEs through ``platform.endpoint``."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, cast
 
+import av
 import pytest
 import treq
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -40,6 +43,7 @@ from media.pipeline import FrameDispatcher
 from sip import manscdp
 from sip.message import Request, make_response
 from sip.parser import parse_datagram
+from tests.unit.test_media_snapshot import capture_frames
 
 TOKEN = "t"
 ROOT = "http://gbp.test"
@@ -267,7 +271,7 @@ def test_health_needs_no_token_and_no_database(env: Env) -> None:
 def test_every_route_but_health_refuses_a_missing_or_wrong_token(env: Env, header: str | None) -> None:
     add_device(env)
     routes = concrete_routes(env.api)
-    assert len(routes) == 18
+    assert len(routes) == 19
     for method, path in routes:
         if path == "/health":
             continue
@@ -1045,3 +1049,109 @@ def test_flv_viewer_that_disconnects_is_detached(env: Env, live: FakeLive) -> No
     assert live.streams[CAM1] is stream  # the stream itself lives on until it is idle
     stream.dispatcher.input_frame(h264(1, key=False))
     assert channel.transport.written.getvalue() == written  # nothing more for a gone viewer
+
+
+# --- snapshots ------------------------------------------------------------------------
+
+SNAPSHOT = f"/channels/{CAM1}/snapshot"
+
+
+@pytest.fixture(scope="module")
+def real_keyframe(shared_dir: Path) -> Frame:
+    """The first keyframe of the 1080p capture, SPS/PPS in the access unit."""
+    return next(f for f in capture_frames(shared_dir) if f.keyframe)
+
+
+@pytest.fixture
+def snapper(env: Env, live: FakeLive) -> Env:
+    # The JPEG work runs inline: no threads in unit tests.
+    env.api.run_in_thread = maybeDeferred
+    return env
+
+
+def image(d: Deferred[Any], env: Env) -> tuple[int, Any, bytes]:
+    env.client.stub.flush()
+    response = result_of(d)
+    body = result_of(env.client.stub.content(response))
+    return response.code, response.headers, body
+
+
+def jpeg_size(jpeg: bytes) -> tuple[int, int]:
+    with av.open(io.BytesIO(jpeg), mode="r") as container:
+        picture = next(container.decode(video=0))
+        return picture.width, picture.height
+
+
+def test_snapshot_is_the_jpeg_of_the_cached_keyframe(snapper: Env, live: FakeLive, real_keyframe: Frame) -> None:
+    env = snapper
+    env.client("POST", f"/channels/{CAM1}/play")
+    live.streams[CAM1].dispatcher.input_frame(real_keyframe)
+    code, headers, body = image(env.client.start("GET", SNAPSHOT), env)
+    assert code == 200, body
+    assert headers.getRawHeaders("Content-Type") == ["image/jpeg"]
+    assert body[:2] == b"\xff\xd8" and body[-2:] == b"\xff\xd9"
+    assert jpeg_size(body) == (1920, 1080)
+    # The snapshot is no viewer: the stream idles out as before.
+    assert live.streams[CAM1].viewers == 0 and live.plays == [(DEV, CAM1)]
+
+
+def test_snapshot_starts_the_stream_and_waits_for_a_keyframe(snapper: Env, live: FakeLive,
+                                                             real_keyframe: Frame) -> None:
+    env = snapper
+    d = env.client.stub.get(f"{BASE}{SNAPSHOT}?token={TOKEN}")  # a player-style URL
+    env.client.stub.flush()
+    assert live.plays == [(DEV, CAM1)] and not fired(d)
+    env.clock.advance(1.0)
+    assert not fired(d)
+    live.streams[CAM1].dispatcher.input_frame(real_keyframe)
+    env.clock.advance(0.1)
+    code, headers, body = image(d, env)
+    assert (code, headers.getRawHeaders("Content-Type")) == (200, ["image/jpeg"])
+    assert jpeg_size(body) == (1920, 1080)
+    assert env.clock.pending() == 0  # no poll left behind
+
+
+def test_snapshot_without_a_keyframe_in_time_is_503(snapper: Env, live: FakeLive) -> None:
+    env = snapper
+    pending = env.client.start("GET", SNAPSHOT)
+    env.client.stub.flush()
+    env.clock.advance(4.9)
+    live.streams[CAM1].dispatcher.input_frame(h264(0, key=False))  # no keyframe: not cached
+    assert not fired(pending)
+    env.clock.advance(0.2)
+    assert_error(env.client.finish(pending), 503, "no_keyframe")
+    assert env.clock.pending() == 0
+
+
+def test_snapshot_of_a_stream_that_ends_while_waiting_is_503(snapper: Env, live: FakeLive) -> None:
+    env = snapper
+    pending = env.client.start("GET", SNAPSHOT)
+    env.client.stub.flush()
+    live.stop(CAM1)
+    env.clock.advance(0.1)
+    assert_error(env.client.finish(pending), 503, "no_keyframe")
+
+
+def test_snapshot_of_an_undecodable_keyframe_is_502(snapper: Env, live: FakeLive) -> None:
+    env = snapper
+    env.client("POST", f"/channels/{CAM1}/play")
+    live.streams[CAM1].dispatcher.input_frame(h264(0, key=True))  # parameter sets of no real picture
+    assert_error(env.client("GET", SNAPSHOT), 502, "bad_picture")
+
+
+def test_snapshot_auth_and_errors(snapper: Env, live: FakeLive) -> None:
+    env = snapper
+    assert_error(env.client("GET", SNAPSHOT, token=None), 401, "unauthorized")
+    assert_error(env.client("GET", f"{BASE}{SNAPSHOT}?token=wrong", token=None), 401, "unauthorized")
+    assert_error(env.client("GET", f"/channels/{CAM2}/snapshot"), 404, "not_found")
+    assert live.plays == []
+    for error, status, code in ((DeviceOffline("device is not registered"), 409, "device_offline"),
+                                (DeviceTimeout("no answer"), 504, "device_timeout"),
+                                (DeviceRejected("486 Busy Here"), 502, "device_rejected"),
+                                (NoPorts("no RTP ports left"), 503, "no_media_ports")):
+        live.fail = error
+        assert_error(env.client("GET", SNAPSHOT), status, code)
+
+
+def test_snapshot_without_a_media_receiver_is_503(env: Env) -> None:
+    assert_error(env.client("GET", SNAPSHOT), 503, "media_unavailable")
