@@ -24,6 +24,14 @@ response when the stream ends.
 cache's keyframe, starting the stream on demand like the FLV route and
 waiting up to ``SNAPSHOT_WAIT`` seconds for a first keyframe. Decoding and
 encoding run in a worker thread (``deferToThread``), never on the reactor.
+
+HLS (RFC 8216) is ``GET /live/<channel>/index.m3u8`` and
+``GET /live/<channel>/seg<n>.ts``, with the same token rules. The playlist
+starts the stream on demand and attaches one shared ``HlsSegmenter`` per
+stream, then waits up to ``HLS_WAIT`` seconds for a first segment. HLS
+clients hold no connection, so the segmenter counts as a viewer while
+playlist or segment requests keep coming: it is detached ``HLS_IDLE``
+seconds after the last one, and the stream's idle teardown then applies.
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hmac
+import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
@@ -46,6 +56,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from gbplatform import __version__
 from gbplatform.api import schemas
 from gbplatform.api.openapi import build_openapi
+from gbplatform.clock import DelayedCallLike
 from gbplatform.db import queries as q
 from gbplatform.errors import DeviceOffline, DomainError
 from gbplatform.errors import NotFound as Missing
@@ -53,6 +64,7 @@ from gbplatform.live import LiveStream, LiveStreams
 from gbplatform.service import Platform
 from media.flv import FlvSink
 from media.frame import Frame
+from media.hls import HlsSegmenter
 from media.snapshot import SnapshotError, snapshot_jpeg
 
 log = Logger()
@@ -62,6 +74,17 @@ JSON_TYPE = b"application/json; charset=utf-8"
 FLV_TYPE = b"video/x-flv"
 
 JPEG_TYPE = b"image/jpeg"
+
+HLS_TYPE = b"application/vnd.apple.mpegurl"  # RFC 8216 §4
+TS_TYPE = b"video/mp2t"
+
+# The first segment is cut at the second keyframe: one GOP (often 1-2 s,
+# GB/T 28181-2016 §9.2 sets no bound) after the first one arrives.
+HLS_WAIT = 8.0
+HLS_POLL = 0.1
+# A client reloads the playlist every target duration (RFC 8216 §6.3.4);
+# silence this long means it has gone, and the segmenter stops counting.
+HLS_IDLE = 20.0
 
 # A device sends a keyframe every GOP (often 1-2 s; GB/T 28181-2016 §9.2 sets
 # no bound), so a fresh stream needs a few seconds for its first one.
@@ -83,6 +106,23 @@ class NoKeyframe(DomainError):
 
     status = 503
     code = "no_keyframe"
+
+
+class NoSegment(DomainError):
+    """The stream gave no HLS segment within ``HLS_WAIT`` (API: 503)."""
+
+    status = 503
+    code = "no_segment"
+
+
+@dataclass
+class _Hls:
+    """One stream's shared segmenter and the timer that detaches it when unwatched."""
+
+    stream: LiveStream
+    segmenter: HlsSegmenter
+    timer: DelayedCallLike | None = None
+    on_closed: Callable[[LiveStream], None] | None = None
 
 
 class BadPicture(DomainError):
@@ -161,6 +201,7 @@ class Api:
         self._openapi: bytes | None = None
         # Tests swap in a synchronous runner: no threads in unit tests.
         self.run_in_thread: Callable[..., Deferred[Any]] = deferToThread
+        self._hls: dict[str, _Hls] = {}
 
     # -- helpers ---------------------------------------------------------------
     def authorize(self, request: Request, *, query_token: bool = False) -> None:
@@ -477,6 +518,93 @@ class Api:
             log.info("channel {id}: HTTP-FLV viewer {peer} left ({n} watching)", id=channel_id,
                      peer=_peer(request), n=stream.viewers)
         return b""
+
+    def _hls_touch(self, entry: _Hls) -> None:
+        """Restart the countdown after which an unrequested segmenter stops being a viewer."""
+        if entry.timer is not None and entry.timer.active():
+            entry.timer.cancel()
+        entry.timer = self.platform.clock.call_later(HLS_IDLE, self._hls_drop, entry, "no HLS request")
+
+    def _hls_drop(self, entry: _Hls, why: str) -> None:
+        if self._hls.get(entry.stream.channel_id) is entry:
+            del self._hls[entry.stream.channel_id]
+        if entry.timer is not None and entry.timer.active():
+            entry.timer.cancel()
+        entry.timer = None
+        if entry.stream.state == "playing" and entry.on_closed in entry.stream.on_closed:
+            # A closing stream is running its callbacks: its list is not ours to change.
+            entry.stream.on_closed.remove(entry.on_closed)
+        live = self.platform.live
+        if live is not None:
+            live.detach(entry.stream, entry.segmenter)
+        log.info("channel {id}: HLS output detached ({why})", id=entry.stream.channel_id, why=why)
+
+    def _hls_for(self, stream: LiveStream) -> _Hls:
+        """The stream's shared segmenter, attached as one viewer on first use."""
+        entry = self._hls.get(stream.channel_id)
+        if entry is not None and entry.stream is stream:
+            return entry
+        if entry is not None:
+            self._hls_drop(entry, "the stream was replaced")
+        entry = _Hls(stream, HlsSegmenter())
+        self._hls[stream.channel_id] = entry
+
+        def closed(_: LiveStream) -> None:
+            self._hls_drop(entry, f"the stream ended ({stream.state})")
+
+        entry.on_closed = closed
+        stream.on_closed.append(closed)
+        self._live().attach(stream, entry.segmenter)
+        log.info("channel {id}: HLS output attached ({n} watching)", id=stream.channel_id, n=stream.viewers)
+        return entry
+
+    async def _first_segment(self, entry: _Hls) -> None:
+        """Poll on the clock for up to ``HLS_WAIT`` until the playlist lists a segment."""
+        clock = self.platform.clock
+        deadline = clock.seconds() + HLS_WAIT
+        while not entry.segmenter.segments:
+            stream = entry.stream
+            if stream.state != "playing":
+                raise NoSegment(f"channel {stream.channel_id}: the stream ended ({stream.state}) "
+                                "before a first HLS segment")
+            left = deadline - clock.seconds()
+            if left <= 0:
+                raise NoSegment(f"channel {stream.channel_id}: no HLS segment within {HLS_WAIT:g} s")
+            tick: Deferred[None] = Deferred()
+            call = clock.call_later(min(HLS_POLL, left), tick.callback, None)
+            try:
+                await tick
+            finally:
+                if call.active():
+                    call.cancel()
+
+    @app.route("/live/<channel_id>/index.m3u8", methods=["GET"])
+    async def live_hls(self, request: Request, channel_id: str) -> bytes:
+        token = request.args.get(b"token", [None])[0]
+        self.authorize(request, query_token=True)
+        stream = await self._play(channel_id)
+        entry = self._hls_for(stream)
+        self._hls_touch(entry)
+        await self._first_segment(entry)
+        # Players cannot set headers on segment requests either: the segment
+        # URIs carry the playlist's own ?token= (RFC 6750 §2.3).
+        suffix = "" if token is None else "?token=" + urllib.parse.quote(token.decode("utf-8", "replace"), safe="")
+        request.setResponseCode(200)
+        _set_header(request, b"Content-Type", HLS_TYPE)
+        _set_header(request, b"Cache-Control", b"no-store")
+        return entry.segmenter.playlist(suffix).encode("ascii")
+
+    @app.route("/live/<channel_id>/seg<int:n>.ts", methods=["GET"])
+    async def live_hls_segment(self, request: Request, channel_id: str, n: int) -> bytes:
+        self.authorize(request, query_token=True)
+        entry = self._hls.get(channel_id)
+        data = entry.segmenter.segment(n) if entry is not None else None
+        if entry is None or data is None:
+            raise Missing(f"channel {channel_id} has no HLS segment {n}")
+        self._hls_touch(entry)
+        request.setResponseCode(200)
+        _set_header(request, b"Content-Type", TS_TYPE)
+        return data
 
     # -- errors, in the order Klein tries them --------------------------------------
     def _error(self, request: Request, status: int, code: str, message: str, field: str | None = None) -> bytes:

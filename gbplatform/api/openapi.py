@@ -423,6 +423,35 @@ def _paths() -> dict[str, Any]:
                 "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).",
             )], description="Outside `/api/v1`: give this URL to a player (ffplay, flv.js, VLC)."),
         },
+        "/live/{channel_id}/index.m3u8": {
+            "get": _op("liveHls", "live", "Watch the channel as HLS (starts the stream on demand)", {
+                "200": {"description": "A live media playlist (RFC 8216 §4.3, no EXT-X-ENDLIST) of the last "
+                                       "6 MPEG-TS segments, each cut on a keyframe after at least 2 s of video. "
+                                       "Segment URIs carry the request's `?token=`.",
+                        "content": {"application/vnd.apple.mpegurl": {"schema": {"type": "string"}}}},
+                **_PLAY_ERRORS,
+                "503": _error("No media receiver (`media_unavailable`), no free RTP port (`no_media_ports`), "
+                              "or no segment within 8 s (`no_segment`)."),
+            }, device=False, params=[_CHANNEL_ID, _query(
+                "token", {"type": "string"},
+                "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).",
+            )], description="Outside `/api/v1`: give this URL to an HLS player (Safari, hls.js, ffplay, VLC). "
+                            "Waits up to 8 s for the first segment. The HLS output counts as one viewer "
+                            "until no playlist or segment request came for 20 s."),
+        },
+        "/live/{channel_id}/seg{n}.ts": {
+            "get": _op("liveHlsSegment", "live", "One HLS media segment (MPEG-TS)", {
+                "200": {"description": "An MPEG-TS segment (ISO/IEC 13818-1) of H.264/H.265 video.",
+                        "content": {"video/mp2t": {"schema": {"type": "string", "format": "binary"}}}},
+                "404": _error("The channel has no HLS output, or segment `n` has left the window (`not_found`)."),
+            }, device=False, params=[_CHANNEL_ID, {
+                "name": "n", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
+                "description": "The media sequence number (RFC 8216 §4.3.3.2) from the playlist.",
+            }, _query(
+                "token", {"type": "string"},
+                "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).",
+            )], description="Outside `/api/v1`: the playlist names these URLs."),
+        },
     }
 
 

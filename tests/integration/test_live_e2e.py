@@ -5,7 +5,8 @@ replaying a real 1080p H.264 PS capture as RTP) run as processes. A player
 (PyAV, i.e. ffmpeg's FLV demuxer and H.264 decoder) opens
 ``/live/<channel>.flv?token=``, which starts the stream on demand (INVITE,
 GB/T 28181-2016 §9.2), and must decode real pictures; stopping through the
-API (BYE) leaves no stream behind.
+API (BYE) leaves no stream behind. The same stream also plays as HLS
+(RFC 8216): PyAV opens ``/live/<channel>/index.m3u8?token=``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ DEVICE = "34020000001320000001"
 FRAMES = 30
 
 
-def _decode(url: str, out: dict[str, Any], deadline: float) -> None:
+def _decode(url: str, out: dict[str, Any], deadline: float, want: int = FRAMES) -> None:
     import av
 
     try:
@@ -38,7 +39,7 @@ def _decode(url: str, out: dict[str, Any], deadline: float) -> None:
             for frame in container.decode(video):
                 out["size"] = (frame.width, frame.height)
                 frames += 1
-                if frames >= FRAMES or time.monotonic() > deadline:
+                if frames >= want or time.monotonic() > deadline:
                     break
             out["frames"] = frames
     except Exception as e:  # noqa: BLE001 - handed to the test thread, which fails with it
@@ -90,6 +91,17 @@ def test_http_flv_plays_the_simulated_camera_and_stop_ends_it(tmp_path: Path) ->
         streams = wait_for(viewers, 15, "the player to be detached")
         assert [s["channel_id"] for s in streams] == [channel_id]
         assert streams[0]["state"] == "playing" and streams[0]["frames"] >= FRAMES
+
+        # HLS of the running stream: the playlist waits for a first 2 s segment,
+        # and the segment URIs carry the token on.
+        hls_url = f"http://127.0.0.1:{platform.http_port}/live/{channel_id}/index.m3u8?token={TOKEN}"
+        hls: dict[str, Any] = {}
+        worker = threading.Thread(target=_decode, args=(hls_url, hls, time.monotonic() + 45, 20), daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), f"the HLS player hung\n{platform.log()}"
+        assert "error" not in hls, f"{hls['error']!r}\n{platform.log()}"
+        assert hls["codec"] == "h264" and hls["frames"] >= 20 and hls["size"] == (1920, 1080), hls
 
         status, _ = platform.api("POST", f"/channels/{channel_id}/stop")
         assert status == 204

@@ -271,7 +271,7 @@ def test_health_needs_no_token_and_no_database(env: Env) -> None:
 def test_every_route_but_health_refuses_a_missing_or_wrong_token(env: Env, header: str | None) -> None:
     add_device(env)
     routes = concrete_routes(env.api)
-    assert len(routes) == 19
+    assert len(routes) == 21
     for method, path in routes:
         if path == "/health":
             continue
@@ -1155,3 +1155,122 @@ def test_snapshot_auth_and_errors(snapper: Env, live: FakeLive) -> None:
 
 def test_snapshot_without_a_media_receiver_is_503(env: Env) -> None:
     assert_error(env.client("GET", SNAPSHOT), 503, "media_unavailable")
+
+
+# --- HLS (RFC 8216) ---------------------------------------------------------------------
+
+HLS_URL = f"{ROOT}/live/{CAM1}/index.m3u8"
+
+
+def feed_gop(stream: FakeStream, start: int, frames: int = 50) -> None:
+    """One 2 s GOP at 25 fps (PTS step 3600), starting at frame ``start``."""
+    for n in range(start, start + frames):
+        stream.dispatcher.input_frame(h264(n, key=n == start))
+
+
+def test_hls_playlist_waits_for_a_first_segment_and_lists_it_with_the_token(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    d = stub.get(HLS_URL + f"?token={TOKEN}")
+    stub.flush()
+    assert live.plays == [(DEV, CAM1)] and not fired(d)
+    stream = live.streams[CAM1]
+    assert stream.viewers == 1  # the shared segmenter
+    feed_gop(stream, 0)
+    feed_gop(stream, 50)  # its keyframe cuts segment 0
+    env.clock.advance(0.1)
+    stub.flush()
+    response = result_of(d)
+    assert response.code == 200
+    assert response.headers.getRawHeaders("Content-Type") == ["application/vnd.apple.mpegurl"]
+    body = result_of(stub.content(response)).decode()
+    assert body == ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                    f"#EXTINF:2.000,\nseg0.ts?token={TOKEN}\n")
+
+    d = stub.get(f"{ROOT}/live/{CAM1}/seg0.ts?token={TOKEN}")
+    stub.flush()
+    response = result_of(d)
+    assert response.code == 200
+    assert response.headers.getRawHeaders("Content-Type") == ["video/mp2t"]
+    data = result_of(stub.content(response))
+    assert data[0] == 0x47 and len(data) % 188 == 0
+    # A second playlist request shares the segmenter.
+    d = stub.get(HLS_URL, headers={"Authorization": f"Bearer {TOKEN}"})
+    stub.flush()
+    assert b"\nseg0.ts\n" in result_of(stub.content(result_of(d)))
+    assert stream.viewers == 1 and live.plays == [(DEV, CAM1)]
+
+
+def test_hls_segment_out_of_the_window_or_without_output_is_404(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    d = stub.get(f"{ROOT}/live/{CAM1}/seg0.ts?token={TOKEN}")
+    stub.flush()
+    assert result_of(d).code == 404  # no HLS output yet: a segment request starts nothing
+    assert live.plays == []
+    stub.get(HLS_URL + f"?token={TOKEN}")
+    stub.flush()
+    feed_gop(live.streams[CAM1], 0)
+    feed_gop(live.streams[CAM1], 50)
+    d = stub.get(f"{ROOT}/live/{CAM1}/seg1.ts?token={TOKEN}")
+    stub.flush()
+    response = result_of(d)
+    assert response.code == 404
+    assert json.loads(result_of(stub.content(response)))["error"]["code"] == "not_found"
+    env.clock.advance(0.1)
+    stub.flush()
+
+
+def test_hls_needs_a_token(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    for url in (HLS_URL, HLS_URL + "?token=wrong", f"{ROOT}/live/{CAM1}/seg0.ts"):
+        d = stub.get(url)
+        stub.flush()
+        assert result_of(d).code == 401, url
+    assert live.plays == []
+
+
+def test_hls_without_a_segment_in_time_is_503(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    d = stub.get(HLS_URL + f"?token={TOKEN}")
+    stub.flush()
+    env.clock.advance(7.9)
+    stub.flush()
+    assert not fired(d)
+    env.clock.advance(0.2)
+    stub.flush()
+    response = result_of(d)
+    assert response.code == 503
+    assert json.loads(result_of(stub.content(response)))["error"]["code"] == "no_segment"
+
+
+def test_hls_output_is_detached_when_unrequested_or_when_the_stream_ends(env: Env, live: FakeLive) -> None:
+    stub = env.client.stub
+    stub.get(HLS_URL + f"?token={TOKEN}")
+    stub.flush()
+    stream = live.streams[CAM1]
+    feed_gop(stream, 0)
+    feed_gop(stream, 50)
+    env.clock.advance(0.1)
+    stub.flush()
+    for _ in range(3):  # segment requests keep it watched
+        env.clock.advance(15)
+        d = stub.get(f"{ROOT}/live/{CAM1}/seg0.ts?token={TOKEN}")
+        stub.flush()
+        assert result_of(d).code == 200
+    assert stream.viewers == 1
+    env.clock.advance(20)  # no request for 20 s: the player has gone
+    assert stream.viewers == 0 and stream.on_closed == []
+    d = stub.get(f"{ROOT}/live/{CAM1}/seg0.ts?token={TOKEN}")
+    stub.flush()
+    assert result_of(d).code == 404
+
+    # A new playlist request attaches a new segmenter; the stream ending removes it.
+    stub.get(HLS_URL + f"?token={TOKEN}")
+    stub.flush()
+    assert stream.viewers == 1
+    live.stop(CAM1)
+    stub.flush()
+    assert stream.viewers == 0
+    env.clock.advance(20)  # its idle timer was cancelled with it
+    d = stub.get(f"{ROOT}/live/{CAM1}/seg0.ts?token={TOKEN}")
+    stub.flush()
+    assert result_of(d).code == 404
