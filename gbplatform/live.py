@@ -52,6 +52,10 @@ SDP_TYPE = "Application/SDP"
 MEDIA_MODES = {"UDP": "udp", "TCP-PASSIVE": "tcp-passive", "TCP-ACTIVE": "tcp-active"}
 
 
+# A device's media settings: its transport, or (transport, stream choice).
+MediaProfile = str | tuple[str, str | None]
+
+
 class NoPorts(DomainError):
     """The RTP port range is exhausted (API: 503)."""
 
@@ -80,6 +84,7 @@ class LiveStream:
     on_closed: list[Callable[[LiveStream], None]] = field(default_factory=list)
     idle_since: float | None = None  # clock.seconds() when the last viewer left; None while watched
     idle_timer: DelayedCallLike | None = None
+    stream_choice: str | None = None  # the device's main/sub choice, e.g. "streamnumber:1"
 
     @property
     def viewers(self) -> int:
@@ -119,7 +124,7 @@ class LiveStreams:
         ssrcs: SsrcAllocator,
         receiver_factory: Callable[..., Any],
         media_ip: str,
-        media_mode: Callable[[str], Awaitable[str] | str] = lambda device_id: "UDP",
+        media_mode: Callable[[str], Awaitable[MediaProfile] | MediaProfile] = lambda device_id: "UDP",
         invite_timeout: float = 10.0,
         idle_timeout: float = 30.0,
         rng: random.Random | None = None,
@@ -153,14 +158,16 @@ class LiveStreams:
         dest = self.app.devices.address_of(device_id)
         if dest is None:
             raise DeviceOffline(f"device {device_id} is not registered")
-        mode = self.media_mode(device_id)
-        if not isinstance(mode, str):
-            mode = await mode
+        profile = self.media_mode(device_id)
+        if not isinstance(profile, (str, tuple)):
+            profile = await profile
+        mode, stream_choice = (profile, None) if isinstance(profile, str) else profile
         stream = self.streams.get(channel_id)  # another viewer may have started it meanwhile
         if stream is not None and stream.state in ("inviting", "playing"):
             return await self.play(device_id, channel_id)
         stream = self._open(device_id, channel_id, mode)
         stream.dest = dest
+        stream.stream_choice = stream_choice
         try:
             await self._invite(stream, dest)
         except Exception as e:
@@ -206,7 +213,7 @@ class LiveStreams:
         tcp = {"tcp-passive": "passive", "tcp-active": "active"}.get(stream.mode)
         offer = sdp.build_gb_offer(
             device_id=self.app.platform_id, channel_id=stream.channel_id, ip=self.media_ip,
-            port=stream.lease.rtp, ssrc=stream.ssrc, tcp=tcp,
+            port=stream.lease.rtp, ssrc=stream.ssrc, tcp=tcp, stream_index=self._stream_index(stream),
         )
         req: Request = self.app.new_request(
             "INVITE", stream.channel_id, dest, body=offer.serialize(), content_type=SDP_TYPE
@@ -249,6 +256,18 @@ class LiveStreams:
         stream.state = "playing"
         log.info("channel {id} of {dev} playing ({mode}, port {port})", id=stream.channel_id,
                  dev=stream.device_id, mode=stream.mode, port=stream.lease.rtp)
+
+    @staticmethod
+    def _stream_index(stream: LiveStream) -> tuple[str, int] | None:
+        """The device's main/sub choice as an SDP attribute; a bad stored value is logged, not offered."""
+        if not stream.stream_choice:
+            return None
+        try:
+            return sdp.parse_stream_choice(stream.stream_choice)
+        except sdp.SdpError as e:
+            log.warn("channel {id}: ignoring stream choice {choice!r}: {e}", id=stream.channel_id,
+                     choice=stream.stream_choice, e=str(e))
+            return None
 
     def stop(self, channel_id: str, reason: str = "stopped") -> bool:
         stream = self.streams.get(channel_id)

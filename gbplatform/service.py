@@ -118,9 +118,11 @@ def build_platform(
     )
     if receiver_factory is not None:
 
-        async def media_transport(device_id: str) -> str:
+        async def media_transport(device_id: str) -> tuple[str, str | None]:
             record = await db.run("get_device", q.get_device_txn, device_id)
-            return record.media_transport if record is not None else "UDP"
+            if record is None:
+                return "UDP", None
+            return record.media_transport, record.stream_index
 
         platform.live = LiveStreams(
             app=app, clock=clock, ports=PortPool(config.media.rtp_port_min, config.media.rtp_port_max, rng),

@@ -39,6 +39,7 @@ from sip.errors import RemoteSipError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "parse_stream_choice",
     "Connection",
     "MediaDescription",
     "Origin",
@@ -76,6 +77,30 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+")
 # TP-Link/Mercury). ``streamMode`` takes main/sub rather than a number.
 _STREAM_INDEX_ATTRS = ("stream", "streamnumber", "streamprofile", "streammode")
 _STREAM_MODE_NAMES = {"main": 0, "sub": 1}
+_STREAM_ATTR_SPELLING = {"stream": "stream", "streamnumber": "streamnumber",
+                         "streamprofile": "streamprofile", "streammode": "streamMode"}
+
+
+def parse_stream_choice(text: str) -> tuple[str, int]:
+    """A device's stream choice as the ``(attribute, index)`` to offer.
+
+    ``"1"`` is GB/T 28181-2022's ``a=streamnumber:1``; the vendor spellings
+    are written out: ``"stream:1"`` (2016-era firmware, Hikvision),
+    ``"streamprofile:1"`` (Dahua), ``"streamMode:sub"`` (TP-Link/Mercury).
+    Index 0 is the main stream, 1 the sub stream, 2 a third stream.
+    """
+    name, sep, value = text.strip().partition(":")
+    if not sep:
+        name, value = "streamnumber", name
+    spelling = _STREAM_ATTR_SPELLING.get(name.strip().lower())
+    if spelling is None:
+        raise SdpError(f"unknown stream attribute {name!r}: use stream, streamnumber, streamprofile or streamMode")
+    value = value.strip().lower()
+    if value in _STREAM_MODE_NAMES:
+        return spelling, _STREAM_MODE_NAMES[value]
+    if value.isdigit() and int(value) <= 9:
+        return spelling, int(value)
+    raise SdpError(f"stream index {value!r} must be 0-9, main or sub")
 
 
 class SdpError(RemoteSipError, ValueError):

@@ -28,6 +28,7 @@ from gbplatform.devices import DeviceLive
 from gbplatform.errors import DomainError
 from gbplatform.ids import is_gb_id
 from gbplatform.trace import TraceEntry
+from sip.sdp import SdpError, parse_stream_choice
 
 T = TypeVar("T")
 
@@ -215,8 +216,12 @@ def _device_changes(obj: Mapping[str, Any], *, patch: bool) -> DeviceChanges:
         fields["media_transport"] = _choice(obj, "media_transport", MEDIA_TRANSPORTS)
     if "stream_index" in obj:
         index = _text(obj, "stream_index", 32)
-        if index is not None and not _LOOSE_ID.fullmatch(index):
-            raise ValidationError("stream_index", "1-32 characters: letters, digits, '_', '.', '-'")
+        if index is not None:
+            try:
+                name, number = parse_stream_choice(index)
+            except SdpError as e:
+                raise ValidationError("stream_index", str(e)) from None
+            index = f"{name}:{'main' if number == 0 else 'sub'}" if name == "streamMode" else f"{name}:{number}"
         fields["stream_index"] = index
     if "password" in obj:
         password = _text(obj, "password", MAX_PASSWORD)

@@ -355,7 +355,7 @@ def test_create_device_returns_201_and_stores_only_the_ha1(env: Env) -> None:
     assert device["has_password"] is True
     assert device["charset"] == "UTF-8"
     assert device["media_transport"] == "TCP-PASSIVE"
-    assert device["stream_index"] == "1"
+    assert device["stream_index"] == "streamnumber:1"
     assert device["created_at"] == device["updated_at"] == WALL0
     assert device["catalog"] == {"status": "idle", "total": 0, "received": 0, "synced_at": None}
     assert device["channel_count"] == 0

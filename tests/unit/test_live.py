@@ -182,6 +182,28 @@ def test_tcp_active_connects_to_the_answered_address(env: Any) -> None:
     assert receivers[0].mode == "tcp-active" and receivers[0].connected == [("10.0.0.64", 15060)]
 
 
+@pytest.mark.parametrize(("choice", "line"), [
+    ("streamnumber:1", b"a=streamnumber:1"),
+    ("streamprofile:1", b"a=streamprofile:1"),
+    ("streamMode:sub", b"a=streamMode:sub"),
+    ("stream:0", b"a=stream:0"),
+])
+def test_the_device_stream_choice_goes_into_the_offer(env: Any, choice: str, line: bytes) -> None:
+    h, cam, streams, _ = env
+    streams.media_mode = lambda device_id: ("UDP", choice)
+    result_of(play(h, streams))
+    invite = next(i.request for i in cam.inbound if i.request.method == "INVITE")
+    assert line + b"\r\n" in invite.body
+
+
+def test_a_bad_stored_stream_choice_is_not_offered(env: Any) -> None:
+    h, cam, streams, _ = env
+    streams.media_mode = lambda device_id: ("UDP", "bogus:9")
+    stream = result_of(play(h, streams))
+    invite = next(i.request for i in cam.inbound if i.request.method == "INVITE")
+    assert stream.state == "playing" and b"stream" not in invite.body.lower().replace(b"s=play", b"")
+
+
 def test_offline_device_and_exhausted_ports(env: Any) -> None:
     h, cam, streams, _ = env
     with pytest.raises(DeviceOffline):

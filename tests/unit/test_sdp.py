@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sip import sdp
 from sip.errors import RemoteSipError
 from sip.sdp import (
     Connection,
@@ -562,3 +563,21 @@ def test_fuzz_offer_round_trip(port: int, ssrc: str, session: str, tcp: str | No
     body = serialize(offer)
     assert parse(body) == offer
     assert serialize(parse(body)) == body
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1", ("streamnumber", 1)),
+    ("0", ("streamnumber", 0)),
+    ("stream:1", ("stream", 1)),
+    ("STREAMPROFILE:1", ("streamprofile", 1)),
+    ("streammode:sub", ("streamMode", 1)),
+    ("streamMode:main", ("streamMode", 0)),
+])
+def test_parse_stream_choice(text: str, expected: tuple[str, int]) -> None:
+    assert sdp.parse_stream_choice(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a b", "bogus:1", "stream:x", "stream:10", ""])
+def test_parse_stream_choice_rejects(text: str) -> None:
+    with pytest.raises(sdp.SdpError):
+        sdp.parse_stream_choice(text)
