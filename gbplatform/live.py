@@ -38,7 +38,9 @@ from gbplatform.clock import Clock, DelayedCallLike
 from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
 from gbplatform.ids import SsrcAllocator
 from gbplatform.sipapp import SipTimeout
-from media.ingest import RtpIngest
+from media.frame import Frame
+from media.ingest import RtpIngest, payload_formats_from_rtpmap
+from media.nal import sps_info
 from media.pipeline import FrameDispatcher, FrameSink
 from media.ports import PortLease, PortPool, PortsExhausted
 from sip import sdp
@@ -85,15 +87,48 @@ class LiveStream:
     idle_since: float | None = None  # clock.seconds() when the last viewer left; None while watched
     idle_timer: DelayedCallLike | None = None
     stream_choice: str | None = None  # the device's main/sub choice, e.g. "streamnumber:1"
+    _info: dict[str, Any] = field(default_factory=dict, repr=False)
+    _info_key: Frame | None = field(default=None, repr=False)
 
     @property
     def viewers(self) -> int:
         return len(self.dispatcher.sinks)
 
-    def to_json(self) -> dict[str, Any]:
+    def media_info(self) -> dict[str, Any]:
+        """Codecs and picture size, read from the GOP cache's keyframe SPS (memoised per keyframe)."""
+        frames = self.dispatcher.cache.frames
+        key = frames[0] if frames else None
+        if key is not None and key is not self._info_key:
+            info = sps_info(key.codec, key.data) if key.codec.is_video else None
+            audio = next((f.codec.value for f in frames if not f.codec.is_video), self._info.get("audio_codec"))
+            self._info = {
+                "video_codec": key.codec.value,
+                "width": info.width if info else None,
+                "height": info.height if info else None,
+                "audio_codec": audio,
+            }
+            self._info_key = key
+        return self._info
+
+    def to_json(self, clock: Clock | None = None) -> dict[str, Any]:
+        """The stream's state and health (GB/T 28181-2016 §9.2 session, RFC 3550 §6.4.1 loss/jitter)."""
         stats = self.ingest.stats
         reorder = self.ingest.reorder.stats
-        return {
+        figures = self.dispatcher.stats
+        info = self.media_info()
+        health: dict[str, Any] = {
+            "video_codec": info.get("video_codec"),
+            "audio_codec": info.get("audio_codec"),
+            "width": info.get("width"),
+            "height": info.get("height"),
+            "viewers": self.viewers,
+        }
+        if clock is not None:
+            now = clock.seconds()  # the receivers stamp frames with reactor time
+            health["uptime_seconds"] = round(max(clock.time() - self.started_at, 0.0), 3)
+            health["fps"] = round(figures.fps(now), 2)
+            health["bitrate_bps"] = int(figures.bitrate(now))
+        return health | {
             "device_id": self.device_id,
             "channel_id": self.channel_id,
             "state": self.state,
@@ -247,6 +282,10 @@ class LiveStreams:
             log.info("channel {id} answered SSRC {got}, offered {want}: following it",
                      id=stream.channel_id, got=answered, want=stream.ssrc)
             stream.ingest.rekey(int(answered))
+        video = stream.answer.first_media("video")
+        formats = payload_formats_from_rtpmap(video.rtpmap()) if video is not None else {}
+        if formats:  # PS, or raw H264/H265 (RFC 6184/7798) by the answer's payload types
+            stream.ingest.set_payload_formats(formats)
         if stream.mode == "tcp-active":
             media = stream.answer.first_media("video")
             host = stream.answer.media_ip(media) if media is not None else None

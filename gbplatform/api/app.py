@@ -425,13 +425,17 @@ class Api:
         if not host:
             addr = request.getHost()  # type: ignore[no-untyped-call]
             host = f"{addr.host}:{addr.port}"
-        urls = {"http_flv": f"http://{host}/live/{channel_id}.flv"}
+        urls = {
+            "http_flv": f"http://{host}/live/{channel_id}.flv",
+            "hls": f"http://{host}/live/{channel_id}/index.m3u8",
+            "snapshot": f"http://{host}/api/v1/channels/{channel_id}/snapshot",
+        }
         rtsp_port = self.platform.config.media.rtsp_port
         if rtsp_port:
             # The RTSP server listens beside the API: same host name, its own port.
             hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             urls["rtsp"] = f"rtsp://{hostname}:{rtsp_port}/live/{channel_id}"
-        return self._json(request, {"stream": stream.to_json(), "urls": urls})
+        return self._json(request, {"stream": stream.to_json(self.platform.clock), "urls": urls})
 
     @app.route("/api/v1/channels/<channel_id>/stop", methods=["POST"])
     @authenticated
@@ -445,7 +449,7 @@ class Api:
     @authenticated
     async def list_streams(self, request: Request) -> bytes:
         live = self._live()
-        items = [{**s.to_json(), "viewers": s.viewers} for _, s in sorted(live.streams.items())]
+        items = [s.to_json(self.platform.clock) for _, s in sorted(live.streams.items())]
         return self._json(request, {"items": items})
 
     async def _keyframe(self, stream: LiveStream) -> Frame:

@@ -232,15 +232,28 @@ def _schemas() -> dict[str, Any]:
             "jitter_seconds": {"type": "number"},
             "foreign_ssrc": {"type": "integer", "description": "Packets dropped for carrying another SSRC."},
             "gop": {**_INT, "description": "Frames in the last complete GOP."},
+            "video_codec": {**_STR, "enum": ["h264", "h265", None], "description": "From the PSM/SPS."},
+            "audio_codec": {**_STR, "enum": ["g711a", "g711u", "aac", None]},
+            "width": {**_INT, "description": "Picture width from the SPS (after cropping)."},
+            "height": {**_INT, "description": "Picture height from the SPS (after cropping)."},
+            "fps": {"type": "number", "description": "Video frames per second over the last 5 s."},
+            "bitrate_bps": {"type": "integer", "description": "Video bits per second over the last 5 s."},
+            "uptime_seconds": {"type": "number", "description": "Seconds since the INVITE was sent."},
+            "viewers": {"type": "integer", "description": "Attached outputs (FLV/RTSP connections, HLS, recorder)."},
         }),
-        "StreamItem": {"allOf": [_ref("Stream"), _obj({
-            "viewers": {"type": "integer", "description": "Attached outputs (HTTP-FLV connections and others)."},
-        })]},
+        "StreamItem": _ref("Stream"),
         "StreamList": _obj({"items": {"type": "array", "items": _ref("StreamItem")}}),
         "PlayResult": _obj({
             "stream": _ref("Stream"),
-            "urls": _obj({"http_flv": {"type": "string", "format": "uri",
-                                       "examples": ["http://192.0.2.1:8080/live/34020000001310000001.flv"]}}),
+            "urls": _obj({
+                "http_flv": {"type": "string", "format": "uri",
+                             "examples": ["http://192.0.2.1:8080/live/34020000001310000001.flv"]},
+                "hls": {"type": "string", "format": "uri",
+                        "examples": ["http://192.0.2.1:8080/live/34020000001310000001/index.m3u8"]},
+                "snapshot": {"type": "string", "format": "uri"},
+                "rtsp": {"type": "string", "format": "uri", "description": "Present when media.rtsp_port is set.",
+                         "examples": ["rtsp://192.0.2.1:8554/live/34020000001310000001"]},
+            }),
         }),
     }
 

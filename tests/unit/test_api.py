@@ -856,8 +856,9 @@ class FakeStream:
     def viewers(self) -> int:
         return len(self.dispatcher.sinks)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"device_id": self.device_id, "channel_id": self.channel_id, "state": self.state}
+    def to_json(self, clock: Any = None) -> dict[str, Any]:
+        return {"device_id": self.device_id, "channel_id": self.channel_id, "state": self.state,
+                "viewers": self.viewers}
 
 
 class FakeLive:
@@ -911,8 +912,10 @@ def test_play_starts_the_channels_stream(env: Env, live: FakeLive) -> None:
     assert reply.code == 200
     assert live.plays == [(DEV, CAM1)]
     assert reply.json == {
-        "stream": {"device_id": DEV, "channel_id": CAM1, "state": "playing"},
-        "urls": {"http_flv": f"http://gbp.test/live/{CAM1}.flv", "rtsp": f"rtsp://gbp.test:8554/live/{CAM1}"},
+        "stream": {"device_id": DEV, "channel_id": CAM1, "state": "playing", "viewers": 0},
+        "urls": {"http_flv": f"http://gbp.test/live/{CAM1}.flv", "rtsp": f"rtsp://gbp.test:8554/live/{CAM1}",
+                 "hls": f"http://gbp.test/live/{CAM1}/index.m3u8",
+                 "snapshot": f"http://gbp.test/api/v1/channels/{CAM1}/snapshot"},
     }
     # A running stream is shared: no second lookup, no second play.
     assert env.client("POST", f"/channels/{CAM1}/play").code == 200

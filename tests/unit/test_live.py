@@ -284,3 +284,25 @@ def test_closing_runs_every_callback_even_after_a_failing_one(env: Any) -> None:
     # The broken one is logged, with its traceback (and taken off the harness's failure list).
     assert [e["log_failure"].type for e in h.log_failures] == [RuntimeError]
     h.log_failures.clear()
+
+
+# --- health in the API ----------------------------------------------------------------
+
+
+def test_stream_health_from_the_capture(env: Any, shared_dir: Any) -> None:
+    from tests.media_captures import udp_payloads
+
+    h, cam, streams, receivers = env
+    stream = result_of(play(h, streams))
+    viewer = Viewer()
+    streams.attach(stream, viewer)
+    stream.ingest.rekey(None)  # type: ignore[arg-type]  # take the capture's SSRC
+    for _, payload in udp_payloads(shared_dir / "captures" / "zlm_ps_rtp_udp_1080p.pcap")[:1200]:
+        stream.ingest.datagram(payload, h.clock.seconds())
+        h.clock.advance(10 / 3757)  # the capture's packet rate: 10 s of video
+    health = stream.to_json(h.clock)
+    assert (health["video_codec"], health["width"], health["height"]) == ("h264", 1920, 1080)
+    assert health["audio_codec"] is None and health["viewers"] == 1
+    assert 23 <= health["fps"] <= 27 and health["bitrate_bps"] > 1_000_000
+    assert health["uptime_seconds"] >= 3.0 and health["gop"] == 50
+    assert stream.to_json()["width"] == 1920  # without a clock: no rates
