@@ -160,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name-prefix", default="测试通道", help="prefix of channel names")
     p.add_argument("--duration", type=_non_negative_float, default=0.0, metavar="SECONDS",
                    help="stop after this long (0 = forever)")
+    p.add_argument("--clip", choices=("capture", "h264", "h265"), default="capture",
+                   help="media answered to INVITE: the bundled H.264 capture, or a test pattern "
+                        "encoded at start (cached)")
+    p.add_argument("--audio", choices=("g711a", "g711u", "none"), default="g711a",
+                   help="audio of a generated --clip (the capture has its own)")
     return parser
 
 

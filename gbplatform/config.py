@@ -42,6 +42,7 @@ __all__ = [
     "HttpConfig",
     "LogConfig",
     "MediaConfig",
+    "RecordConfig",
     "SipConfig",
     "StorageConfig",
     "config_reference",
@@ -346,6 +347,12 @@ class LogConfig:
     )
 
 
+def _drain_interval(v: float) -> float:
+    if not 0 <= v <= 0.1:
+        raise ValueError(v)
+    return v
+
+
 @dataclass(frozen=True)
 class MediaConfig:
     """``[media]``: receiving RTP from devices (GB/T 28181-2016 §9.2)."""
@@ -357,8 +364,25 @@ class MediaConfig:
     )
     rtp_port_min: int = _opt(30000, _INTEGER, _PORT, "First port of the RTP range.", _int_range(1024, 65535))
     rtp_port_max: int = _opt(30499, _INTEGER, _PORT, "Last port of the RTP range.", _int_range(1024, 65535))
+    single_port: int = _opt(
+        0, _INTEGER, "an integer 0-65535",
+        "Single-port mode: this one UDP and TCP port receives every stream, told apart by SSRC; "
+        "0: off (an RTP/RTCP port pair per stream from the range).",
+        _int_range(0, 65535),
+    )
+    single_port_rcvbuf: int = _opt(
+        64 * 1024 * 1024, _INTEGER, _POSITIVE,
+        "UDP receive buffer of the single port, bytes (all streams share it; "
+        "above net.core.rmem_max only with CAP_NET_ADMIN).",
+        _int_range(65536),
+    )
     rcvbuf: int = _opt(
         4 * 1024 * 1024, _INTEGER, _POSITIVE, "UDP receive buffer per RTP socket, bytes.", _int_range(65536)
+    )
+    drain_interval: float = _opt(
+        0.005, _FLOAT, "a number 0-0.1",
+        "Seconds between reads of every stream's RTP UDP socket by one timer; 0: read at each wakeup.",
+        _drain_interval,
     )
     no_rtp_timeout: float = _opt(
         10.0, _FLOAT, "a number > 0", "Seconds without RTP before a stream is ended (BYE).",
@@ -378,6 +402,81 @@ class MediaConfig:
     )
 
 
+def _non_negative_float(v: float) -> float:
+    if v < 0:
+        raise ValueError(v)
+    return v
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """``[record]``: recording channels to local disk / NAS / S3 (docs/recording.md)."""
+
+    directory: str = _opt(
+        "", _STRING, "a path or empty",
+        "Recordings directory (a local disk or NAS mount); empty: <data_dir>/recordings.",
+    )
+    segment_seconds: float = _opt(
+        60.0, _FLOAT, "a number > 0",
+        "Segment length, seconds: a new file starts at the first keyframe past it.", _positive_float,
+    )
+    queue_bytes: int = _opt(
+        64 * 1024 * 1024, _INTEGER, "an integer >= 65536",
+        "Write queue per disk, bytes; when full, frames are dropped up to the next keyframe.",
+        _int_range(65536),
+    )
+    retention_days: int = _opt(
+        30, _INTEGER, "an integer >= 0", "Days recordings are kept (a channel's policy may override); 0: forever.",
+        _int_range(0),
+    )
+    quota_bytes: int = _opt(
+        0, _INTEGER, "an integer >= 0", "Most bytes of recordings kept; the oldest go first; 0: no quota.",
+        _int_range(0),
+    )
+    min_free_bytes: int = _opt(
+        1024 * 1024 * 1024, _INTEGER, "an integer >= 0",
+        "Free disk space kept: below it the oldest recordings are deleted.", _int_range(0),
+    )
+    check_interval: float = _opt(
+        5.0, _FLOAT, "a number > 0", "Seconds between evaluations of recording policies and plans.",
+        _positive_float,
+    )
+    retention_interval: float = _opt(
+        60.0, _FLOAT, "a number > 0", "Seconds between retention, quota and free-space runs.", _positive_float,
+    )
+    retry_max: float = _opt(
+        60.0, _FLOAT, "a number > 0", "Longest wait between re-INVITEs of a recorded channel, seconds.",
+        _positive_float,
+    )
+    nas_timeout: float = _opt(
+        10.0, _FLOAT, "a number > 0",
+        "Seconds a storage probe or a busy writer may hang before the storage is reported unhealthy.",
+        _positive_float,
+    )
+    timezone: str = _opt(
+        "", _STRING, "an IANA time zone or empty", "Time zone of recording plans; empty: the server's.",
+    )
+    backend: str = _opt(
+        "local", _STRING, 'one of "local", "s3"',
+        "local: keep segments in record.directory; s3: upload closed segments to the bucket.",
+        _one_of("local", "s3"),
+    )
+    s3_endpoint: str = _opt("", _STRING, "a URL or empty", "S3 endpoint URL (MinIO, Ceph RGW); empty: AWS.")
+    s3_bucket: str = _opt("gbplatform", _STRING, "a string", "S3 bucket (created if missing).")
+    s3_region: str = _opt("us-east-1", _STRING, "a string", "S3 region.")
+    s3_access_key: str = _opt("", _STRING, "a string", "S3 access key; empty: boto3's defaults.", secret=True)
+    s3_secret_key: str = _opt("", _STRING, "a string", "S3 secret key; empty: boto3's defaults.", secret=True)
+    s3_prefix: str = _opt("", _STRING, "a string", "Prefix of the object keys.")
+    s3_multipart_bytes: int = _opt(
+        8 * 1024 * 1024, _INTEGER, "an integer >= 5242880", "Uploads above this size are multipart, in parts this big.",
+        _int_range(5 * 1024 * 1024),
+    )
+    keep_local_hours: float = _opt(
+        0.0, _FLOAT, "a number >= 0", "Hours a local copy is kept after its upload to S3.",
+        _non_negative_float,
+    )
+
+
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*(@)")
 
 
@@ -392,6 +491,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
 
     @property
     def database_url(self) -> str:
@@ -448,6 +548,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "storage": StorageConfig,
     "log": LogConfig,
     "media": MediaConfig,
+    "record": RecordConfig,
 }
 
 

@@ -36,8 +36,8 @@ from gbplatform.ids import SsrcAllocator
 from gbplatform.live import LiveStreams
 from gbplatform.sipapp import SipApp
 from gbplatform.trace import SipTrace
-from media.ports import PortPool
-from media.receiver import RtpReceiver
+from media.ports import PortPool, SharedPortPool
+from media.receiver import RtpReceiver, SharedRtpPort, UdpDrainer
 from media.rtsp import RtpSender, RtspError
 from media.rtsp_server import RtspFactory
 from sip.endpoint import Addr, Endpoint
@@ -64,6 +64,7 @@ class Platform:
     events: list[DeviceEvent] = field(default_factory=list)
     transport: SipTransport | None = None
     live: LiveStreams | None = None
+    recording: Any = None  # gbplatform.recording.manager.RecordingManager
 
 
 def _read_or_create(path: Path, make: Any) -> str:
@@ -125,7 +126,9 @@ def build_platform(
             return record.media_transport, record.stream_index
 
         platform.live = LiveStreams(
-            app=app, clock=clock, ports=PortPool(config.media.rtp_port_min, config.media.rtp_port_max, rng),
+            app=app, clock=clock,
+            ports=SharedPortPool(config.media.single_port) if config.media.single_port
+            else PortPool(config.media.rtp_port_min, config.media.rtp_port_max, rng),
             ssrcs=SsrcAllocator(config.sip.domain, rng), receiver_factory=receiver_factory,
             media_ip=config.media_ip, media_mode=media_transport, invite_timeout=config.media.invite_timeout,
             idle_timeout=config.media.idle_timeout,
@@ -272,10 +275,20 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     db = Database(engine, pool=runner)
     media = config.media
 
+    # Single-port mode: one UDP + TCP port for every stream, routed by SSRC.
+    # One timer reads every stream's UDP socket (docs/performance.md, "Live ingest").
+    drainer = UdpDrainer(reactor, media.drain_interval) if media.drain_interval else None
+    shared = SharedRtpPort(reactor, media.single_port, host=config.sip.host, rcvbuf=media.single_port_rcvbuf,
+                           drainer=drainer)
+
     def receiver_factory(ingest: Any, lease: Any, *, mode: Any, on_timeout: Any) -> RtpReceiver:
+        if media.single_port:
+            return shared.receiver(
+                ingest, lease, mode=mode, no_rtp_timeout=media.no_rtp_timeout, on_timeout=on_timeout
+            )
         return RtpReceiver(
             reactor, ingest, lease, mode=mode, host=config.sip.host, rcvbuf=media.rcvbuf,
-            no_rtp_timeout=media.no_rtp_timeout, on_timeout=on_timeout,
+            no_rtp_timeout=media.no_rtp_timeout, on_timeout=on_timeout, drainer=drainer,
         )
 
     platform = build_platform(config, clock=clock, db=db, receiver_factory=receiver_factory)
@@ -284,8 +297,14 @@ def make_service(config: Config, reactor: Any) -> MultiService:
                  token=platform.api_token)
     top = MultiService()  # type: ignore[no-untyped-call]
     services: list[Service] = [DatabaseService(db), SipService(platform, reactor), HttpService(platform, reactor)]
+    if media.single_port:
+        services.insert(1, shared)  # bound before SIP can start a stream
     if config.media.rtsp_port:
         services.append(RtspService(platform, reactor))
+    from gbplatform.recording.service import RecordingService, make_recording
+
+    platform.recording = make_recording(platform, reactor)
+    services.append(RecordingService(platform.recording))  # stops first: before the database
     for service in services:
         service.setServiceParent(top)  # type: ignore[no-untyped-call]
     top.platform = platform  # type: ignore[attr-defined]

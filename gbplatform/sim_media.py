@@ -1,12 +1,14 @@
-"""Media for the device simulator: a real PS clip replayed as RTP at 25 fps.
+"""Media for the device simulator: a PS clip replayed as RTP at 25 fps.
 
 Theory of operation
 -------------------
-``PsClip`` holds the PS-over-RTP payloads of a ZLMediaKit capture
-(/work/shared/captures, H.264 1080p, 25 fps), one ``PsFrame`` per RTP
-timestamp, starting at the first group carrying a PSM (``00 00 01 BC``, a
-keyframe) and without the capture's cut last frame. The payloads are replayed
-as they were packetised, so the platform sees a real device's PS stream.
+``PsClip`` holds PS-over-RTP payloads, one ``PsFrame`` per RTP timestamp,
+starting at a keyframe (a group carrying a PSM, ``00 00 01 BC``). By default
+they come from a ZLMediaKit capture (/work/shared/captures, H.264 1080p,
+25 fps), without the capture's cut last frame, replayed as they were
+packetised so the platform sees a real device's PS stream. ``gbplatform
+simulate --clip h264|h265`` instead plays a test pattern encoded at start
+and muxed by us (``gbplatform.sim_clip``), with G.711 audio in the same PS.
 
 ``RtpPacer`` (no I/O) stamps frame ``n`` of the endless loop with fresh RTP
 headers: sequence numbers and timestamps continue across the clip's end
@@ -522,6 +524,10 @@ class SimMedia:
         if self._clip is None:
             self._clip = self._clip_loader()
         return self._clip
+
+    def preload(self) -> PsClip:
+        """Load (or encode) the clip now rather than on the first INVITE, which would wait on it."""
+        return self.clip
 
     def answer(self, offer: SessionDescription, *, device_id: str,
                local_ip: str) -> tuple[SessionDescription, MediaSender]:

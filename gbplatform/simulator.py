@@ -49,6 +49,7 @@ from twisted.logger import Logger
 
 from gbplatform import __version__
 from gbplatform.config import ConfigError
+from gbplatform.sim_clip import AUDIO_CHOICES, CLIP_CHOICES, clip_loader
 from gbplatform.sim_media import MediaSender, SimMedia
 from sip import manscdp, sdp
 from sip.auth import AuthError, authorization_for, parse_auth_header
@@ -184,8 +185,14 @@ class SimConfig:
     # How long stop() waits for the Expires: 0 answers.
     stop_timeout: float = 5.0
     status_interval: float = 5.0
+    # Media answered to INVITE: the ZLMediaKit capture, or a clip made with PyAV (sim_clip).
+    clip: str = "capture"
+    audio: str = "g711a"
 
     def __post_init__(self) -> None:
+        if self.clip not in CLIP_CHOICES or self.audio not in AUDIO_CHOICES:
+            raise ConfigError(f"simulate: clip must be one of {', '.join(CLIP_CHOICES)} and "
+                              f"audio one of {', '.join(AUDIO_CHOICES)}")
         if self.transport not in ("udp", "tcp"):
             raise ConfigError(f"simulate: transport must be udp or tcp, not {self.transport!r}")
         if self.vendor not in VENDOR_QUIRKS:
@@ -917,6 +924,24 @@ class SimDevice:
         for call_id in list(self.plays):
             self._end_play(call_id)
 
+    def hang_up(self) -> int:
+        """End every live stream with our own BYE (RFC 3261 §15.1.1), as a camera does when it stops.
+
+        Returns the number of BYEs sent; streams without a confirmed dialog just stop.
+        """
+        sent = 0
+        for call_id, play in list(self.plays.items()):
+            if self.link is not None and play.ack_timer is None and not play.dialog.terminated:
+                try:
+                    bye = play.dialog.new_request("BYE", headers=[("User-Agent", self.quirks.user_agent)])
+                except LocalSipError as e:
+                    log.info("device {device_id}: cannot send BYE: {error}", device_id=self.device_id, error=str(e))
+                else:
+                    self.link.send_request(bye, _ignore_answer)
+                    sent += 1
+            self._end_play(call_id)
+        return sent
+
     def _reply(self, req: Request, tx: ServerTransaction, status: int,
                headers: Sequence[tuple[str, str]] = ()) -> None:
         assert self.link is not None
@@ -1081,6 +1106,10 @@ class _Play:
     ack_timer: Any
 
 
+def _ignore_answer(resp: Response | None) -> None:
+    """A BYE's answer changes nothing: the dialog ended when we sent it (RFC 3261 §15.1.1)."""
+
+
 def _is_stale(challenges: Sequence[str]) -> bool:
     for value in challenges:
         try:
@@ -1118,7 +1147,8 @@ class Simulator:
         self.config = config
         self.reactor = reactor
         self.rng = rng
-        self.media = media if media is not None else SimMedia(reactor, rng)
+        self.media = media if media is not None else SimMedia(
+            reactor, rng, clip_loader=clip_loader(config.clip, config.audio))
         self.quirks = config.effective_quirks
         self.stats = SimStats(devices=config.devices)
         self.registrar_uri = f"sip:{config.server_id}@{config.server}"
@@ -1169,6 +1199,8 @@ class Simulator:
             if call.active():
                 call.cancel()
         self._starts.clear()
+        for device in self.devices:
+            device.hang_up()
         done: Deferred[None] = Deferred()
         pending = DeferredList([d.unregister() for d in self.devices], consumeErrors=True)
 
@@ -1276,6 +1308,7 @@ def run(
     reactor: Any,
     rng: random.Random,
     out: IO[str],
+    on_started: Callable[[Simulator], None] | None = None,
 ) -> int:
     """Run the simulator on ``reactor`` until ``duration`` elapses or the reactor is stopped.
 
@@ -1313,6 +1346,8 @@ def run(
     def started() -> None:
         nonlocal exit_code
         try:
+            if config.clip != "capture":
+                sim.media.preload()  # encode (or read the cache) before any INVITE waits on it
             sim.start()
         except Exception as e:  # noqa: BLE001 - CannotListenError and friends, reported below
             log.error("simulator cannot start: {error}", error=str(e))
@@ -1322,6 +1357,8 @@ def run(
             stop_reactor()
             return
         ticker.start(config.status_interval, now=False)
+        if on_started is not None:
+            on_started(sim)
         if config.duration > 0:
             reactor.callLater(config.duration, stop_reactor)
 
@@ -1389,7 +1426,18 @@ def main(args: argparse.Namespace) -> int:
     limit = raise_fd_limit()
     log.info("open-files limit {limit}", limit=limit)
     reactor.callWhenRunning(_install_signal_handlers, reactor)
-    return run(config, reactor, random.Random(), sys.stdout)
+    return run(config, reactor, random.Random(), sys.stdout, on_started=lambda sim: _hang_up_on_sigusr1(reactor, sim))
+
+
+def _hang_up_on_sigusr1(reactor: Any, sim: Simulator) -> None:
+    """SIGUSR1: every device ends its live streams with a BYE (tests the platform's device-BYE path)."""
+    import signal
+
+    def hang_up() -> None:
+        sent = sum(device.hang_up() for device in sim.devices)
+        log.info("SIGUSR1: sent {n} BYE(s)", n=sent)
+
+    signal.signal(signal.SIGUSR1, lambda signum, frame: reactor.callFromThread(hang_up))
 
 
 def _install_signal_handlers(reactor: Any) -> None:

@@ -7,7 +7,10 @@ AVCVIDEOPACKETs (§E.4.3.1) with an AVCDecoderConfigurationRecord
 (ISO/IEC 14496-15 §5.2.4.1) as the sequence header; H.265 uses "Enhanced RTMP"
 v1 (veovera, 2023) ExVideoTagHeader with FourCC ``hvc1`` and an
 HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 §8.3.3.1). G.711 A/µ-law go
-out as SoundFormat 7/8 (§E.4.2.1); AAC is counted and dropped.
+out as SoundFormat 7/8 (§E.4.2.1); AAC as SoundFormat 10 (§E.4.2.2): an
+AACPacketType 0 tag with the AudioSpecificConfig built from the ADTS header
+(again whenever the header changes), then one AACPacketType 1 tag per ADTS
+frame with its header stripped.
 
 Theory of operation: nothing is emitted until the first video keyframe that
 carries (or follows) its parameter sets, so a player always starts on a
@@ -17,6 +20,12 @@ DTS unwrapped across the 33-bit PES wrap, made relative to the first emitted
 frame and carried in milliseconds with the 8-bit TimestampExtended (§E.4.1).
 Each tag is built with one ``b"".join``; payload bytes are never looped over in
 Python.
+
+Audio flag: the FLV header says whether audio tags follow (§E.2
+TypeFlagsAudio), and players such as flv.js believe it. ``FlvSink`` by
+default holds its first frames until the stream's ``StreamTracks`` are
+ready, then writes the header with the flag set exactly when the stream has
+audio.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from media.aac import SAMPLES_PER_FRAME, AdtsError, split_adts
 from media.frame import Codec, Frame
 from media.nal import (
     H264_NAL_AUD,
@@ -41,6 +51,7 @@ from media.nal import (
     split_nals,
     unescape_rbsp,
 )
+from media.pipeline import StreamTracks
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +81,12 @@ FOURCC_HEVC = b"hvc1"
 SOUND_G711A = 7
 SOUND_G711U = 8
 _G711_FLAGS = 0b0010  # SoundRate 0, SoundSize 1 (16-bit), SoundType 0 (mono)
+# §E.4.2.1: for AAC, SoundRate 3 and SoundType 1 always; the decoder takes the
+# real rate and channels from the AudioSpecificConfig. §E.4.2.2 AACPacketType.
+SOUND_AAC = 10
+_AAC_HEAD = SOUND_AAC << 4 | 0x0F
+AAC_SEQUENCE_HEADER = bytes((_AAC_HEAD, 0))
+AAC_RAW = bytes((_AAC_HEAD, 1))
 
 _MAX_DATA_SIZE = 0xFFFFFF  # DataSize is UI24
 _PTS_WRAP = 1 << 33  # ISO/IEC 13818-1 §2.4.3.7: PTS/DTS are 33 bits
@@ -92,7 +109,7 @@ class FlvStats:
     audio_frames: int = 0
     sequence_headers: int = 0
     waiting_for_keyframe: int = 0  # frames dropped before the first usable keyframe
-    unsupported_audio: int = 0  # AAC and friends, not muxed yet
+    unsupported_audio: int = 0  # audio codecs FLV cannot carry (none of Codec's today)
     dropped: int = 0  # wrong codec mid-stream, oversize, bad parameter sets
 
 
@@ -233,6 +250,7 @@ class FlvMuxer:
         self._last_raw: int | None = None
         self._unwrapped = 0
         self._base: int | None = None  # unwrapped DTS of the first emitted frame
+        self._aac: tuple[int, int, int] | None = None  # (object type, rate index, channels) last sent
 
     def header(self) -> bytes:
         """FLV header (§E.2) and PreviousTagSize0 (§E.3)."""
@@ -247,7 +265,7 @@ class FlvMuxer:
         """The complete tags (each with its PreviousTagSize) this frame produces."""
         if frame.codec.is_video:
             tags = self._video(frame)
-        elif frame.codec in (Codec.G711A, Codec.G711U):
+        elif frame.codec in (Codec.G711A, Codec.G711U, Codec.AAC):
             tags = self._audio(frame) if self.audio else []
         else:
             self.stats.unsupported_audio += 1
@@ -359,6 +377,8 @@ class FlvMuxer:
         if not self.started:
             self.stats.waiting_for_keyframe += 1
             return []  # the stream opens on a video keyframe; audio before it has no base
+        if frame.codec is Codec.AAC:
+            return self._aac_tags(frame)
         if len(frame.data) + 1 > _MAX_DATA_SIZE:
             self._drop(f"audio block of {len(frame.data)} bytes exceeds FLV DataSize")
             return []
@@ -372,6 +392,33 @@ class FlvMuxer:
             )
         ]
 
+    def _aac_tags(self, frame: Frame) -> list[bytes]:
+        """§E.4.2.2: a sequence header when the config is new, then one raw frame per tag."""
+        try:
+            units = split_adts(frame.data)
+        except AdtsError as e:
+            self._drop(f"AAC frame: {e}")
+            return []
+        tags: list[bytes] = []
+        dts = frame.dts
+        for header, raw in units:
+            ts = self._timestamp(dts)
+            key = (header.object_type, header.sample_rate_index, header.channels)
+            if key != self._aac:
+                try:
+                    config = header.config()
+                except ValueError as e:
+                    self._drop(f"AAC frame: {e}")
+                    return tags
+                self._aac = key
+                self.stats.sequence_headers += 1
+                tags.append(_tag(TAG_AUDIO, ts, [AAC_SEQUENCE_HEADER, config]))
+            tags.append(_tag(TAG_AUDIO, ts, [AAC_RAW, raw]))
+            self.stats.audio_frames += 1
+            # The next frame of this PES starts 1024 samples later (§4.5.2.1).
+            dts += SAMPLES_PER_FRAME * 90_000 // header.sample_rate
+        return tags
+
     def _drop(self, reason: str) -> None:
         self.stats.dropped += 1
         if self.stats.dropped <= 10 or self.stats.dropped % 1000 == 0:
@@ -383,20 +430,57 @@ class FlvSink:
 
     The FLV header goes out with the first tags, so a viewer that attached
     before any keyframe gets nothing at all until one arrives.
+
+    ``audio``: True or False fixes the header's audio flag (and whether audio
+    is muxed); None (the default) follows the stream: frames from the first
+    keyframe on are held until ``tracks`` (the dispatcher's, or, if not
+    given, tracks learnt from the frames this sink sees) are ready, at most
+    ``max_pending`` of them. A late joiner of a stream whose tracks are
+    known holds nothing.
     """
 
     def __init__(
-        self, write: Callable[[bytes], None], *, audio: bool = False, muxer: FlvMuxer | None = None
+        self, write: Callable[[bytes], None], *, audio: bool | None = None,
+        tracks: StreamTracks | None = None, muxer: FlvMuxer | None = None, max_pending: int = 256,
     ) -> None:
-        self.muxer = muxer if muxer is not None else FlvMuxer(audio=audio)
+        self.muxer = muxer if muxer is not None else FlvMuxer(audio=bool(audio))
         self.write = write
         self.header_written = False
+        self.tracks = tracks if tracks is not None else StreamTracks()
+        self.max_pending = max_pending
+        self._learn = tracks is None
+        self._deciding = audio is None and muxer is None
+        self._pending: list[Frame] = []
+
+    @property
+    def held(self) -> int:
+        """Frames waiting for the tracks to be known."""
+        return len(self._pending)
 
     def input_frame(self, frame: Frame) -> None:
-        tags = self.muxer.frame(frame)
+        if self._deciding:
+            frames = self._decide(frame)
+            tags = [tag for f in frames for tag in self.muxer.frame(f)]
+        else:
+            tags = self.muxer.frame(frame)
         if not tags:
             return
         if not self.header_written:
             self.header_written = True
             tags.insert(0, self.muxer.header())
         self.write(b"".join(tags) if len(tags) > 1 else tags[0])
+
+    def _decide(self, frame: Frame) -> list[Frame]:
+        """The frames to mux now: none while the tracks are unknown, then all held ones."""
+        if self._learn:
+            self.tracks.add(frame)
+        if not self.tracks.ready and len(self._pending) < self.max_pending:
+            if not self._pending and not (frame.codec.is_video and frame.keyframe):
+                return [frame]  # before the first keyframe: the muxer counts and drops it
+            self._pending.append(frame)
+            return []
+        self._deciding = False
+        self.muxer.audio = self.tracks.audio is not None
+        frames, self._pending = self._pending, []
+        frames.append(frame)
+        return frames

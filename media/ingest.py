@@ -2,20 +2,44 @@
 
 GB/T 28181-2016 §9.2 / Annex C: a device sends MPEG-PS in RTP (payload type
 96 by convention), over UDP or over TCP with the RFC 4571 two-byte length
-prefix. Per packet the work is the least we can do — header parse, SSRC
-check, reorder, hand the payload to the demuxer — and the demuxer works per
-frame.
+prefix. Some devices send the elementary stream itself, H.264 (RFC 6184) or
+H.265 (RFC 7798), under the payload type their SDP answer maps to it
+(``a=rtpmap:98 H264/90000``). Per packet the work is the least we can do —
+header parse, SSRC check, reorder, then append the payload to the frame being
+collected (PS) or hand it to the depacketizer its payload type names — and
+the demuxer works per frame: the PS payloads of one RTP timestamp are joined
+and demuxed when the marker bit or a new timestamp ends them (every packet of
+a frame carries its timestamp, GB/T 28181-2022 §4.3.6; the demuxer itself
+does not depend on where the byte stream is cut, so a device that gets the
+marker wrong still plays). When the timestamp changes the demuxer is told
+the previous frame is whole, so a frame leaves at the first packet of the
+next one. The common RTP header (version 2, no padding,
+extension or CSRC) is read with one ``struct`` call and no ``RtpPacket``;
+anything else goes through ``RtpPacket.parse``.
+
+Payload types map to formats (``PS``, ``H264``, ``H265``) by
+``DEFAULT_PAYLOAD_FORMATS`` (the payloads the platform's INVITE offers) until
+``set_payload_formats`` installs the device's answer. A payload type missing
+from the map is handed to the PS demuxer, the format GB/T 28181 mandates,
+and counted in ``stats.unknown_payload_type``.
 
 A device that answers the INVITE with a different ``y=`` SSRC is followed
 (``rekey``); packets with any other SSRC are counted and dropped, which is
 what keeps one camera's stream out of another's ("串流", WVP issues #57, #1467).
+``rekey_listeners`` are told of the change (the single-port receiver routes
+by SSRC and must follow too).
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
+from media.depacketize import Depacketizer
+from media.frame import Codec, Frame
 from media.framing import FramingError, Rfc4571Framer
 from media.pipeline import FrameDispatcher
 from media.ps import PsDemuxer
@@ -24,7 +48,47 @@ from media.rtp import RtpError, RtpPacket
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IngestStats", "RtpIngest"]
+__all__ = [
+    "DEFAULT_PAYLOAD_FORMATS",
+    "PAYLOAD_FORMATS",
+    "IngestStats",
+    "RtpIngest",
+    "payload_formats_from_rtpmap",
+]
+
+PAYLOAD_FORMATS = ("PS", "H264", "H265")
+# GB/T 28181-2016 Annex F offer: 96 PS, 97 MPEG4 (not supported), 98 H264; 99 H265 (2022).
+DEFAULT_PAYLOAD_FORMATS: Mapping[int, str] = {96: "PS", 98: "H264", 99: "H265"}
+# rtpmap encoding names (case-insensitive) -> format. MP2P is RFC 3555's name for
+# MPEG-2 PS that some devices answer instead of GB's "PS".
+_ENCODINGS = {"PS": "PS", "MP2P": "PS", "MPEG2-PS": "PS", "H264": "H264", "H265": "H265",
+              "HEVC": "H265"}
+_CODECS = {"H264": Codec.H264, "H265": Codec.H265}
+
+RekeyListener = Callable[[int | None, int], None]
+# What the reorder buffer holds per packet: (marker|payload type byte, sequence, timestamp, payload).
+Item = tuple[int, int, int, "bytes | memoryview"]
+
+# RFC 3550 §5.1 fixed header after its first octet: M|PT, sequence, timestamp, SSRC.
+_HEADER: Final = struct.Struct("!BHII")
+_PLAIN_V2: Final = 0x80  # V=2, P=0, X=0, CC=0
+# PS payloads collected before demuxing even without a marker or timestamp change.
+PS_BATCH: Final = 128
+_UNROUTED: Final = object()
+
+
+def payload_formats_from_rtpmap(rtpmap: Mapping[int, tuple[str, int]]) -> dict[int, str]:
+    """``{pt: format}`` from an SDP answer's ``a=rtpmap`` lines (RFC 4566 §6).
+
+    Encodings the ingest cannot take (MPEG4, audio) are left out; the result
+    may be empty, meaning the answer named nothing usable.
+    """
+    formats: dict[int, str] = {}
+    for pt, (encoding, _clock) in rtpmap.items():
+        fmt = _ENCODINGS.get(encoding.upper())
+        if fmt is not None:
+            formats[pt] = fmt
+    return formats
 
 
 @dataclass
@@ -33,44 +97,98 @@ class IngestStats:
     bytes: int = 0
     bad_packets: int = 0
     foreign_ssrc: int = 0
+    unknown_payload_type: int = 0  # payload types seen that the map lacks (taken as PS)
     frames: int = 0
     last_packet_at: float | None = None
     first_packet_at: float | None = None
 
 
 class RtpIngest:
-    """RTP/PS receive state of one stream."""
+    """RTP receive state of one stream: PS or raw H.264/H.265 by payload type."""
 
     def __init__(
         self,
         dispatcher: FrameDispatcher,
         *,
         ssrc: int | None = None,
-        reorder: ReorderBuffer | None = None,
+        reorder: ReorderBuffer[Item] | None = None,
         demuxer: PsDemuxer | None = None,
+        payload_formats: Mapping[int, str] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.ssrc = ssrc  # None: take the first one seen
-        self.reorder = reorder if reorder is not None else ReorderBuffer()
+        self.reorder: ReorderBuffer[Item] = reorder if reorder is not None else ReorderBuffer()
         self.demuxer = demuxer if demuxer is not None else PsDemuxer()
+        self.depacketizers: dict[Codec, Depacketizer] = {}
         self.framer = Rfc4571Framer()
         self.stats = IngestStats()
         self.failed: str | None = None  # a TCP stream that cannot be re-synchronised
+        self.rekey_listeners: list[RekeyListener] = []
+        self.payload_formats: dict[int, str] = {}
+        # payload type -> Depacketizer, None for PS; filled on first use.
+        self._routes: dict[int, Depacketizer | None] = {}
+        # The PS frame being collected: its RTP timestamp and payloads.
+        self._ps_ts = -1
+        self._ps_chunks: list[bytes | memoryview] = []
+        self.set_payload_formats(
+            DEFAULT_PAYLOAD_FORMATS if payload_formats is None else payload_formats
+        )
+
+    def set_payload_formats(self, formats: Mapping[int, str]) -> None:
+        """Install the payload type map (the device's SDP answer, RFC 3264 §6.1).
+
+        Raises ``ValueError`` for a format other than ``PS``/``H264``/``H265``
+        or a payload type outside 0-127 (RFC 3550 §5.1 has 7 bits).
+        """
+        checked: dict[int, str] = {}
+        for pt, fmt in formats.items():
+            if not 0 <= pt <= 127:
+                raise ValueError(f"payload type {pt} is not 0-127")
+            if fmt not in PAYLOAD_FORMATS:
+                raise ValueError(f"payload format {fmt!r} is not one of {PAYLOAD_FORMATS}")
+            checked[pt] = fmt
+        if checked != self.payload_formats:
+            log.info("RTP payload formats %s", checked)
+        self.payload_formats = checked
+        self._routes = {}
 
     def rekey(self, ssrc: int) -> None:
         """Follow the SSRC the device really uses (its answer's ``y=``)."""
-        self.ssrc = ssrc
+        old, self.ssrc = self.ssrc, ssrc
+        if old != ssrc:
+            for listener in list(self.rekey_listeners):
+                listener(old, ssrc)
 
     def datagram(self, data: bytes, now: float) -> None:
         """One UDP datagram carrying one RTP packet."""
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpError as e:
-            self.stats.bad_packets += 1
-            if self.stats.bad_packets <= 10 or self.stats.bad_packets % 1000 == 0:
-                log.info("dropping a bad RTP packet (%d so far): %s", self.stats.bad_packets, e)
-            return
-        self._packet(packet, len(data), now)
+        if len(data) >= 12 and data[0] == _PLAIN_V2:
+            b1, seq, ts, ssrc = _HEADER.unpack_from(data, 1)
+            payload: bytes | memoryview = memoryview(data)[12:]
+        else:
+            try:
+                packet = RtpPacket.parse(data)
+            except RtpError as e:
+                self.stats.bad_packets += 1
+                if self.stats.bad_packets <= 10 or self.stats.bad_packets % 1000 == 0:
+                    log.info("dropping a bad RTP packet (%d so far): %s", self.stats.bad_packets, e)
+                return
+            b1 = packet.payload_type | (0x80 if packet.marker else 0)
+            seq, ts, ssrc, payload = packet.sequence, packet.timestamp, packet.ssrc, packet.payload
+        if ssrc != self.ssrc:
+            if self.ssrc is not None:
+                self.stats.foreign_ssrc += 1
+                if self.stats.foreign_ssrc <= 10 or self.stats.foreign_ssrc % 1000 == 0:
+                    log.info("dropping RTP with SSRC %d, expected %d", ssrc, self.ssrc)
+                return
+            self.ssrc = ssrc
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += len(data)
+        stats.last_packet_at = now
+        if stats.first_packet_at is None:
+            stats.first_packet_at = now
+        for item in self.reorder.push_item(seq, ts, (b1, seq, ts, payload), now):
+            self._deliver(item, now)
 
     def stream_bytes(self, data: bytes, now: float) -> bool:
         """Bytes of an RTP-over-TCP stream (RFC 4571); False once the stream is unusable."""
@@ -88,37 +206,78 @@ class RtpIngest:
 
     def tick(self, now: float) -> None:
         """Release packets whose reorder wait has run out (call at ``next_deadline()``)."""
-        for packet in self.reorder.flush(now):
-            self._demux(packet, now)
+        for item in self.reorder.flush(now):
+            self._deliver(item, now)
 
     def next_deadline(self) -> float | None:
         return self.reorder.next_deadline()
 
+    @property
+    def dropped_frames(self) -> int:
+        """Frames dropped whole: incomplete or oversized PS frames and access units."""
+        return self.demuxer.stats.dropped + sum(d.stats.dropped for d in self.depacketizers.values())
+
     def close(self, now: float) -> None:
         """End of stream (BYE, timeout): emit what is still buffered."""
-        for packet in self.reorder.flush(float("inf")):
-            self._demux(packet, now)
-        for frame in self.demuxer.flush():
-            self.stats.frames += 1
-            self.dispatcher.input_frame(frame, now)
+        for item in self.reorder.flush(float("inf")):
+            self._deliver(item, now)
+        if self._ps_chunks:
+            self._demux_ps(now)
+        self._emit(self.demuxer.flush(), now)
+        for depacketizer in self.depacketizers.values():
+            self._emit(depacketizer.flush(), now)
 
-    def _packet(self, packet: RtpPacket, size: int, now: float) -> None:
-        if self.ssrc is None:
-            self.ssrc = packet.ssrc
-        elif packet.ssrc != self.ssrc:
-            self.stats.foreign_ssrc += 1
-            if self.stats.foreign_ssrc <= 10 or self.stats.foreign_ssrc % 1000 == 0:
-                log.info("dropping RTP with SSRC %d, expected %d", packet.ssrc, self.ssrc)
-            return
-        self.stats.packets += 1
-        self.stats.bytes += size
-        self.stats.last_packet_at = now
-        if self.stats.first_packet_at is None:
-            self.stats.first_packet_at = now
-        for ready in self.reorder.push(packet, now):
-            self._demux(ready, now)
+    def _deliver(self, item: Item, now: float) -> None:
+        """One packet in sequence order: collect a PS payload or depacketize."""
+        b1, seq, ts, payload = item
+        pt = b1 & 0x7F
+        route = self._routes.get(pt, _UNROUTED)
+        if route is _UNROUTED:
+            route = self._route(pt)
+        if route is None:
+            chunks = self._ps_chunks
+            if ts != self._ps_ts:
+                # A new timestamp: the previous frame is whole (GB/T 28181-2022 §4.3.6).
+                if chunks:
+                    self._demux_ps(now)
+                    chunks = self._ps_chunks
+                frames = self.demuxer.end_of_frame()
+                if frames:
+                    self._emit(frames, now)
+                self._ps_ts = ts
+            chunks.append(payload)
+            if b1 & 0x80 or len(chunks) >= PS_BATCH:
+                self._demux_ps(now)
+        else:
+            assert isinstance(route, Depacketizer)
+            frames = route.feed_fields(seq, ts, bool(b1 & 0x80), payload)
+            if frames:
+                self._emit(frames, now)
 
-    def _demux(self, packet: RtpPacket, now: float) -> None:
-        for frame in self.demuxer.feed(packet.payload):
+    def _demux_ps(self, now: float) -> None:
+        """Demux the PS payloads collected for one timestamp, joined in one copy."""
+        chunks, self._ps_chunks = self._ps_chunks, []
+        frames = self.demuxer.feed(b"".join(chunks))
+        if frames:
+            self._emit(frames, now)
+
+    def _route(self, pt: int) -> Depacketizer | None:
+        fmt = self.payload_formats.get(pt)
+        if fmt is None:
+            self.stats.unknown_payload_type += 1
+            log.info("RTP payload type %d is not in the SDP answer %s; taking it as PS",
+                     pt, self.payload_formats)
+            fmt = "PS"
+        depacketizer: Depacketizer | None = None
+        codec = _CODECS.get(fmt)
+        if codec is not None:
+            depacketizer = self.depacketizers.get(codec)
+            if depacketizer is None:
+                depacketizer = self.depacketizers[codec] = Depacketizer(codec)
+        self._routes[pt] = depacketizer
+        return depacketizer
+
+    def _emit(self, frames: list[Frame], now: float) -> None:
+        for frame in frames:
             self.stats.frames += 1
             self.dispatcher.input_frame(frame, now)

@@ -17,6 +17,12 @@ returns serialized RTP packets ready to write to UDP or interleave on TCP.
 * A client that joins mid-stream needs parameter sets before the next
   keyframe, so the packetizer remembers the last VPS/SPS/PPS it saw and sends
   them ahead of every IDR (H.264) / IRAP (H.265) access unit that lacks them.
+* G.711 follows RFC 3551 §4.5.14 (PCMA/PCMU, static payload types 8/0).
+* AAC follows RFC 3640 §3.3.6 (mpeg4-generic, mode AAC-hbr): the ADTS
+  headers of the program stream are stripped and each access unit goes in
+  its own packet behind a 16-bit AU-headers-length and one AU-header
+  (13-bit AU-size, 3-bit AU-Index 0); one larger than the MTU is fragmented
+  (§3.2.3), every fragment's AU-size giving the whole AU, marker on the last.
 
 ``mtu`` here is the largest RTP *payload* in bytes; each packet is at most
 ``mtu + 12`` bytes (fixed header, no CSRCs, no extension).
@@ -28,6 +34,7 @@ import base64
 import logging
 import random
 
+from media.aac import SAMPLES_PER_FRAME, AdtsError, split_adts
 from media.frame import Codec, Frame
 from media.nal import (
     H264_NAL_AUD,
@@ -44,15 +51,20 @@ from media.nal import (
     parameter_sets,
     split_nals,
 )
+from media.pipeline import AudioTrack
 from media.rtp import RtpPacket
 
 __all__ = [
+    "AAC_PAYLOAD_TYPE",
     "FU_A",
     "H265_FU",
+    "AacPacketizer",
     "G711Packetizer",
     "H264Packetizer",
     "H265Packetizer",
     "MissingParameterSets",
+    "audio_payload_type",
+    "sdp_audio",
     "sdp_media",
 ]
 
@@ -62,6 +74,9 @@ FU_A = 28  # RFC 6184 §5.2 Table 1
 H265_FU = 49  # RFC 7798 §4.4.3
 G711_CLOCK_RATE = 8000  # RFC 3551 §4.5.14
 VIDEO_CLOCK_RATE = 90000  # RFC 6184 §8.2.1, RFC 7798 §7.1
+
+AAC_PAYLOAD_TYPE = 97  # dynamic (RFC 3551 §6), next to video's 96
+_AU_HEADERS_LENGTH = (16).to_bytes(2, "big")  # one 16-bit AU-header (RFC 3640 §3.2.1)
 
 _G711_PAYLOAD_TYPES = {Codec.G711A: 8, Codec.G711U: 0}  # RFC 3551 §6 Table 4
 _G711_NAMES = {Codec.G711A: "PCMA", Codec.G711U: "PCMU"}
@@ -121,6 +136,10 @@ class _VideoPacketizer(_RtpSequencer):
         # A fragment must carry at least one byte after the FU headers.
         super().__init__(ssrc, rng, payload_type, mtu, min_mtu=self._header_size + 2)
         self._params: dict[int, bytes] = {}
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
 
     def rtp_timestamp(self, pts: int) -> int:
         """The RTP timestamp for a 90 kHz PTS, e.g. for RTSP RTP-Info (RFC 2326 §12.33)."""
@@ -258,6 +277,86 @@ class G711Packetizer(_RtpSequencer):
             self._packet(data[i : i + self.mtu], (base + i) & 0xFFFF_FFFF, False)
             for i in range(0, len(data), self.mtu)
         ]
+
+
+class AacPacketizer(_RtpSequencer):
+    """AAC from ADTS frames as RFC 3640 mpeg4-generic, mode AAC-hbr (§3.3.6).
+
+    The RTP clock is the sample rate (§4.1 "rate"), so each AU advances the
+    timestamp by 1024. A frame whose data is not whole ADTS frames is
+    dropped and logged: bad input from a camera must not end the viewer.
+    """
+
+    codec = Codec.AAC
+
+    def __init__(
+        self, ssrc: int, rng: random.Random, sample_rate: int,
+        payload_type: int = AAC_PAYLOAD_TYPE, mtu: int = 1400,
+    ) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample rate must be positive, not {sample_rate}")
+        super().__init__(ssrc, rng, payload_type, mtu, min_mtu=5)
+        self.sample_rate = sample_rate
+        self.dropped = 0
+
+    def rtp_timestamp(self, pts: int) -> int:
+        """Sample clock from the 90 kHz PTS (RFC 3640 §4.1)."""
+        return (pts * self.sample_rate // VIDEO_CLOCK_RATE + self.timestamp_offset) & 0xFFFF_FFFF
+
+    def packetize(self, frame: Frame) -> list[bytes]:
+        """Serialized RTP packets for the ADTS frames of one PES payload."""
+        if frame.codec is not Codec.AAC:
+            raise ValueError(f"AacPacketizer cannot packetize {frame.codec.value}")
+        try:
+            units = split_adts(frame.data)
+        except AdtsError as e:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("RTP: dropping an AAC frame (%d so far): %s", self.dropped, e)
+            return []
+        base = self.rtp_timestamp(frame.pts)
+        room = self.mtu - 4
+        out: list[bytes] = []
+        for i, (_, raw) in enumerate(units):
+            timestamp = (base + i * SAMPLES_PER_FRAME) & 0xFFFF_FFFF
+            au_header = _AU_HEADERS_LENGTH + (len(raw) << 3).to_bytes(2, "big")
+            for start in range(0, len(raw), room):
+                last = start + room >= len(raw)
+                out.append(self._packet(b"".join((au_header, raw[start : start + room])), timestamp, last))
+        return out
+
+
+def audio_payload_type(codec: Codec) -> int:
+    """PCMA 8 / PCMU 0 (RFC 3551 §6 Table 4), AAC the dynamic ``AAC_PAYLOAD_TYPE``."""
+    if codec in _G711_PAYLOAD_TYPES:
+        return _G711_PAYLOAD_TYPES[codec]
+    if codec is Codec.AAC:
+        return AAC_PAYLOAD_TYPE
+    raise ValueError(f"no RTP payload format for {codec.value}")
+
+
+def sdp_audio(track: AudioTrack, payload_type: int, control: str) -> str:
+    """The audio media section of an RTSP DESCRIBE answer, CRLF-terminated lines.
+
+    G.711: RFC 3551 §6 (rtpmap PCMA/PCMU 8000). AAC: RFC 3640 §4.1 and the
+    AAC-hbr mode of §3.3.6 (sizelength 13, indexlength 3, indexdeltalength
+    3), ``config`` the AudioSpecificConfig in hex (ISO/IEC 14496-3 §1.6.2.1).
+    """
+    if track.codec in _G711_NAMES:
+        return sdp_media(track.codec, None, payload_type, control)
+    if track.codec is not Codec.AAC:
+        raise ValueError(f"no RTP payload format for {track.codec.value}")
+    if not track.config:
+        raise ValueError("AAC SDP needs the AudioSpecificConfig")
+    channels = f"/{track.channels}" if track.channels else ""
+    lines = [
+        f"m=audio 0 RTP/AVP {payload_type}",
+        f"a=rtpmap:{payload_type} mpeg4-generic/{track.sample_rate}{channels}",
+        f"a=fmtp:{payload_type} streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;"
+        f"indexlength=3;indexdeltalength=3;config={track.config.hex().upper()}",
+        f"a=control:{control}",
+    ]
+    return "".join(line + "\r\n" for line in lines)
 
 
 def _b64(nals: list[bytes]) -> str:

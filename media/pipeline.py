@@ -9,6 +9,30 @@ keyframe rather than holding a runaway GOP.
 
 A sink that raises is removed and the error logged: one broken viewer must not
 stop the stream for the others (ZLMediaKit's MediaSource does the same).
+
+``StreamTracks`` is what the outputs announce before the first media byte
+(RTSP's SDP, the FLV header's audio flag, HLS's PMT): the video codec with
+its latest keyframe (whose in-band parameter sets describe it) and the audio
+codec with its rate, channels and, for AAC, the AudioSpecificConfig read off
+the ADTS header. It learns them from the frames: the audio track is known
+once an audio frame arrives, and the set is ``ready`` once a video keyframe
+is there and either audio has been seen or ``probe_ticks`` of video (0.5 s)
+passed without any. Cameras interleave audio every 20-64 ms, so a stream
+with audio shows it long before then; a late joiner finds the tracks ready.
+The dispatcher updates them before fanning a frame out, at the cost of an
+identity check or two per frame.
+
+``TimestampRepair`` keeps the stream's 90 kHz timeline continuous for the
+outputs: a source whose PTS jumps (a camera's encoder restarting, an NVR
+clip or a simulator looping back to PTS 0) would otherwise send RTP
+timestamps, FLV times and HLS segment spans backwards, which players treat
+as the end of the stream or wait on for ever. A jump is a DTS step of more
+than ``max_backward`` back or ``max_forward`` ahead of the previous frame of
+the same kind (video, audio) on the 33-bit clock (so the PES wrap is no
+jump); from then on every frame is shifted by one offset that puts the
+jumping frame one usual step after its predecessor. ZLMediaKit's ``Stamp``
+does the same per track. A frame is only rebuilt (no payload copy) while
+the offset is not zero.
 """
 
 from __future__ import annotations
@@ -19,11 +43,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from media.frame import Frame
+from media.aac import AdtsError, parse_adts_header
+from media.frame import Codec, Frame
+from media.nal import parameter_sets
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameDispatcher", "FrameSink", "GopCache", "StreamStats"]
+__all__ = [
+    "AudioTrack",
+    "FrameDispatcher",
+    "FrameSink",
+    "GopCache",
+    "StreamStats",
+    "StreamTracks",
+    "TimestampRepair",
+    "VideoTrack",
+    "audio_track",
+]
+
+G711_RATE = 8000  # ITU-T G.711; GB/T 28181-2016 §6.1.2 (mono)
+PROBE_TICKS = 45_000  # 0.5 s of 90 kHz video without audio: video-only
+PROBE_FRAMES = 50  # ... or this many video frames, should the DTS not advance
+_VIDEO = frozenset({Codec.H264, Codec.H265})
+_PTS_MASK = (1 << 33) - 1  # ISO/IEC 13818-1 §2.4.3.7: 33-bit timestamps
+_PTS_HALF = 1 << 32
 
 
 class FrameSink(Protocol):
@@ -60,6 +103,124 @@ class GopCache:
     def clear(self) -> None:
         self.frames = []
         self.size = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VideoTrack:
+    """The video codec and the latest keyframe, whose parameter sets describe it."""
+
+    codec: Codec
+    keyframe: Frame
+
+    def parameter_sets(self) -> dict[str, list[bytes]]:
+        """The keyframe's in-band VPS/SPS/PPS (parsed on demand, not per frame)."""
+        return parameter_sets(self.codec, self.keyframe.data)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTrack:
+    """The audio codec, its clock and channels; ``config`` is AAC's AudioSpecificConfig.
+
+    ISO/IEC 14496-3 §1.6.2.1 for ``config``; G.711 is 8 kHz mono (RFC 3551 §4.5.14).
+    """
+
+    codec: Codec
+    sample_rate: int
+    channels: int
+    config: bytes = b""
+
+
+def audio_track(frame: Frame) -> AudioTrack | None:
+    """The track an audio frame belongs to; raises ``AdtsError`` for AAC that is not ADTS."""
+    if frame.codec is Codec.AAC:
+        header = parse_adts_header(frame.data)
+        return AudioTrack(Codec.AAC, header.sample_rate, header.channels, header.config())
+    if frame.codec in (Codec.G711A, Codec.G711U):
+        return AudioTrack(frame.codec, G711_RATE, 1)
+    return None
+
+
+class StreamTracks:
+    """A stream's video and audio tracks, learnt from its frames (see the module docstring)."""
+
+    def __init__(self, *, probe_ticks: int = PROBE_TICKS, probe_frames: int = PROBE_FRAMES) -> None:
+        self.video: VideoTrack | None = None
+        self.audio: AudioTrack | None = None
+        self.ready = False
+        self.probe_ticks = probe_ticks
+        self.probe_frames = probe_frames
+        self._audio_codec: Codec | None = None
+        self._probe_start: int | None = None  # DTS of the first keyframe
+        self._probed = 0
+        self.bad_audio = 0  # AAC frames without a usable ADTS header
+
+    def add(self, frame: Frame) -> None:
+        codec = frame.codec
+        if codec in _VIDEO:
+            if frame.keyframe:
+                self.video = VideoTrack(codec, frame)
+                if self._probe_start is None:
+                    self._probe_start = frame.dts
+            if not self.ready and self._probe_start is not None:
+                self._probed += 1
+                span = (frame.dts - self._probe_start) & _PTS_MASK
+                if span > _PTS_MASK // 2:
+                    span = 0  # DTS went backwards: no evidence of time passing
+                if self.audio is not None or span >= self.probe_ticks or self._probed >= self.probe_frames:
+                    self.ready = True
+        elif codec is not self._audio_codec:
+            try:
+                track = audio_track(frame)
+            except AdtsError as e:
+                self.bad_audio += 1
+                if self.bad_audio == 1 or self.bad_audio % 1000 == 0:
+                    log.warning("AAC frame without a usable ADTS header (%d so far): %s", self.bad_audio, e)
+                return
+            if track is not None:
+                self.audio, self._audio_codec = track, codec
+                self.ready = self._probe_start is not None
+
+
+class TimestampRepair:
+    """Shifts frames' PTS/DTS so the stream's timeline has no jumps (see the module docstring)."""
+
+    def __init__(self, *, max_backward: int = 90_000, max_forward: int = 10 * 90_000) -> None:
+        self.max_backward = max_backward
+        self.max_forward = max_forward
+        self.offset = 0
+        self.jumps = 0
+        self._last_video: int | None = None  # shifted DTS of the previous frame of each kind
+        self._last_audio: int | None = None
+        self._step_video = 3600  # the usual DTS step: 25 fps, 40 ms G.711 blocks
+        self._step_audio = 3600
+
+    def repair(self, frame: Frame) -> Frame:
+        video = frame.codec in _VIDEO
+        dts = (frame.dts + self.offset) & _PTS_MASK
+        last = self._last_video if video else self._last_audio
+        if last is not None:
+            delta = ((dts - last + _PTS_HALF) & _PTS_MASK) - _PTS_HALF
+            if delta < -self.max_backward or delta > self.max_forward:
+                step = self._step_video if video else self._step_audio
+                shifted = (last + step) & _PTS_MASK
+                self.offset = (self.offset + shifted - dts) & _PTS_MASK
+                self.jumps += 1
+                log.info("%s DTS jumped by %.3f s; shifting the stream's timestamps to keep them continuous",
+                         frame.codec.value, delta / 90_000)
+                dts = shifted
+            elif 0 < delta <= 90_000:  # a frame interval, not a gap in the source
+                if video:
+                    self._step_video = delta
+                else:
+                    self._step_audio = delta
+        if video:
+            self._last_video = dts
+        else:
+            self._last_audio = dts
+        if not self.offset:
+            return frame
+        return Frame(frame.codec, frame.data, (frame.pts + self.offset) & _PTS_MASK, dts,
+                     frame.keyframe, frame.stream_id)
 
 
 @dataclass
@@ -106,9 +267,11 @@ class StreamStats:
 class FrameDispatcher:
     """Fans one stream's frames out to its sinks, with a GOP cache for late joiners."""
 
-    def __init__(self, cache: GopCache | None = None) -> None:
+    def __init__(self, cache: GopCache | None = None, *, repair: bool = True) -> None:
         self.cache = cache if cache is not None else GopCache()
         self.stats = StreamStats()
+        self.tracks = StreamTracks()
+        self.timestamps: TimestampRepair | None = TimestampRepair() if repair else None
         self._sinks: list[FrameSink] = []
 
     @property
@@ -131,6 +294,9 @@ class FrameDispatcher:
         return True
 
     def input_frame(self, frame: Frame, now: float = 0.0) -> None:
+        if self.timestamps is not None:
+            frame = self.timestamps.repair(frame)
+        self.tracks.add(frame)
         self.cache.add(frame)
         self.stats.add(frame, now)
         for sink in tuple(self._sinks):

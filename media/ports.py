@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["PortLease", "PortPool", "PortsExhausted"]
+__all__ = ["PortLease", "PortPool", "PortsExhausted", "SharedPortPool"]
 
 
 class PortsExhausted(Exception):
@@ -95,3 +95,53 @@ class PortPool:
 
     def leases(self) -> list[PortLease]:
         return list(self._leased.values())
+
+
+class SharedPortPool(PortPool):
+    """Single-port mode: every stream's lease names the one shared port.
+
+    The streams are told apart by SSRC (``media.receiver.SharedRtpPort``), so
+    a lease only records who receives there; it is still returned exactly
+    once. ``max_streams`` bounds the leases: GB/T 28181 SSRCs (WVP
+    ``SSRCFactory``) have four sequence digits, so no more than 10,000 live
+    streams of one domain can be told apart anyway.
+    """
+
+    def __init__(self, port: int, max_streams: int = 10000) -> None:
+        if not 1 <= port <= 65535:
+            raise ValueError(f"bad single RTP port {port}")
+        if max_streams < 1:
+            raise ValueError(f"max_streams {max_streams} must be at least 1")
+        self.first = self.last = port
+        self.rng = random.Random(0)  # unused: there is no port to pick
+        self.max_streams = max_streams
+        self._free = []
+        self._leased = {}  # id(lease) -> lease: every lease has the same port
+        self._unusable = set()
+
+    @property
+    def capacity(self) -> int:
+        return self.max_streams
+
+    @property
+    def available(self) -> int:
+        return self.max_streams - len(self._leased)
+
+    def lease(self, owner: str) -> PortLease:
+        if len(self._leased) >= self.max_streams:
+            raise PortsExhausted(
+                f"all {self.max_streams} streams of the single RTP port {self.first} are in use"
+            )
+        lease = PortLease(self.first, owner)
+        self._leased[id(lease)] = lease
+        return lease
+
+    def release(self, lease: PortLease) -> bool:
+        if self._leased.get(id(lease)) is not lease:
+            return False
+        del self._leased[id(lease)]
+        return True
+
+    def unusable(self, lease: PortLease) -> None:
+        """The shared port is bound once at start, not per stream: just give the lease back."""
+        self.release(lease)

@@ -11,6 +11,11 @@ Video PES payloads are collected per stream_id into one access unit until the
 next pack header or a PES carrying a different PTS (frames above 65,408 bytes
 span several PES packets); chunks go into a list and are joined once per
 frame. Audio PES packets are self-contained and become frames immediately.
+When ``feed`` gets ``bytes`` (immutable) and nothing is buffered -- the
+ingest feeds one RTP timestamp's payloads joined, i.e. one whole pack -- it
+parses them in place and keeps the PES payloads by reference, so the frame's
+bytes are copied once, by the final join; otherwise bytes go through the
+buffer and each PES payload is copied out of it.
 Because the end of a video frame is only known when the next one starts, a
 frame is emitted one pack late; `flush()` drains the last one.
 
@@ -73,7 +78,7 @@ class _Pending:
 
     pts: int
     dts: int
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[bytes | memoryview] = field(default_factory=list)
     size: int = 0
     oversized: bool = False
 
@@ -95,6 +100,31 @@ def parse_timestamp(b: bytes | memoryview) -> int:
     if not (b[0] & 1 and b[2] & 1 and b[4] & 1):
         log.debug("PES timestamp marker bits not set: %s", bytes(b[:5]).hex())
     return ((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
+
+
+def first_picture_is_key(codec: Codec, au: bytes) -> bool:
+    """Whether the access unit's first slice is an IDR (H.264) / IRAP (H.265) slice.
+
+    Same answer as ``nal.is_keyframe`` for a conforming access unit, whose
+    slices are all of one picture (H.264 §7.4.1.2.3, H.265 §7.4.2.4.4), but
+    the scan stops at the first VCL NAL unit instead of finding every start
+    code of a 100 KB picture: the parameter sets and SEI come first.
+    """
+    h265 = codec is Codec.H265
+    find = au.find
+    pos = find(b"\x00\x00\x01")
+    while 0 <= pos < len(au) - 3:
+        header = au[pos + 3]
+        if h265:
+            t = (header >> 1) & 0x3F
+            if t < 32:  # VCL (H.265 Table 7-1)
+                return nal.H265_NAL_IRAP_FIRST <= t <= nal.H265_NAL_IRAP_LAST
+        else:
+            t = header & 0x1F
+            if 1 <= t <= 5:  # VCL (H.264 Table 7-1)
+                return t == nal.H264_NAL_IDR
+        pos = find(b"\x00\x00\x01", pos + 3)
+    return False
 
 
 class PsDemuxer:
@@ -124,9 +154,14 @@ class PsDemuxer:
         intermediate copy.
         """
         self.stats.bytes += len(data)
-        self._buf += data
         out: list[Frame] = []
-        pos = self._parse(out)
+        if not self._buf and type(data) is bytes:
+            pos = self._parse(data, out)
+            if pos < len(data):
+                self._buf += memoryview(data)[pos:]
+            return out
+        self._buf += data
+        pos = self._parse(self._buf, out)
         del self._buf[:pos]
         return out
 
@@ -144,6 +179,20 @@ class PsDemuxer:
         self._flush_all(out)
         return out
 
+    def end_of_frame(self) -> list[Frame]:
+        """The byte stream reached a frame boundary: emit the pending access units now.
+
+        The RTP ingest calls this when the RTP timestamp changes (one frame per
+        timestamp, GB/T 28181-2022 §4.3.6), so a frame leaves as soon as the
+        next one starts, without waiting for the next pack header to be
+        parsed. While a unit is incomplete in the buffer nothing happens: the
+        next pack header ends the frame as usual.
+        """
+        out: list[Frame] = []
+        if not self._buf:
+            self._flush_all(out)
+        return out
+
     def codec_of(self, stream_id: int) -> Codec | None:
         """Codec the PSM declared for ``stream_id``, or None when unknown."""
         st = self.stream_types.get(stream_id)
@@ -151,21 +200,21 @@ class PsDemuxer:
 
     # -- parsing -----------------------------------------------------------
 
-    def _parse(self, out: list[Frame]) -> int:
-        buf = self._buf
+    def _parse(self, buf: bytes | bytearray, out: list[Frame]) -> int:
+        stable = type(buf) is bytes  # PES payload views may outlive this call
         pos = 0
         n = len(buf)
         while n - pos >= 4:
             if buf[pos] != 0 or buf[pos + 1] != 0 or buf[pos + 2] != 1 or buf[pos + 3] < 0xB9:
-                pos = self._resync(pos)
+                pos = self._resync(buf, pos)
                 continue
             code = buf[pos + 3]
             if code == PACK_START:
-                used = self._pack_header(pos)
+                used = self._pack_header(buf, pos)
                 if used == 0:
                     break
                 if used < 0:
-                    pos = self._resync(pos + 1)
+                    pos = self._resync(buf, pos + 1)
                     continue
                 self._in_garbage = False
                 self._flush_all(out)
@@ -187,7 +236,7 @@ class PsDemuxer:
                 if code == PSM:
                     self._psm(body)
                 elif _is_video(code) or _is_audio(code):
-                    self._pes(code, body, out)
+                    self._pes(code, body, out, stable)
                 # BB system header, BD/BF private, BE padding and other ids: skipped by length.
             except PsError as exc:
                 log.warning("dropping PS unit 00 00 01 %02X: %s", code, exc)
@@ -196,25 +245,24 @@ class PsDemuxer:
             pos = end
         return pos
 
-    def _resync(self, pos: int) -> int:
+    def _resync(self, buf: bytes | bytearray, pos: int) -> int:
         """Skip to the next plausible start code; count one resync per garbage run."""
         if not self._in_garbage:
             self._in_garbage = True
             self.stats.resyncs += 1
-            log.info("PS resync at garbage %s", bytes(self._buf[pos : pos + 8]).hex())
-        m = _RESYNC.search(self._buf, pos + 1)
+            log.info("PS resync at garbage %s", bytes(buf[pos : pos + 8]).hex())
+        m = _RESYNC.search(buf, pos + 1)
         if m is not None:
             return m.start()
         # Keep a possible partial start code at the tail for the next feed().
-        return max(pos + 1, len(self._buf) - 3)
+        return max(pos + 1, len(buf) - 3)
 
-    def _pack_header(self, pos: int) -> int:
+    def _pack_header(self, buf: bytes | bytearray, pos: int) -> int:
         """Length of the pack header at ``pos``; 0 if incomplete, -1 if invalid.
 
         ISO/IEC 13818-1 §2.5.3.3 (MPEG-2: '01' prefix, 14 bytes + stuffing in the
         low 3 bits of byte 13); ISO/IEC 11172-1 §2.4.3.2 (MPEG-1: '0010', 12 bytes).
         """
-        buf = self._buf
         if len(buf) - pos < 5:
             return 0
         b4 = buf[pos + 4]
@@ -249,7 +297,7 @@ class PsDemuxer:
             log.info("PSM stream types %s", {hex(k): hex(v) for k, v in types.items()})
             self.stream_types = types
 
-    def _pes(self, stream_id: int, body: memoryview, out: list[Frame]) -> None:
+    def _pes(self, stream_id: int, body: memoryview, out: list[Frame], stable: bool = False) -> None:
         """PES_packet() (§2.4.3.6): timestamps, then payload into the pending AU."""
         pts: int | None
         dts: int | None
@@ -293,7 +341,7 @@ class PsDemuxer:
                 "dropping frame on stream %02X: over %d bytes", stream_id, self.max_frame_bytes
             )
             return
-        pending.chunks.append(bytes(payload))
+        pending.chunks.append(payload if stable else bytes(payload))
 
     @staticmethod
     def _mpeg1_pes_header(body: memoryview) -> tuple[int, int | None, int | None]:
@@ -356,7 +404,7 @@ class PsDemuxer:
                 self._sniffed[stream_id] = codec
         else:
             codec = STREAM_TYPES.get(st)
-        if codec is None or not codec.is_video:
+        if codec is not Codec.H264 and codec is not Codec.H265:
             self._unknown_type(stream_id, st)
             return
         self.stats.frames += 1
@@ -366,7 +414,7 @@ class PsDemuxer:
                 data=data,
                 pts=pending.pts,
                 dts=pending.dts,
-                keyframe=nal.is_keyframe(codec, data),
+                keyframe=first_picture_is_key(codec, data),
                 stream_id=stream_id,
             )
         )

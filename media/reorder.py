@@ -14,18 +14,28 @@ new packet.  Sequence arithmetic is modulo 2**16 (RFC 3550 §5.1).
 
 No clock is read: every call takes ``now`` in seconds; ``next_deadline``
 tells the adapter when to call ``flush``.
+
+The buffer holds any item with a sequence number and timestamp:
+``push(packet)`` takes an ``RtpPacket``, ``push_item(seq, ts, item)`` what
+the caller likes (the ingest's hot path keeps a tuple rather than build an
+``RtpPacket`` per packet). A packet that arrives in order while nothing waits
+-- nearly every packet of a healthy stream -- is delivered at once without
+touching the pending table.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from media.rtp import RtpPacket, seq_delta, ts_delta
 
 __all__ = ["ReorderBuffer", "ReorderStats"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _UNKNOWN = 0
 _DELIVERED = 1
@@ -55,7 +65,7 @@ class ReorderStats:
         return self.jitter / self.clock_rate
 
 
-class ReorderBuffer:
+class ReorderBuffer(Generic[T]):
     """Reorder RTP packets of one SSRC by sequence number (see module docstring)."""
 
     def __init__(
@@ -77,13 +87,20 @@ class ReorderBuffer:
         self.stats = ReorderStats(clock_rate=clock_rate)
         self._expected: int | None = None
         self._highest: int | None = None
-        self._pending: dict[int, tuple[RtpPacket, float]] = {}
+        self._pending: dict[int, tuple[T, float]] = {}
+        # The same table, for callers to test cheaply ("is anything waiting?");
+        # never rebound, only cleared. Read-only outside this class.
+        self.waiting = self._pending
         # Fate of each sequence number behind ``expected``: tells a duplicate
         # from a late packet in O(1).  Every number between a past value and
-        # ``expected`` was marked when passed, so stale marks never show
-        # within ``reset_threshold``; a reset clears the table.
-        self._fate = bytearray(0x10000)
-        self._last_arrival: tuple[float, int] | None = None
+        # ``expected`` was marked when passed, and only numbers less than
+        # ``reset_threshold`` behind are looked up, so a ring of the next power
+        # of two above it (4 KiB by default, not 64) never shows a stale mark;
+        # a reset clears it.
+        self._fate_mask = (1 << reset_threshold.bit_length()) - 1
+        self._fate = bytearray(self._fate_mask + 1)
+        self._last_now = 0.0
+        self._last_ts: int | None = None
 
     @property
     def pending(self) -> int:
@@ -96,22 +113,40 @@ class ReorderBuffer:
             return None
         return min(at for _, at in self._pending.values()) + self.max_wait
 
-    def push(self, packet: RtpPacket, now: float) -> list[RtpPacket]:
+    def push(self: ReorderBuffer[RtpPacket], packet: RtpPacket, now: float) -> list[RtpPacket]:
         """Take one packet that arrived at ``now``; return packets ready, in order."""
+        return self.push_item(packet.sequence, packet.timestamp, packet, now)
+
+    def push_item(self, seq: int, timestamp: int, item: T, now: float) -> list[T]:
+        """``push`` for any item: its sequence number and RTP timestamp given apart."""
         stats = self.stats
         stats.received += 1
-        seq = packet.sequence
+        if seq == self._expected and not self._pending:
+            # In order with nothing waiting: deliver now (the hot path).
+            last_ts = self._last_ts
+            if last_ts is not None:
+                transit = (now - self._last_now) * stats.clock_rate - (
+                    ((timestamp - last_ts + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000
+                )
+                stats.jitter += (abs(transit) - stats.jitter) / 16
+            self._last_now = now
+            self._last_ts = timestamp
+            self._fate[seq & self._fate_mask] = _DELIVERED
+            stats.delivered += 1
+            self._expected = (seq + 1) & 0xFFFF
+            self._highest = seq
+            return [item]
         if self._expected is None:
             self._expected = seq
             self._highest = seq
         delta = seq_delta(self._expected, seq)
-        out: list[RtpPacket] = []
+        out: list[T] = []
         if delta > self.reset_threshold or delta < -self.reset_threshold:
             log.info("RTP sequence jump %d -> %d, resetting reorder buffer", self._expected, seq)
             out = self._reset(seq)
             delta = 0
         elif delta < 0:
-            if self._fate[seq] == _DELIVERED:
+            if self._fate[seq & self._fate_mask] == _DELIVERED:
                 stats.duplicates += 1
             else:
                 stats.late += 1
@@ -119,47 +154,47 @@ class ReorderBuffer:
         elif seq in self._pending:
             stats.duplicates += 1
             return []
-        self._update_jitter(packet, now)
+        self._update_jitter(timestamp, now)
         assert self._highest is not None
         if seq_delta(self._highest, seq) < 0:
             stats.reordered += 1
         else:
             self._highest = seq
-        self._pending[seq] = (packet, now)
+        self._pending[seq] = (item, now)
         self._drain(out)
         self._release_expired(now, out)
         return out
 
-    def flush(self, now: float) -> list[RtpPacket]:
+    def flush(self, now: float) -> list[T]:
         """Release what waited ``max_wait`` (timer-driven), declaring the gaps lost."""
-        out: list[RtpPacket] = []
+        out: list[T] = []
         self._release_expired(now, out)
         return out
 
-    def _update_jitter(self, packet: RtpPacket, now: float) -> None:
+    def _update_jitter(self, timestamp: int, now: float) -> None:
         """RFC 3550 §6.4.1: J += (|D| - J) / 16, in timestamp units."""
         stats = self.stats
-        if self._last_arrival is not None:
-            prev_now, prev_ts = self._last_arrival
-            transit_delta = (now - prev_now) * stats.clock_rate - ts_delta(
-                prev_ts, packet.timestamp
+        if self._last_ts is not None:
+            transit_delta = (now - self._last_now) * stats.clock_rate - ts_delta(
+                self._last_ts, timestamp
             )
             stats.jitter += (abs(transit_delta) - stats.jitter) / 16
-        self._last_arrival = (now, packet.timestamp)
+        self._last_now = now
+        self._last_ts = timestamp
 
-    def _drain(self, out: list[RtpPacket]) -> None:
+    def _drain(self, out: list[T]) -> None:
         pending = self._pending
         expected = self._expected
         assert expected is not None
         while expected in pending:
             packet, _ = pending.pop(expected)
             out.append(packet)
-            self._fate[expected] = _DELIVERED
+            self._fate[expected & self._fate_mask] = _DELIVERED
             self.stats.delivered += 1
             expected = (expected + 1) & 0xFFFF
         self._expected = expected
 
-    def _release_expired(self, now: float, out: list[RtpPacket]) -> None:
+    def _release_expired(self, now: float, out: list[T]) -> None:
         pending = self._pending
         while pending and (
             len(pending) >= self.capacity
@@ -169,12 +204,12 @@ class ReorderBuffer:
             assert expected is not None
             gap = min(seq_delta(expected, seq) for seq in pending)
             for i in range(gap):
-                self._fate[(expected + i) & 0xFFFF] = _LOST
+                self._fate[(expected + i) & self._fate_mask] = _LOST
             self.stats.lost += gap
             self._expected = (expected + gap) & 0xFFFF
             self._drain(out)
 
-    def _reset(self, seq: int) -> list[RtpPacket]:
+    def _reset(self, seq: int) -> list[T]:
         """Stream restart: hand over what waited, in order, and start again at ``seq``."""
         expected = self._expected
         assert expected is not None
@@ -183,8 +218,8 @@ class ReorderBuffer:
         self.stats.delivered += len(released)
         self.stats.resets += 1
         self._pending.clear()
-        self._fate = bytearray(0x10000)
+        self._fate = bytearray(self._fate_mask + 1)
         self._expected = seq
         self._highest = seq
-        self._last_arrival = None
+        self._last_ts = None
         return released

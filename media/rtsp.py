@@ -30,9 +30,13 @@ RFC 7617; the user name is ignored). Once a request on a connection has
 passed, the connection is trusted: clients build SETUP/PLAY URLs from the
 SDP's control attributes and may drop the query.
 
-``RtpSender`` is the per-viewer ``FrameSink``: it packetizes video frames
-and emits RTP packets, and implements the crude backpressure policy of the
-TCP interleaved mode (§10.12): see its docstring.
+Tracks: ``trackID=0`` is the video, ``trackID=1`` the audio when the
+stream has audio (the SDP says which); each is SETUP on its own, by default
+on interleaved channels 0-1 and 2-3 (§10.12).
+
+``RtpSender`` is the per-viewer ``FrameSink``: it routes each frame to the
+packetizer of its track, emits RTP packets, and implements the crude
+backpressure policy of the TCP interleaved mode (§10.12): see its docstring.
 """
 
 from __future__ import annotations
@@ -49,15 +53,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from media.frame import Codec, Frame
-from media.packetize import H264Packetizer, H265Packetizer
+from media.packetize import AacPacketizer, G711Packetizer, H264Packetizer, H265Packetizer
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_BODY",
     "MAX_HEAD",
+    "AudioPacketizer",
     "Describe",
     "InterleavedData",
+    "Packetizer",
     "Play",
     "RtpSender",
     "RtspError",
@@ -102,6 +108,9 @@ REASONS = {
     503: "Service Unavailable",
     505: "RTSP Version not supported",
 }
+
+VIDEO_TRACK = 0
+AUDIO_TRACK = 1
 
 _CHANNEL_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TRACK = re.compile(r"/?trackID=(\d+)$")
@@ -328,8 +337,11 @@ def _pair(value: str) -> tuple[int, int]:
     return first, second
 
 
-def parse_transport(value: str) -> Transport:
-    """The first acceptable spec of a Transport header (RFC 2326 §12.39), else 461."""
+def parse_transport(value: str, default_interleaved: tuple[int, int] = (0, 1)) -> Transport:
+    """The first acceptable spec of a Transport header (RFC 2326 §12.39), else 461.
+
+    ``default_interleaved`` is used when a TCP spec names no channels.
+    """
     for spec in value.split(","):
         params = [p.strip() for p in spec.split(";")]
         proto = params[0].upper()
@@ -337,7 +349,7 @@ def parse_transport(value: str) -> Transport:
             continue
         opts = dict(p.partition("=")[::2] for p in params[1:])
         if proto == "RTP/AVP/TCP":
-            channels = _pair(opts["interleaved"]) if "interleaved" in opts else (0, 1)
+            channels = _pair(opts["interleaved"]) if "interleaved" in opts else default_interleaved
             if max(channels) > 255:
                 raise RtspError(461, f"interleaved channels {channels} out of range")
             return Transport(tcp=True, interleaved=channels)
@@ -413,6 +425,7 @@ class Setup:
     request: RtspRequest
     channel_id: str
     transport: Transport
+    track: int = VIDEO_TRACK
 
 
 @dataclass(frozen=True)
@@ -554,9 +567,11 @@ class RtspServerConnection:
         if method == "DESCRIBE":
             return Describe(request, url.channel_id)
         if method == "SETUP":
-            if url.track not in (None, 0):
+            track = VIDEO_TRACK if url.track is None else url.track
+            if track not in (VIDEO_TRACK, AUDIO_TRACK):
                 raise RtspError(404, f"no track {url.track}")
-            return Setup(request, url.channel_id, parse_transport(request.header("Transport") or ""))
+            transport = parse_transport(request.header("Transport") or "", (2 * track, 2 * track + 1))
+            return Setup(request, url.channel_id, transport, track)
         if method == "PLAY":
             assert session is not None  # the table has no (Init, PLAY)
             return Play(request, session)
@@ -603,26 +618,32 @@ class RtspServerConnection:
 
 
 Packetizer = H264Packetizer | H265Packetizer
+AudioPacketizer = G711Packetizer | AacPacketizer
+_Route = tuple[Packetizer | AudioPacketizer, Callable[[bytes], None]]
 
 
 class RtpSender:
-    """One viewer's ``FrameSink``: packetize its track, emit packets, shed load.
+    """One viewer's ``FrameSink``: route frames to their track, packetize, emit, shed load.
+
+    Each track (``add_track``) has its packetizer and its own ``emit``
+    (interleaved channel or UDP socket); a frame of a codec without a track
+    (not in the SDP, or not SETUP) is skipped with one dict lookup.
 
     Backpressure (TCP interleaved): the adapter registers as the transport's
     push producer and forwards ``pause()``/``resume()``. While paused we keep
     writing (the kernel buffer may well drain) but count the bytes; past
     ``max_backlog`` (4 MiB, a few seconds of 1080p) we stop writing and drop
-    every frame until we are resumed *and* a keyframe arrives, since frames
-    after a gap do not decode until the next keyframe anyway. UDP never
-    pauses. Frames of other codecs (audio) are not in the SDP and skipped.
+    every frame, audio too, until we are resumed *and* a video keyframe
+    arrives, since frames after a gap do not decode until the next keyframe
+    anyway (with no video track, until resumed). UDP never pauses.
     """
 
     def __init__(
-        self, packetizer: Packetizer, emit: Callable[[bytes], None], *,
+        self, packetizer: Packetizer | AudioPacketizer, emit: Callable[[bytes], None], *,
         max_backlog: int = 4 * 1024 * 1024,
     ) -> None:
         self.packetizer = packetizer
-        self.codec = Codec.H264 if isinstance(packetizer, H264Packetizer) else Codec.H265
+        self.codec = packetizer.codec
         self.emit = emit
         self.max_backlog = max_backlog
         self.paused = False
@@ -630,6 +651,21 @@ class RtpSender:
         self.dropping = False
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.video_codec: Codec | None = None
+        self._routes: dict[Codec, _Route] = {}
+        self.add_track(packetizer, emit)
+
+    def add_track(self, packetizer: Packetizer | AudioPacketizer, emit: Callable[[bytes], None]) -> None:
+        """Send ``packetizer.codec`` frames through ``packetizer`` to ``emit``; replaces a track."""
+        codec = packetizer.codec
+        if codec.is_video:
+            if self.video_codec is not None:
+                del self._routes[self.video_codec]
+            self.video_codec = codec
+        else:
+            for other in [c for c in self._routes if not c.is_video]:
+                del self._routes[other]
+        self._routes[codec] = (packetizer, emit)
 
     def pause(self) -> None:
         self.paused = True
@@ -639,16 +675,19 @@ class RtpSender:
         self.backlog = 0
 
     def input_frame(self, frame: Frame) -> None:
-        if frame.codec is not self.codec:
+        route = self._routes.get(frame.codec)
+        if route is None:
             return
-        if self.dropping and not self.paused and frame.keyframe:
-            log.info("RTP sender: backlog drained; resuming at a keyframe after %d dropped frames",
-                     self.frames_dropped)
-            self.dropping = False
         if self.dropping:
-            self.frames_dropped += 1
-            return
-        packets = self.packetizer.packetize(frame)
+            if self.paused or (
+                self.video_codec is not None and not (frame.keyframe and frame.codec is self.video_codec)
+            ):
+                self.frames_dropped += 1
+                return
+            log.info("RTP sender: backlog drained; resuming after %d dropped frames", self.frames_dropped)
+            self.dropping = False
+        packetizer, emit = route
+        packets = packetizer.packetize(frame)
         if self.paused:
             self.backlog += sum(len(p) for p in packets)
             if self.backlog > self.max_backlog:
@@ -658,5 +697,5 @@ class RtpSender:
                 self.frames_dropped += 1
                 return
         for packet in packets:
-            self.emit(packet)
+            emit(packet)
         self.frames_sent += 1

@@ -7,14 +7,19 @@ keyframe must not let a pipelined SETUP overtake it), writes what the core
 queued and re-arms one timer for the session timeout.
 
 * DESCRIBE starts the channel's stream through ``StreamSource.open`` and
-  waits up to ``keyframe_timeout`` seconds for the GOP cache to hold a
-  keyframe: the SDP's ``sprop-parameter-sets`` come from it (RFC 6184 §8.1).
-* SETUP picks the transport: interleaved on this connection (§10.12), or UDP
-  from two server sockets (RTP, RTCP) to the client's ``client_port`` pair
-  at the control connection's peer address (§12.39). Each viewer has its own
+  waits up to ``keyframe_timeout`` seconds for the stream's tracks
+  (``FrameDispatcher.tracks``) to be ready: a keyframe, whose parameter sets
+  go in the SDP (RFC 6184 §8.1, RFC 7798 §7.1), and the audio track if the
+  stream has one (PCMA/PCMU, RFC 3551; AAC as mpeg4-generic, RFC 3640).
+* SETUP of ``trackID=0`` (video) or ``trackID=1`` (audio) picks that track's
+  transport: interleaved on this connection (§10.12), or UDP from two server
+  sockets (RTP, RTCP) to the client's ``client_port`` pair at the control
+  connection's peer address (§12.39). Each track of each viewer has its own
   packetizer, so its own SSRC, sequence and timestamp offset (RFC 3550 §5.1).
-* PLAY answers with ``RTP-Info`` (§12.33), then attaches an ``RtpSender``:
-  the stream's dispatcher replays the GOP cache, then live frames follow.
+* PLAY answers with ``RTP-Info`` for every track set up (§12.33), their
+  ``rtptime`` all naming the GOP's first PTS so a player lines audio up with
+  video, then attaches one ``RtpSender`` for all tracks: the stream's
+  dispatcher replays the GOP cache, then live frames follow.
 * TEARDOWN, the session timeout, the connection closing and the stream
   ending all detach the viewer and close its UDP sockets; the last two also
   close the connection.
@@ -34,10 +39,22 @@ from typing import Any, Protocol
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 
-from media.frame import Codec, Frame
-from media.packetize import H264Packetizer, H265Packetizer, MissingParameterSets, sdp_media
-from media.pipeline import FrameDispatcher
+from media.frame import Codec
+from media.packetize import (
+    AacPacketizer,
+    G711Packetizer,
+    H264Packetizer,
+    H265Packetizer,
+    MissingParameterSets,
+    audio_payload_type,
+    sdp_audio,
+    sdp_media,
+)
+from media.pipeline import FrameDispatcher, StreamTracks
 from media.rtsp import (
+    AUDIO_TRACK,
+    VIDEO_TRACK,
+    AudioPacketizer,
     Describe,
     Packetizer,
     Play,
@@ -92,16 +109,29 @@ class _RtcpIgnorer(protocol.DatagramProtocol):
         log.debug("RTSP: ignoring %d-byte datagram from %s (RTCP RR / NAT punch)", len(datagram), addr)
 
 
-class _Viewer:
-    """What one SETUP made: the packetizer, the transport, UDP sockets if any."""
+class _Track:
+    """What one SETUP made: the track's packetizer, transport, UDP sockets if any."""
 
-    def __init__(self, stream: Any, packetizer: Packetizer, transport: Transport) -> None:
-        self.stream = stream
+    def __init__(self, uri: str, packetizer: Packetizer | AudioPacketizer, transport: Transport) -> None:
+        self.uri = uri  # as the client named it: RTP-Info repeats it (§12.33)
         self.packetizer = packetizer
         self.transport = transport
         self.ports: list[Any] = []
         self.rtp: _RtcpIgnorer | None = None
         self.dest: tuple[str, int] | None = None
+
+    def close(self) -> None:
+        for port in self.ports:
+            port.stopListening()
+        self.ports = []
+
+
+class _Viewer:
+    """One session's stream, its tracks by trackID, and the sender once playing."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.tracks: dict[int, _Track] = {}
         self.sender: RtpSender | None = None
 
 
@@ -212,75 +242,113 @@ class RtspProtocol(protocol.Protocol):
                 self.core.respond(event.request, e.status)
         self._flush()
 
-    async def _keyframe(self, channel_id: str) -> tuple[Any, Frame]:
+    async def _tracks(self, channel_id: str) -> tuple[Any, StreamTracks]:
+        """The channel's stream once its tracks are known (a keyframe, audio or not)."""
         stream = await self.factory.source.open(channel_id)
         dispatcher: FrameDispatcher = stream.dispatcher
+        tracks = dispatcher.tracks
         waited = 0.0
-        while not dispatcher.cache.frames:
+        while not tracks.ready or tracks.video is None:
             if waited >= self.factory.keyframe_timeout:
+                if tracks.video is not None:
+                    break  # the audio probe outlived the wait: serve what is known
                 raise RtspError(503, f"no keyframe from channel {channel_id} within {waited:g} s")
             await _sleep(self.factory.reactor, KEYFRAME_POLL)
             waited += KEYFRAME_POLL
-        return stream, dispatcher.cache.frames[0]
+        return stream, tracks
 
     async def _describe(self, event: Describe) -> None:
-        _, frame = await self._keyframe(event.channel_id)
+        _, tracks = await self._tracks(event.channel_id)
+        video = tracks.video
+        assert video is not None
         try:
-            media = sdp_media(frame.codec, frame, PAYLOAD_TYPE, "trackID=0")
+            media = sdp_media(video.codec, video.keyframe, PAYLOAD_TYPE, f"trackID={VIDEO_TRACK}")
         except MissingParameterSets as e:
             raise RtspError(503, str(e)) from None
+        audio = tracks.audio
+        if audio is not None:
+            media += sdp_audio(audio, audio_payload_type(audio.codec), f"trackID={AUDIO_TRACK}")
         host = self._tcp.getHost()
         body = build_sdp(media, self.factory.rng.getrandbits(32), getattr(host, "host", "0.0.0.0"))
         if not self.closed:
             self.core.respond(event.request, 200, [("Content-Type", "application/sdp")], body)
 
+    def _packetizer(self, tracks: StreamTracks, track: int, ssrc: int) -> Packetizer | AudioPacketizer:
+        rng = self.factory.rng
+        if track == AUDIO_TRACK:
+            audio = tracks.audio
+            if audio is None:
+                raise RtspError(404, "the stream has no audio track")
+            if audio.codec is Codec.AAC:
+                return AacPacketizer(ssrc, rng, audio.sample_rate)
+            return G711Packetizer(ssrc, rng, audio.codec)
+        assert tracks.video is not None
+        if tracks.video.codec is Codec.H265:
+            return H265Packetizer(ssrc, rng, PAYLOAD_TYPE)
+        return H264Packetizer(ssrc, rng, PAYLOAD_TYPE)
+
     async def _setup(self, event: Setup) -> None:
-        stream, frame = await self._keyframe(event.channel_id)
+        stream, tracks = await self._tracks(event.channel_id)
         if self.closed:
             return
         ssrc = self.factory.rng.getrandbits(32)
-        packetizer: Packetizer
-        if frame.codec is Codec.H265:
-            packetizer = H265Packetizer(ssrc, self.factory.rng, PAYLOAD_TYPE)
-        else:
-            packetizer = H264Packetizer(ssrc, self.factory.rng, PAYLOAD_TYPE)
+        packetizer = self._packetizer(tracks, event.track, ssrc)
+        viewer = self.viewer
+        if viewer is not None and viewer.stream is not stream:
+            self._stop("the stream was replaced")
+            viewer = None
         wanted = event.transport
-        self._stop("re-SETUP")
+        if viewer is not None and wanted.tcp:
+            for n, other in viewer.tracks.items():
+                if n != event.track and other.transport.tcp and set(other.transport.interleaved) & set(wanted.interleaved):
+                    raise RtspError(461, f"interleaved channels {wanted.interleaved} are taken by track {n}")
         if wanted.tcp:
-            viewer = _Viewer(stream, packetizer, Transport(tcp=True, interleaved=wanted.interleaved, ssrc=ssrc))
+            track = _Track(event.request.uri, packetizer,
+                           Transport(tcp=True, interleaved=wanted.interleaved, ssrc=ssrc))
         else:
             assert wanted.client_port is not None
             rtp, rtcp = _RtcpIgnorer(), _RtcpIgnorer()
             ports = [self.factory.listen_udp(0, rtp), self.factory.listen_udp(0, rtcp)]
             server_port = (ports[0].getHost().port, ports[1].getHost().port)
-            viewer = _Viewer(
-                stream, packetizer,
-                Transport(tcp=False, client_port=wanted.client_port, server_port=server_port, ssrc=ssrc),
-            )
-            viewer.ports, viewer.rtp = ports, rtp
+            track = _Track(event.request.uri, packetizer,
+                           Transport(tcp=False, client_port=wanted.client_port, server_port=server_port, ssrc=ssrc))
+            track.ports, track.rtp = ports, rtp
             peer = self._tcp.getPeer()
-            viewer.dest = (peer.host, wanted.client_port[0])
-        self.viewer = viewer
-        self.core.accept_setup(event, viewer.transport, self.factory.reactor.seconds())
+            track.dest = (peer.host, wanted.client_port[0])
+        if viewer is None:
+            viewer = self.viewer = _Viewer(stream)
+        old = viewer.tracks.get(event.track)
+        if old is not None:
+            old.close()  # a transport change (§10.4)
+        viewer.tracks[event.track] = track
+        if viewer.sender is not None:
+            viewer.sender.add_track(packetizer, self._emitter(track))
+            self._register_producer(viewer)
+        self.core.accept_setup(event, track.transport, self.factory.reactor.seconds())
 
     def _play(self, event: Play) -> None:
         viewer = self.viewer
-        if viewer is None:
+        if viewer is None or not viewer.tracks:
             raise RtspError(455, "PLAY before SETUP")
         cache = viewer.stream.dispatcher.cache.frames
         first_pts = cache[0].pts if cache else 0
-        rtp_info = (
-            f"url={event.request.uri};seq={viewer.packetizer.sequence};"
-            f"rtptime={viewer.packetizer.rtp_timestamp(first_pts)}"
+        rtp_info = ",".join(
+            f"url={t.uri};seq={t.packetizer.sequence};rtptime={t.packetizer.rtp_timestamp(first_pts)}"
+            for _, t in sorted(viewer.tracks.items())
         )
         self.core.accept_play(event, rtp_info)
         if viewer.sender is not None:
             return  # already playing: PLAY again only re-answers
         self._flush()  # the 200 must reach the client before the first RTP packet
-        viewer.sender = RtpSender(viewer.packetizer, self._emitter(viewer))
-        if viewer.transport.tcp and not self._producing:
-            self._tcp.registerProducer(self, True)
-            self._producing = True
+        sender: RtpSender | None = None
+        for _, track in sorted(viewer.tracks.items()):
+            if sender is None:
+                sender = RtpSender(track.packetizer, self._emitter(track))
+            else:
+                sender.add_track(track.packetizer, self._emitter(track))
+        assert sender is not None
+        viewer.sender = sender
+        self._register_producer(viewer)
 
         def stream_closed(_: Any) -> None:
             log.info("RTSP: the stream of %s ended; closing the viewer", self.core.session and self.core.session.channel_id)
@@ -291,18 +359,23 @@ class RtspProtocol(protocol.Protocol):
 
         self._stream_closed = stream_closed
         viewer.stream.on_closed.append(stream_closed)
-        self.factory.source.attach(viewer.stream, viewer.sender)
+        self.factory.source.attach(viewer.stream, sender)
 
-    def _emitter(self, viewer: _Viewer) -> Callable[[bytes], None]:
-        if viewer.transport.tcp:
-            channel = viewer.transport.interleaved[0]
+    def _register_producer(self, viewer: _Viewer) -> None:
+        if not self._producing and any(t.transport.tcp for t in viewer.tracks.values()):
+            self._tcp.registerProducer(self, True)
+            self._producing = True
+
+    def _emitter(self, track: _Track) -> Callable[[bytes], None]:
+        if track.transport.tcp:
+            channel = track.transport.interleaved[0]
 
             def write_tcp(packet: bytes) -> None:
                 if not self.closed:
                     self._tcp.write(interleave(channel, packet))
 
             return write_tcp
-        rtp, dest = viewer.rtp, viewer.dest
+        rtp, dest = track.rtp, track.dest
         assert rtp is not None and dest is not None
 
         def write_udp(packet: bytes) -> None:
@@ -326,8 +399,8 @@ class RtspProtocol(protocol.Protocol):
         if self._producing and not self.closed:
             self._tcp.unregisterProducer()
         self._producing = False
-        for port in viewer.ports:
-            port.stopListening()
+        for track in viewer.tracks.values():
+            track.close()
 
 
 async def _sleep(reactor: Any, delay: float) -> None:

@@ -61,6 +61,11 @@ from gbplatform.db import queries as q
 from gbplatform.errors import DeviceOffline, DomainError
 from gbplatform.errors import NotFound as Missing
 from gbplatform.live import LiveStream, LiveStreams
+from gbplatform.recording import queries as rq
+from gbplatform.recording.http import MP4_TYPE, RecordingOff
+from gbplatform.recording.http import Pacer as _Pacer
+from gbplatform.recording.http import byte_range as _byte_range
+from gbplatform.recording.playback import Cancelled, gop_ranges, remux_mp4, vod_playlist
 from gbplatform.service import Platform
 from media.flv import FlvSink
 from media.frame import Frame
@@ -271,6 +276,11 @@ class Api:
                 "stats": dict(p.endpoint.stats),
                 "registrar": dict(p.devices.stats),
                 "onboarding_backlog": p.queries.backlog,
+            },
+            "media": None if p.live is None else {
+                "streams": len(p.live.streams),
+                "ports": {"capacity": p.live.ports.capacity, "in_use": p.live.ports.in_use,
+                          "available": p.live.ports.available},
             },
         })
 
@@ -507,7 +517,7 @@ class Api:
             if not ended.called:
                 ended.callback(None)
 
-        sink = FlvSink(write=request.write)
+        sink = FlvSink(write=request.write, tracks=stream.dispatcher.tracks)
         stream.on_closed.append(closed)
         live.attach(stream, sink)
         log.info("channel {id}: HTTP-FLV viewer {peer} attached ({n} watching)", id=channel_id,
@@ -609,6 +619,183 @@ class Api:
         request.setResponseCode(200)
         _set_header(request, b"Content-Type", TS_TYPE)
         return data
+
+    # -- recording (issue 4) -------------------------------------------------------------
+    def _recording(self) -> Any:
+        rec = self.platform.recording
+        if rec is None:
+            raise RecordingOff("this platform does not record")
+        return rec
+
+    @app.route("/api/v1/record/plans", methods=["GET"])
+    @authenticated
+    async def list_record_plans(self, request: Request) -> bytes:
+        items = await self.platform.db.run("list_plans", rq.list_plans_txn)
+        return self._json(request, {"items": [schemas.plan_json(p) for p in items]})
+
+    @app.route("/api/v1/record/plans", methods=["POST"])
+    @authenticated
+    async def create_record_plan(self, request: Request) -> bytes:
+        body = schemas.parse_plan(self._body(request), partial=False)
+        assert body.name is not None and body.schedule is not None
+        plan = await self.platform.db.run("create_plan", rq.create_plan_txn, body.name, body.schedule, at=self._at())
+        _set_header(request, b"Location", f"/api/v1/record/plans/{plan.id}".encode())
+        self._record_changed()
+        return self._json(request, schemas.plan_json(plan), 201)
+
+    @app.route("/api/v1/record/plans/<int:plan_id>", methods=["GET"])
+    @authenticated
+    async def get_record_plan(self, request: Request, plan_id: int) -> bytes:
+        plan = await self.platform.db.run("get_plan", rq.get_plan_txn, plan_id)
+        return self._json(request, schemas.plan_json(plan))
+
+    @app.route("/api/v1/record/plans/<int:plan_id>", methods=["PUT"])
+    @authenticated
+    async def update_record_plan(self, request: Request, plan_id: int) -> bytes:
+        body = schemas.parse_plan(self._body(request), partial=True)
+        plan = await self.platform.db.run("update_plan", rq.update_plan_txn, plan_id, name=body.name,
+                                          schedule=body.schedule, at=self._at())
+        self._record_changed()
+        return self._json(request, schemas.plan_json(plan))
+
+    @app.route("/api/v1/record/plans/<int:plan_id>", methods=["DELETE"])
+    @authenticated
+    async def delete_record_plan(self, request: Request, plan_id: int) -> bytes:
+        await self.platform.db.run("delete_plan", rq.delete_plan_txn, plan_id)
+        request.setResponseCode(204)
+        return b""
+
+    def _record_changed(self) -> None:
+        rec = self.platform.recording
+        if rec is not None:
+            rec.poke()
+
+    def _channel_status(self, channel_id: str) -> dict[str, Any] | None:
+        rec = self.platform.recording
+        if rec is None:
+            return None
+        return next((c for c in rec.state()["channels"] if c["channel_id"] == channel_id), None)
+
+    @app.route("/api/v1/channels/<channel_id>/record", methods=["GET"])
+    @authenticated
+    async def get_record_policy(self, request: Request, channel_id: str) -> bytes:
+        policy = await self.platform.db.run("get_policy", rq.get_policy_txn, channel_id)
+        return self._json(request, schemas.policy_json(policy, self._channel_status(channel_id)))
+
+    @app.route("/api/v1/channels/<channel_id>/record", methods=["PUT"])
+    @authenticated
+    async def put_record_policy(self, request: Request, channel_id: str) -> bytes:
+        body = schemas.parse_policy(self._body(request))
+        channel = await self.platform.db.run("get_channel", q.get_channel_txn, channel_id)
+        if channel is None and body.mode != "off":
+            raise Missing(f"channel {channel_id} not found")
+        policy = await self.platform.db.run("put_policy", rq.put_policy_txn, channel_id, mode=body.mode,
+                                            plan_id=body.plan_id, retention_days=body.retention_days, at=self._at())
+        log.info("channel {id}: recording policy {mode}", id=channel_id, mode=body.mode)
+        self._record_changed()
+        return self._json(request, schemas.policy_json(policy, self._channel_status(channel_id)))
+
+    @app.route("/api/v1/channels/<channel_id>/recordings", methods=["GET"])
+    @authenticated
+    async def channel_recordings(self, request: Request, channel_id: str) -> bytes:
+        day = schemas.parse_day(request.args)
+        result = await self._recording().timeline(channel_id, day)
+
+        def urls(a: float, b: float) -> dict[str, str]:
+            query = f"start={a:.3f}&end={b:.3f}"
+            return {"hls": f"/vod/{channel_id}/index.m3u8?{query}", "mp4": f"/vod/{channel_id}.mp4?{query}"}
+
+        return self._json(request, schemas.timeline_json(channel_id, day, result, urls))
+
+    @app.route("/api/v1/storage", methods=["GET"])
+    @authenticated
+    async def storage_state(self, request: Request) -> bytes:
+        return self._json(request, self._recording().state())
+
+    @app.route("/api/v1/record/downloads", methods=["GET"])
+    @authenticated
+    async def list_downloads(self, request: Request) -> bytes:
+        jobs = sorted(self._recording().downloads.values(), key=lambda j: j.id)
+        return self._json(request, {"items": [schemas.download_json(j) for j in jobs]})
+
+    async def _vod_ranges(self, request: Request, channel_id: str) -> tuple[float, float, list[Any]]:
+        rec = self._recording()
+        start, end = schemas.parse_time_range(request.args)
+        segs = await self.platform.db.run("segments_between", rq.segments_between_txn, channel_id, start, end)
+        ranges = gop_ranges(segs, start, end)
+        if not ranges:
+            raise Missing(f"channel {channel_id} has no recording between {schemas.iso_epoch(start)} and "
+                          f"{schemas.iso_epoch(end)}")
+        del rec
+        return start, end, ranges
+
+    @app.route("/vod/<channel_id>/index.m3u8", methods=["GET"])
+    async def vod_hls(self, request: Request, channel_id: str) -> bytes:
+        token = request.args.get(b"token", [None])[0]
+        self.authorize(request, query_token=True)
+        _, _, ranges = await self._vod_ranges(request, channel_id)
+        suffix = "" if token is None else "?token=" + urllib.parse.quote(token.decode("utf-8", "replace"), safe="")
+        playlist = vod_playlist(ranges, lambda seg: f"seg/{seg.id}.ts{suffix}")
+        request.setResponseCode(200)
+        _set_header(request, b"Content-Type", HLS_TYPE)
+        _set_header(request, b"Cache-Control", b"no-store")
+        return playlist.encode("ascii")
+
+    @app.route("/vod/<channel_id>/seg/<int:segment_id>.ts", methods=["GET"])
+    async def vod_segment(self, request: Request, channel_id: str, segment_id: int) -> bytes:
+        self.authorize(request, query_token=True)
+        rec = self._recording()
+        seg = await self.platform.db.run("get_segment", rq.get_segment_txn, segment_id)
+        if seg is None or seg.channel_id != channel_id or seg.state == "open":
+            raise Missing(f"channel {channel_id} has no recorded segment {segment_id}")
+        first, last = _byte_range(request.getHeader(b"range"), seg.size)
+        data: bytes = await self.run_in_thread(rec.read, seg, first, last - first + 1)
+        if (first, last) != (0, seg.size - 1):
+            request.setResponseCode(206)
+            _set_header(request, b"Content-Range", f"bytes {first}-{first + len(data) - 1}/{seg.size}".encode())
+        else:
+            request.setResponseCode(200)
+        _set_header(request, b"Accept-Ranges", b"bytes")
+        _set_header(request, b"Content-Type", TS_TYPE)
+        return data
+
+    @app.route("/vod/<channel_id>.mp4", methods=["GET"])
+    async def vod_mp4(self, request: Request, channel_id: str) -> bytes:
+        self.authorize(request, query_token=True)
+        rec = self._recording()
+        start, end, ranges = await self._vod_ranges(request, channel_id)
+        total = sum(r.duration for r in ranges)
+        job = rec.new_download(channel_id, start, end, total)
+        request.setResponseCode(200)
+        _set_header(request, b"Content-Type", MP4_TYPE)
+        _set_header(request, b"Content-Disposition",
+                    f'attachment; filename="{channel_id}-{int(ranges[0].start)}.mp4"'.encode())
+        _set_header(request, b"X-Download-Id", str(job.id).encode())
+        _set_header(request, b"X-Content-Duration", f"{total:.3f}".encode())
+        request.write(b"")  # type: ignore[no-untyped-call]
+        pacer = _Pacer()
+        request.registerProducer(pacer, True)  # type: ignore[no-untyped-call]
+        gone = request.notifyFinish()
+        gone.addErrback(lambda _: pacer.cancel())
+        call = rec.call_from_thread
+
+        def emit(chunk: bytes) -> None:  # on the remux thread
+            pacer.wait()
+            call(request.write, chunk)
+
+        try:
+            await self.run_in_thread(remux_mp4, ranges, rec.read, emit, job.progress)
+            job.progress.state = "done"
+        except Cancelled:
+            job.progress.state = "cancelled"
+            log.info("download {id} of {ch}: the client went away", id=job.id, ch=channel_id)
+        except Exception as e:  # noqa: BLE001 - headers are sent: log, record, end the response
+            job.progress.state, job.progress.error = "failed", str(e)
+            log.failure("download {id} of {ch} failed", id=job.id, ch=channel_id)
+        finally:
+            job.finished = self.platform.clock.time()
+            request.unregisterProducer()  # type: ignore[no-untyped-call]
+        return b""
 
     # -- errors, in the order Klein tries them --------------------------------------
     def _error(self, request: Request, status: int, code: str, message: str, field: str | None = None) -> bytes:

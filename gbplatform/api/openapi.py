@@ -76,6 +76,17 @@ def _schemas() -> dict[str, Any]:
                 "registrar": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "onboarding_backlog": {"type": "integer"},
             }),
+            "media": {
+                "oneOf": [{"type": "null"}, _obj({
+                    "streams": {"type": "integer", "description": "Live streams (inviting or playing)."},
+                    "ports": _obj({
+                        "capacity": {"type": "integer", "description": "RTP ports in [media] range (even)."},
+                        "in_use": {"type": "integer"},
+                        "available": {"type": "integer"},
+                    }),
+                })],
+                "description": "null when the platform runs without a media receiver.",
+            },
         }),
         "Page": _obj({
             "items": {"type": "array"},
@@ -482,12 +493,186 @@ def build_openapi(version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries", "live")],
-        "paths": _paths(),
+        "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries", "live", "recording")],
+        "paths": {**_paths(), **_record_paths()},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "The token from `api.token` or <data_dir>/api_token."}},
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_record_schemas()},
             "responses": _RESPONSES,
+        },
+    }
+
+
+# --- recording (issue 4) -------------------------------------------------------------
+
+_TOKEN_QUERY = _query("token", {"type": "string"},
+                      "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).")
+_RANGE_QUERY = [
+    {"name": "start", "in": "query", "required": True, "schema": {"type": "string"},
+     "description": "Range start: ISO 8601 (`2024-05-01T08:00:00Z`) or epoch seconds."},
+    {"name": "end", "in": "query", "required": True, "schema": {"type": "string"},
+     "description": "Range end (after start, at most 7 days later)."},
+]
+_PLAN_ID = {"name": "plan_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
+            "description": "The recording plan's id."}
+_WINDOW = _obj({
+    "weekday": {"type": "integer", "minimum": 0, "maximum": 6, "description": "0 Monday … 6 Sunday."},
+    "start": {"type": "string", "pattern": "^([01][0-9]|2[0-4]):[0-5][0-9]$", "examples": ["08:00"]},
+    "end": {"type": "string", "pattern": "^([01][0-9]|2[0-4]):[0-5][0-9]$", "examples": ["24:00"]},
+})
+_SPAN = _obj({"start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
+              "seconds": {"type": "number"}})
+
+
+def _record_schemas() -> dict[str, Any]:
+    return {
+        "RecordPlan": _obj({
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "schedule": {"type": "array", "items": _WINDOW},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        }),
+        "RecordPlanBody": _obj({"name": {"type": "string", "maxLength": 128},
+                                "schedule": {"type": "array", "items": _WINDOW}}, required=[],
+                               additionalProperties=False,
+                               description="POST needs both fields; PUT changes the ones given."),
+        "RecordPlanList": _obj({"items": {"type": "array", "items": _ref("RecordPlan")}}),
+        "RecordPolicyBody": _obj({
+            "mode": {"type": "string", "enum": ["off", "continuous", "plan"]},
+            "plan_id": _nullable("integer", description="Required with mode plan."),
+            "retention_days": _nullable("integer", minimum=0,
+                                        description="Days this channel's footage is kept; null: record.retention_days."),
+        }, required=["mode"], additionalProperties=False),
+        "RecordPolicy": _obj({
+            "channel_id": {"type": "string"},
+            "mode": {"type": "string", "enum": ["off", "continuous", "plan"]},
+            "plan_id": _INT,
+            "retention_days": _INT,
+            "updated_at": _TIME,
+            "status": {"type": ["object", "null"], "description": "Live recording state while the manager records it.",
+                       "properties": {"recording": {"type": "boolean"}, "segment": _STR, "error": _STR,
+                                      "dropped_frames": {"type": "integer"}}},
+        }),
+        "RecordSegment": _obj({
+            "id": {"type": "integer"}, "start": {"type": "string", "format": "date-time"}, "end": _TIME,
+            "size": {"type": "integer"}, "backend": {"type": "string", "enum": ["local", "s3"]},
+            "state": {"type": "string", "enum": ["open", "closed", "uploaded"]}, "local": {"type": "boolean"},
+            "has_audio": {"type": "boolean"}, "keyframes": {"type": "integer"},
+        }),
+        "RecordTimeline": _obj({
+            "channel_id": {"type": "string"},
+            "date": {"type": "string", "format": "date"},
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"},
+            "recorded_seconds": {"type": "number"},
+            "intervals": {"type": "array", "items": {"allOf": [_SPAN, _obj({"urls": _obj({
+                "hls": {"type": "string"}, "mp4": {"type": "string"}})})]}},
+            "gaps": {"type": "array", "items": _SPAN},
+            "segments": {"type": "array", "items": _ref("RecordSegment")},
+        }),
+        "StorageState": _obj({
+            "ready": {"type": "boolean", "description": "Crash recovery at start has finished."},
+            "backend": {"type": "string", "enum": ["local", "s3"]},
+            "segment_seconds": {"type": "number"},
+            "backends": {"type": "array", "items": {"type": "object", "required": ["name", "healthy", "used_bytes"],
+                                                    "properties": {
+                "name": {"type": "string"}, "healthy": {"type": "boolean"}, "error": _STR,
+                "used_bytes": {"type": "integer"}, "free_bytes": _INT, "total_bytes": _INT,
+                "queue_bytes": {"type": "integer"}, "queue_frames": {"type": "integer"},
+                "dropped_frames": {"type": "integer"}, "written_bytes": {"type": "integer"},
+                "upload_backlog": {"type": "integer"}, "upload_failures": {"type": "integer"}}}},
+            "channels": {"type": "array", "items": {"type": "object"}},
+            "retention": {"type": "object"},
+            "recovery": {"type": "object"},
+        }),
+        "DownloadList": _obj({"items": {"type": "array", "items": _obj({
+            "id": {"type": "integer"}, "channel_id": {"type": "string"},
+            "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
+            "state": {"type": "string", "enum": ["running", "done", "failed", "cancelled"]},
+            "total_seconds": {"type": "number"}, "done_seconds": {"type": "number"}, "percent": {"type": "number"},
+            "bytes": {"type": "integer"}, "error": _STR})}}),
+    }
+
+
+def _record_paths() -> dict[str, Any]:
+    t = "recording"
+    off = {"503": _error("The platform does not record (`recording_unavailable`).")}
+    missing = {"404": _error("No recording of the channel in the range (`not_found`).")}
+    return {
+        f"{PREFIX}/record/plans": {
+            "get": _op("listRecordPlans", t, "Recording plans (weekly schedules)", {"200": _ok("RecordPlanList")},
+                       device=False),
+            "post": _op("createRecordPlan", t, "Add a recording plan",
+                        {"201": _ok("RecordPlan", "Created"), "409": _error("The name is taken (`plan_exists`).")},
+                        device=False, body="RecordPlanBody"),
+        },
+        f"{PREFIX}/record/plans/{{plan_id}}": {
+            "get": _op("getRecordPlan", t, "One recording plan", {"200": _ok("RecordPlan"),
+                                                                   "404": _error("No such plan.")},
+                       device=False, params=[_PLAN_ID]),
+            "put": _op("updateRecordPlan", t, "Change a recording plan", {"200": _ok("RecordPlan"),
+                                                                           "404": _error("No such plan.")},
+                       device=False, params=[_PLAN_ID], body="RecordPlanBody"),
+            "delete": _op("deleteRecordPlan", t, "Delete a recording plan no channel uses",
+                          {"204": {"description": "Deleted"}, "404": _error("No such plan."),
+                           "409": _error("Channels use it (`plan_in_use`).")}, device=False, params=[_PLAN_ID]),
+        },
+        f"{PREFIX}/channels/{{channel_id}}/record": {
+            "get": _op("getRecordPolicy", t, "The channel's recording policy", {"200": _ok("RecordPolicy")},
+                       device=False, params=[_CHANNEL_ID]),
+            "put": _op("putRecordPolicy", t, "Set the channel's recording policy (off, continuous, plan)",
+                       {"200": _ok("RecordPolicy"), "404": _error("No such channel or plan (`not_found`).")},
+                       device=False, params=[_CHANNEL_ID], body="RecordPolicyBody",
+                       description="A recorded channel keeps its stream pulled with or without viewers and is "
+                                   "re-INVITEd after device loss when the device registers again."),
+        },
+        f"{PREFIX}/channels/{{channel_id}}/recordings": {
+            "get": _op("channelRecordings", t, "Timeline of a day: intervals with footage, gaps, segments",
+                       {"200": _ok("RecordTimeline"), **off}, device=False, params=[_CHANNEL_ID, {
+                           "name": "date", "in": "query", "required": True,
+                           "schema": {"type": "string", "format": "date"},
+                           "description": "The day, YYYY-MM-DD, in record.timezone."}]),
+        },
+        f"{PREFIX}/storage": {
+            "get": _op("storageState", t, "Storage backends: used, free, write queue, dropped frames, uploads",
+                       {"200": _ok("StorageState"), **off}, device=False),
+        },
+        f"{PREFIX}/record/downloads": {
+            "get": _op("listDownloads", t, "MP4 downloads running and recently finished, with progress",
+                       {"200": _ok("DownloadList"), **off}, device=False),
+        },
+        "/vod/{channel_id}/index.m3u8": {
+            "get": _op("vodHls", t, "HLS VOD playlist of a time range of recordings", {
+                "200": {"description": "RFC 8216 VOD playlist (EXT-X-PLAYLIST-TYPE:VOD, EXT-X-ENDLIST): byte "
+                                       "ranges of the recorded MPEG-TS files, one per GOP group; gaps are "
+                                       "EXT-X-DISCONTINUITY.",
+                        "content": {"application/vnd.apple.mpegurl": {"schema": {"type": "string"}}}},
+                **missing, **off,
+            }, device=False, params=[_CHANNEL_ID, *_RANGE_QUERY, _TOKEN_QUERY],
+                description="Outside `/api/v1`: give this URL to an HLS player."),
+        },
+        "/vod/{channel_id}/seg/{segment_id}.ts": {
+            "get": _op("vodSegment", t, "Bytes of a recorded segment (HTTP Range supported)", {
+                "200": {"description": "The whole MPEG-TS file.",
+                        "content": {"video/mp2t": {"schema": {"type": "string", "format": "binary"}}}},
+                "206": {"description": "The requested byte range (RFC 9110 §14).",
+                        "content": {"video/mp2t": {"schema": {"type": "string", "format": "binary"}}}},
+                "404": _error("No such segment of this channel."),
+                "416": _error("The range lies outside the segment (`range_not_satisfiable`)."), **off,
+            }, device=False, params=[_CHANNEL_ID, {
+                "name": "segment_id", "in": "path", "required": True, "schema": {"type": "integer"},
+                "description": "The segment id from the playlist."}, _TOKEN_QUERY]),
+        },
+        "/vod/{channel_id}.mp4": {
+            "get": _op("vodMp4", t, "Download a time range as MP4 (stream copy, streamed while built)", {
+                "200": {"description": "Fragmented MP4 (ISO/IEC 14496-12), chunked. `X-Download-Id` names the "
+                                       "job in /api/v1/record/downloads (progress); `X-Content-Duration` is the "
+                                       "length in seconds.",
+                        "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
+                **missing, **off,
+            }, device=False, params=[_CHANNEL_ID, *_RANGE_QUERY, _TOKEN_QUERY],
+                description="Whole GOPs: the file starts at the keyframe at or before `start`."),
         },
     }

@@ -507,3 +507,144 @@ def trace_json(device_id: str, entries: Sequence[TraceEntry]) -> dict[str, Any]:
         item["at"] = iso_epoch(entry.at)
         items.append(item)
     return {"device_id": device_id, "items": items}
+
+
+# --- recording (issue 4) ---------------------------------------------------------
+
+RECORD_MODES: Final = ("off", "continuous", "plan")
+MAX_RANGE_SECONDS: Final = 7 * 86400
+
+
+@dataclass(frozen=True)
+class PlanBody:
+    name: str | None
+    schedule: list[dict[str, Any]] | None
+
+
+def parse_plan(obj: Mapping[str, Any], *, partial: bool) -> PlanBody:
+    """``POST``/``PUT /record/plans``: ``name`` and ``schedule`` (a list of weekly windows)."""
+    from gbplatform.recording.schedule import ScheduleError, parse_schedule
+
+    unknown = set(obj) - {"name", "schedule"}
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], "unknown field")
+    name = _text(obj, "name", MAX_NAME, nullable=False) if "name" in obj else None
+    if name is not None and not name.strip():
+        raise ValidationError("name", "must not be empty")
+    if not partial and name is None:
+        raise ValidationError("name", "is required")
+    schedule = None
+    if "schedule" in obj:
+        try:
+            schedule = parse_schedule(obj["schedule"])
+        except ScheduleError as e:
+            raise ValidationError("schedule", str(e)) from None
+    elif not partial:
+        raise ValidationError("schedule", "is required")
+    return PlanBody(name, schedule)
+
+
+@dataclass(frozen=True)
+class PolicyBody:
+    mode: str
+    plan_id: int | None
+    retention_days: int | None
+
+
+def parse_policy(obj: Mapping[str, Any]) -> PolicyBody:
+    """``PUT /channels/{id}/record``: ``mode``, ``plan_id`` (mode plan), ``retention_days`` (null: global)."""
+    unknown = set(obj) - {"mode", "plan_id", "retention_days"}
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], "unknown field")
+    mode = obj.get("mode")
+    if mode not in RECORD_MODES:
+        raise ValidationError("mode", f"must be one of {', '.join(RECORD_MODES)}")
+    plan_id = obj.get("plan_id")
+    if plan_id is not None and (isinstance(plan_id, bool) or not isinstance(plan_id, int) or plan_id < 1):
+        raise ValidationError("plan_id", "must be a plan id (a positive integer) or null")
+    if mode == "plan" and plan_id is None:
+        raise ValidationError("plan_id", "is required when mode is plan")
+    if mode != "plan" and plan_id is not None:
+        raise ValidationError("plan_id", "only with mode plan")
+    days = obj.get("retention_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36500):
+        raise ValidationError("retention_days", "must be an integer 0-36500 (0: forever) or null")
+    return PolicyBody(mode, plan_id, days)
+
+
+def parse_time_arg(args: Args, name: str) -> float:
+    """A required time: ISO 8601 (with offset or Z; naive means UTC) or epoch seconds."""
+    raw = _arg(args, name)
+    if raw is None or raw == "":
+        raise ValidationError(name, "is required (ISO 8601 or epoch seconds)")
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise ValidationError(name, f"expected ISO 8601 or epoch seconds, got {raw[:40]!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def parse_time_range(args: Args) -> tuple[float, float]:
+    start, end = parse_time_arg(args, "start"), parse_time_arg(args, "end")
+    if end <= start:
+        raise ValidationError("end", "must be after start")
+    if end - start > MAX_RANGE_SECONDS:
+        raise ValidationError("end", f"a range is at most {MAX_RANGE_SECONDS // 86400} days")
+    return start, end
+
+
+def parse_day(args: Args) -> dt.date:
+    raw = _arg(args, "date")
+    if raw is None or raw == "":
+        raise ValidationError("date", "is required (YYYY-MM-DD)")
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ValidationError("date", f"expected YYYY-MM-DD, got {raw[:20]!r}") from None
+
+
+def plan_json(plan: Any) -> dict[str, Any]:
+    return {"id": plan.id, "name": plan.name, "schedule": plan.schedule, "created_at": iso(plan.created_at),
+            "updated_at": iso(plan.updated_at)}
+
+
+def policy_json(policy: Any, recording: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"channel_id": policy.channel_id, "mode": policy.mode, "plan_id": policy.plan_id,
+            "retention_days": policy.retention_days, "updated_at": iso(policy.updated_at),
+            "status": dict(recording) if recording is not None else None}
+
+
+def segment_json(seg: Any) -> dict[str, Any]:
+    return {"id": seg.id, "start": iso_epoch(seg.start), "end": iso_epoch(seg.end), "size": seg.size,
+            "backend": seg.backend, "state": seg.state, "local": seg.local, "has_audio": seg.has_audio,
+            "keyframes": len(seg.keyframes)}
+
+
+def timeline_json(channel_id: str, day: dt.date, result: Mapping[str, Any], urls: Callable[[float, float], dict[str, str]]) -> dict[str, Any]:
+    def span(a: float, b: float) -> dict[str, Any]:
+        return {"start": iso_epoch(a), "end": iso_epoch(b), "seconds": round(b - a, 3)}
+
+    return {
+        "channel_id": channel_id,
+        "date": day.isoformat(),
+        "start": iso_epoch(result["start"]),
+        "end": iso_epoch(result["end"]),
+        "recorded_seconds": result["seconds"],
+        "intervals": [{**span(a, b), "urls": urls(a, b)} for a, b in result["intervals"]],
+        "gaps": [span(a, b) for a, b in result["gaps"]],
+        "segments": [segment_json(s) for s in result["segments"]],
+    }
+
+
+def download_json(job: Any) -> dict[str, Any]:
+    p = job.progress
+    return {"id": job.id, "channel_id": job.channel_id, "start": iso_epoch(job.start), "end": iso_epoch(job.end),
+            "state": p.state, "total_seconds": round(p.total_seconds, 3), "done_seconds": round(p.done_seconds, 3),
+            "percent": round(100 * p.done_seconds / p.total_seconds, 1) if p.total_seconds else 100.0,
+            "bytes": p.bytes, "error": p.error}

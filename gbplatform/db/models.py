@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Double,
@@ -37,6 +38,9 @@ __all__ = [
     "Base",
     "Channel",
     "Device",
+    "RecordPlan",
+    "RecordPolicy",
+    "RecordSegment",
     "UtcDateTime",
     "utcnow",
 ]
@@ -196,3 +200,66 @@ class Channel(Base):
     extra: Mapped[dict[str, Any] | None]
     kind: Mapped[Code] = mapped_column(default="channel", server_default="channel")
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# --- recording (issue 4) --------------------------------------------------------
+
+
+class RecordPlan(Base):
+    """A weekly recording schedule several channels can share.
+
+    ``schedule`` is a list of ``{"weekday": 0-6 (Monday 0), "start": "HH:MM",
+    "end": "HH:MM"}`` in the platform's ``record.timezone``; ``end`` 24:00 is
+    the end of the day.
+    """
+
+    __tablename__ = "record_plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    schedule: Mapped[list[Any]] = mapped_column(JSON())
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class RecordPolicy(Base):
+    """Whether and when one channel is recorded, and how long its footage is kept.
+
+    Keyed by the channel's GB ID alone (the API's ``/channels/{id}``) and not a
+    foreign key: a catalog sync replaces channel rows, the policy must outlive that.
+    """
+
+    __tablename__ = "record_policies"
+
+    channel_id: Mapped[GbId] = mapped_column(primary_key=True)
+    mode: Mapped[Code] = mapped_column(default="off", server_default="off")  # off | continuous | plan
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("record_plans.id", ondelete="RESTRICT"), index=True)
+    retention_days: Mapped[int | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class RecordSegment(Base):
+    """One recorded MPEG-TS file of a channel.
+
+    ``key`` is its path under the storage root (and its object key in S3);
+    ``state`` is open (being written), closed, or uploaded (in S3);
+    ``local`` says whether the local copy still exists. ``keyframes`` is the
+    index ``[[byte offset, pts, epoch seconds], ...]`` of its random access points.
+    """
+
+    __tablename__ = "record_segments"
+    __table_args__ = (Index(None, "channel_id", "start_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    channel_id: Mapped[GbId]
+    start_at: Mapped[dt.datetime]
+    end_at: Mapped[dt.datetime | None]
+    size: Mapped[int] = mapped_column(BigInteger(), default=0, server_default=text("0"))
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    backend: Mapped[Code] = mapped_column(default="local", server_default="local")
+    state: Mapped[Code] = mapped_column(default="open", server_default="open", index=True)
+    local: Mapped[bool] = mapped_column(default=True, server_default=true())
+    has_audio: Mapped[bool] = mapped_column(default=False, server_default=false())
+    keyframes: Mapped[list[Any] | None] = mapped_column(JSON())
+    uploaded_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -271,7 +271,7 @@ def test_health_needs_no_token_and_no_database(env: Env) -> None:
 def test_every_route_but_health_refuses_a_missing_or_wrong_token(env: Env, header: str | None) -> None:
     add_device(env)
     routes = concrete_routes(env.api)
-    assert len(routes) == 21
+    assert len(routes) == 34
     for method, path in routes:
         if path == "/health":
             continue
@@ -993,7 +993,7 @@ def test_flv_streams_from_the_gop_cache_and_ends_with_the_stream(env: Env, live:
     env.client("POST", f"/channels/{CAM1}/play")
     stream = live.streams[CAM1]
     stream.dispatcher.input_frame(h264(0, key=True))
-    stream.dispatcher.input_frame(h264(1, key=False))
+    stream.dispatcher.input_frame(h264(13, key=False))  # 0.52 s on: the tracks are known, video only
 
     d = stub.get(FLV_URL + f"?token={TOKEN}")
     stub.flush()
@@ -1043,6 +1043,7 @@ def test_flv_viewer_that_disconnects_is_detached(env: Env, live: FakeLive) -> No
     request.requestReceived(b"GET", f"/live/{CAM1}.flv?token={TOKEN}".encode(), b"HTTP/1.1")
     assert stream.viewers == 1
     stream.dispatcher.input_frame(h264(0, key=True))
+    stream.dispatcher.input_frame(h264(13, key=False))  # 0.52 s on: video only, the FLV header goes out
     written = channel.transport.written.getvalue()
     assert written.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in written
     assert b"FLV\x01" in written

@@ -875,7 +875,7 @@ def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     config = Config()
     config = replace(config, storage=replace(config.storage, data_dir=str(tmp_path)))
     top = make_service(config, _Reactor())
-    assert [s.name for s in top] == ["database", "sip", "http", "rtsp"]
+    assert [s.name for s in top] == ["database", "sip", "http", "rtsp", "recording"]
     platform = top.platform  # type: ignore[attr-defined]
     assert platform.api_token == (tmp_path / "api_token").read_text().strip()
     # Live streams get the configured RTP range (30000-30499: 250 even/odd pairs).

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from media.aac import adts_header
 from media.flv import FlvMuxer, FlvSink, hevc_decoder_configuration_record
 from media.frame import Codec, Frame
 from media.ingest import RtpIngest
 from media.nal import split_nals
 from media.pipeline import FrameDispatcher
+from tests.media_audio import aac_frames, g711_frames, merge_by_dts
 from tests.media_captures import udp_payloads
 
 
@@ -183,8 +185,8 @@ def test_g711_audio_tags() -> None:
     )
     (mu,) = muxer.frame(Frame(Codec.G711U, pcm, 9000, 9000, False, 0xC0))
     assert mu[11] == 0x82
-    assert muxer.frame(Frame(Codec.AAC, b"\xff\xf1", 9000, 9000, False, 0xC0)) == []
-    assert muxer.stats.unsupported_audio == 1
+    assert muxer.frame(Frame(Codec.AAC, b"\xff\xf1", 9000, 9000, False, 0xC0)) == []  # not ADTS
+    assert muxer.stats.dropped == 1
     assert FlvMuxer().frame(Frame(Codec.G711A, pcm, 0, 0, False, 0xC0)) == []  # audio off
 
 
@@ -253,3 +255,94 @@ def test_h265_enhanced_flv_is_recognised_by_ffmpeg(tmp_path: Path) -> None:
         (stream,) = container.streams.video
         assert stream.codec_context.name == "hevc"
         assert stream.codec_context.extradata[:1] == b"\x01"  # our HEVCDecoderConfigurationRecord
+
+
+# -- audio: G.711 and AAC next to the capture's video ---------------------------------------------
+
+
+def with_audio(frames: list[Frame], codec: Codec) -> list[Frame]:
+    seconds = (frames[-1].pts + 3600 - frames[0].pts) / 90_000
+    start = frames[0].pts
+    sound = aac_frames(seconds, start) if codec is Codec.AAC else g711_frames(codec, seconds, start)
+    return merge_by_dts(frames, sound)
+
+
+def test_aac_sequence_header_then_raw_frames_without_adts() -> None:
+    muxer = FlvMuxer(audio=True)
+    muxer.frame(avc(IDR, 9000, key=True))
+    raw1, raw2 = b"\x21" * 20, b"\x22" * 30
+    pes = adts_header(2, 4, 2, 20) + raw1 + adts_header(2, 4, 2, 30) + raw2
+    seq, first, second = muxer.frame(Frame(Codec.AAC, pes, 9000, 9000, True, 0xC0))
+    _, tags = parse_flv(muxer.header() + seq + first + second)
+    assert [t.type for t in tags] == [8, 8, 8]
+    assert tags[0].body == b"\xaf\x00" + bytes.fromhex("1210")  # AudioSpecificConfig: LC, 44.1 kHz, stereo
+    assert (tags[1].body, tags[2].body) == (b"\xaf\x01" + raw1, b"\xaf\x01" + raw2)
+    assert [t.timestamp for t in tags] == [0, 0, 23]  # the second frame is 1024 samples on
+    # Same config: no new sequence header; a new one when the header changes.
+    (again,) = muxer.frame(Frame(Codec.AAC, adts_header(2, 4, 2, 20) + raw1, 9000 + 4180, 9000 + 4180, True, 0xC0))
+    assert again[11:13] == b"\xaf\x01"
+    mono = muxer.frame(Frame(Codec.AAC, adts_header(2, 8, 1, 20) + raw1, 18000, 18000, True, 0xC0))
+    assert [t[11:13] for t in mono] == [b"\xaf\x00", b"\xaf\x01"] and mono[0][13:15] == bytes.fromhex("1408")
+    assert muxer.stats.sequence_headers == 3 and muxer.stats.audio_frames == 4
+
+
+@pytest.mark.parametrize("codec", [Codec.G711A, Codec.G711U, Codec.AAC])
+def test_capture_with_audio_decodes_both_with_pyav(frames: list[Frame], codec: Codec, tmp_path: Path) -> None:
+    av = pytest.importorskip("av")
+    out: list[bytes] = []
+    sink = FlvSink(out.append)  # the default: audio when the stream has it
+    for frame in with_audio(frames, codec):
+        sink.input_frame(frame)
+    data = b"".join(out)
+    assert data[4] == 0x05  # TypeFlagsAudio | TypeFlagsVideo
+    path = tmp_path / "av.flv"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        names = {s.type: s.codec_context.name for s in container.streams}
+        assert names == {"video": "h264", "audio": {Codec.G711A: "pcm_alaw", Codec.G711U: "pcm_mulaw",
+                                                   Codec.AAC: "aac"}[codec]}
+        counts = {"video": 0, "audio": 0}
+        last = {"video": 0.0, "audio": 0.0}
+        for frame in container.decode(*container.streams):
+            kind = "audio" if isinstance(frame, av.AudioFrame) else "video"
+            counts[kind] += 1
+            last[kind] = frame.time
+    assert counts["video"] >= 240 and counts["audio"] >= 200
+    assert abs(last["video"] - last["audio"]) < 0.1  # both run the clip's 10 s
+
+
+def test_header_audio_flag_follows_the_stream(frames: list[Frame]) -> None:
+    # Shared tracks that already know the stream: a late joiner holds nothing back.
+    d = FrameDispatcher()
+    for frame in with_audio(frames[:30], Codec.G711A):
+        d.input_frame(frame)
+    out: list[bytes] = []
+    sink = FlvSink(out.append, tracks=d.tracks)
+    d.add_sink(sink)  # the GOP replay
+    assert out and out[0][4] == 0x05
+
+    video_only = FrameDispatcher()
+    for frame in frames[:30]:
+        video_only.input_frame(frame)
+    out = []
+    video_only.add_sink(FlvSink(out.append, tracks=video_only.tracks))
+    assert out and out[0][4] == 0x01
+
+    # Own tracks, from the stream's first keyframe: frames wait for the probe.
+    out = []
+    sink = FlvSink(out.append)
+    mixed = with_audio(frames[:30], Codec.G711U)
+    sink.input_frame(mixed[0])
+    assert out == [] and sink.held == 1
+    for frame in mixed[1:]:
+        sink.input_frame(frame)
+    assert out[0][4] == 0x05 and sink.held == 0
+    _, tags = parse_flv(b"".join(out))
+    assert tags[0].type == 9 and {t.type for t in tags} == {8, 9}
+
+    # Forced off: video only even though the stream has audio.
+    out = []
+    sink = FlvSink(out.append, audio=False)
+    for frame in mixed:
+        sink.input_frame(frame)
+    assert out[0][4] == 0x01 and {t.type for t in parse_flv(b"".join(out))[1]} == {9}

@@ -127,3 +127,53 @@ def test_broken_tcp_framing_marks_the_stream_unusable() -> None:
     assert ingest.stream_bytes(b"\x00\x05hello", 0.0) is False
     assert ingest.failed is not None
     assert ingest.stream_bytes(b"\x00\x0c" + bytes(12), 0.0) is False
+
+
+def _with_marker(data: bytes, marker: bool) -> bytes:
+    b = bytearray(data)
+    b[1] = (b[1] & 0x7F) | (0x80 if marker else 0)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("marker", ["as sent", "never", "always"])
+def test_ps_frames_do_not_depend_on_the_marker_bit(udp: list[bytes], marker: str) -> None:
+    _, clean = run(udp)
+    datagrams = udp if marker == "as sent" else [_with_marker(d, marker == "always") for d in udp]
+    ingest, sink = run(datagrams)
+    assert [(f.data, f.pts, f.keyframe) for f in sink.frames] == [
+        (f.data, f.pts, f.keyframe) for f in clean.frames
+    ]
+    assert ingest.demuxer.stats.dropped == 1  # only the capture's cut last frame
+
+
+def test_a_ps_frame_leaves_at_the_first_packet_of_the_next(udp: list[bytes]) -> None:
+    sink = Collector()
+    dispatcher = FrameDispatcher()
+    dispatcher.add_sink(sink)
+    ingest = RtpIngest(dispatcher)
+    first_ts = struct.unpack_from("!I", udp[0], 4)[0]
+    n = 0
+    while struct.unpack_from("!I", udp[n], 4)[0] == first_ts:
+        ingest.datagram(udp[n], 0.0)
+        n += 1
+    assert sink.frames == []  # the marker came, but a frame is only known whole at the next
+    ingest.datagram(udp[n], 0.0)
+    assert len(sink.frames) == 1 and sink.frames[0].keyframe
+
+
+def test_ps_payloads_without_marker_or_timestamp_change_are_demuxed_in_batches(
+    udp: list[bytes],
+) -> None:
+    from media.ingest import PS_BATCH
+
+    # A broken device: one timestamp and no marker for the whole stream.
+    same = []
+    for d in udp[: PS_BATCH * 2 + 3]:
+        b = bytearray(_with_marker(d, False))
+        struct.pack_into("!I", b, 4, 1234)
+        same.append(bytes(b))
+    ingest = RtpIngest(FrameDispatcher())
+    for d in same:
+        ingest.datagram(d, 0.0)
+    assert len(ingest._ps_chunks) == 3  # bounded: the rest went to the demuxer
+    assert ingest.demuxer.stats.bytes > 0

@@ -10,17 +10,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from media.aac import adts_header
 from media.frame import Codec, Frame
 from media.nal import H264_NAL_AUD, H264_NAL_IDR, H264_NAL_PPS, H264_NAL_SPS, nal_type, split_nals
 from media.packetize import (
     FU_A,
     H265_FU,
+    AacPacketizer,
     G711Packetizer,
     H264Packetizer,
     H265Packetizer,
     MissingParameterSets,
+    audio_payload_type,
+    sdp_audio,
     sdp_media,
 )
+from media.pipeline import AudioTrack
 from media.rtp import RtpPacket, seq_delta, ts_delta
 from tests.media_captures import udp_payloads
 from tests.unit.test_media_ingest import run
@@ -425,3 +430,79 @@ def test_sdp_without_parameter_sets_is_a_clear_error() -> None:
         sdp_media(Codec.H264, None, 96, "t")
     with pytest.raises(ValueError, match="no RTP payload format for aac"):
         sdp_media(Codec.AAC, None, 97, "t")
+
+
+# --- AAC (RFC 3640 AAC-hbr) and the audio SDP ------------------------------------------------
+
+
+def adts_pes(sizes: list[int], pts: int, rate_index: int = 4, channels: int = 2) -> Frame:
+    data = b"".join(adts_header(2, rate_index, channels, n) + bytes([i + 1]) * n for i, n in enumerate(sizes))
+    return Frame(Codec.AAC, data, pts, pts, True, 0xC0)
+
+
+def au_units(packets: list[RtpPacket]) -> list[tuple[int, int, bytes]]:
+    """(timestamp, AU-size, AU bytes) per access unit, reassembling fragments (test oracle)."""
+    out: list[tuple[int, int, bytes]] = []
+    partial = b""
+    for p in packets:
+        payload = bytes(p.payload)
+        assert payload[:2] == b"\x00\x10"  # AU-headers-length: one 16-bit AU-header
+        size, index = payload[2] << 5 | payload[3] >> 3, payload[3] & 7
+        assert index == 0
+        partial += payload[4:]
+        if p.marker:
+            assert len(partial) == size
+            out.append((p.timestamp, size, partial))
+            partial = b""
+    assert partial == b""
+    return out
+
+
+def test_aac_one_au_per_packet_stamped_in_samples() -> None:
+    pk = AacPacketizer(SSRC, random.Random(21), 44100)
+    frame = adts_pes([200, 300], 90_000)
+    packets = [RtpPacket.parse(p) for p in pk.packetize(frame)]
+    assert [p.payload_type for p in packets] == [97, 97] and all(p.marker for p in packets)
+    units = au_units(packets)
+    base = (44100 + pk.timestamp_offset) & 0xFFFFFFFF
+    assert units == [(base, 200, b"\x01" * 200), ((base + 1024) & 0xFFFFFFFF, 300, b"\x02" * 300)]
+    assert pk.rtp_timestamp(90_000) == base
+
+
+def test_aac_au_over_the_mtu_is_fragmented() -> None:
+    pk = AacPacketizer(SSRC, random.Random(22), 48000, mtu=100)
+    packets = [RtpPacket.parse(p) for p in pk.packetize(adts_pes([250], 0, rate_index=3))]
+    assert [len(p.payload) for p in packets] == [100, 100, 62]
+    assert [p.marker for p in packets] == [False, False, True]
+    assert len({p.timestamp for p in packets}) == 1
+    assert au_units(packets) == [(packets[0].timestamp, 250, b"\x01" * 250)]
+
+
+def test_aac_that_is_not_adts_is_dropped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    pk = AacPacketizer(SSRC, random.Random(23), 16000)
+    seq = pk.sequence
+    assert pk.packetize(Frame(Codec.AAC, b"\x21\x10\x05\x00", 0, 0, True, 0xC0)) == []
+    assert pk.dropped == 1 and pk.sequence == seq and "dropping an AAC frame" in caplog.text
+    with pytest.raises(ValueError, match="cannot packetize g711a"):
+        pk.packetize(audio_frame(Codec.G711A, 10, 0))
+    with pytest.raises(ValueError, match="sample rate"):
+        AacPacketizer(SSRC, random.Random(0), 0)
+
+
+def test_audio_sdp_sections() -> None:
+    assert sdp_audio(AudioTrack(Codec.G711A, 8000, 1), audio_payload_type(Codec.G711A), "trackID=1") == (
+        "m=audio 0 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=control:trackID=1\r\n"
+    )
+    assert audio_payload_type(Codec.G711U) == 0 and audio_payload_type(Codec.AAC) == 97
+    sdp = sdp_audio(AudioTrack(Codec.AAC, 44100, 2, bytes.fromhex("1210")), 97, "trackID=1")
+    lines = sdp.split("\r\n")
+    assert lines[:2] == ["m=audio 0 RTP/AVP 97", "a=rtpmap:97 mpeg4-generic/44100/2"]
+    assert fmtp_params(sdp) == {
+        "streamtype": "5", "profile-level-id": "1", "mode": "AAC-hbr", "sizelength": "13",
+        "indexlength": "3", "indexdeltalength": "3", "config": "1210",
+    }
+    assert lines[3] == "a=control:trackID=1"
+    with pytest.raises(ValueError, match="AudioSpecificConfig"):
+        sdp_audio(AudioTrack(Codec.AAC, 44100, 2), 97, "t")
+    with pytest.raises(ValueError, match="no RTP payload format for h264"):
+        audio_payload_type(Codec.H264)

@@ -6,12 +6,22 @@ import logging
 
 import pytest
 
+from media.aac import adts_header
 from media.frame import Codec, Frame
-from media.pipeline import FrameDispatcher, GopCache, StreamStats
+from media.pipeline import (
+    AudioTrack,
+    FrameDispatcher,
+    GopCache,
+    StreamStats,
+    StreamTracks,
+    TimestampRepair,
+    VideoTrack,
+)
 
 
-def video(n: int, *, key: bool = False, size: int = 100) -> Frame:
-    return Frame(Codec.H264, bytes(size), pts=n * 3600, dts=n * 3600, keyframe=key, stream_id=0xE0)
+def video(n: float, *, key: bool = False, size: int = 100) -> Frame:
+    ts = int(n * 3600)
+    return Frame(Codec.H264, bytes(size), pts=ts, dts=ts, keyframe=key, stream_id=0xE0)
 
 
 def audio(n: int) -> Frame:
@@ -105,3 +115,138 @@ def test_stats_report_fps_bitrate_and_gop() -> None:
     assert stats.fps(now) == pytest.approx(25, rel=0.05)
     assert stats.bitrate(now) == pytest.approx(25 * 8000, rel=0.05)
     assert StreamStats().fps(1.0) == 0.0 and StreamStats().bitrate(1.0) == 0.0
+
+
+# -- tracks ----------------------------------------------------------------------------------
+
+ADTS_16K_MONO = adts_header(2, 8, 1, 4) + b"\x01\x02\x03\x04"
+
+
+def aac(n: int) -> Frame:
+    return Frame(Codec.AAC, ADTS_16K_MONO, pts=n * 5760, dts=n * 5760, keyframe=True, stream_id=0xC0)
+
+
+def test_tracks_know_the_video_and_the_audio_from_the_frames() -> None:
+    d = FrameDispatcher()
+    assert (d.tracks.video, d.tracks.audio, d.tracks.ready) == (None, None, False)
+    d.input_frame(audio(0))  # audio before any keyframe: known, but not ready without video
+    assert d.tracks.audio == AudioTrack(Codec.G711A, 8000, 1) and not d.tracks.ready
+    key = video(1, key=True)
+    d.input_frame(key)
+    assert d.tracks.ready and d.tracks.video == VideoTrack(Codec.H264, key)
+    later = video(50, key=True)
+    d.input_frame(later)
+    assert d.tracks.video is not None and d.tracks.video.keyframe is later  # the latest parameter sets
+
+
+def test_aac_track_config_comes_from_the_adts_header() -> None:
+    tracks = StreamTracks()
+    tracks.add(video(0, key=True))
+    tracks.add(aac(1))
+    assert tracks.ready
+    assert tracks.audio == AudioTrack(Codec.AAC, 16000, 1, bytes.fromhex("1408"))
+
+
+def test_video_only_is_decided_after_the_probe() -> None:
+    tracks = StreamTracks()  # 0.5 s of video: 13 frames at 25 fps
+    for n in range(12):
+        tracks.add(video(n, key=n == 0))
+        assert not tracks.ready
+    tracks.add(video(12.5))  # 45000 ticks after the keyframe
+    assert tracks.ready and tracks.audio is None
+    stuck = StreamTracks(probe_frames=5)
+    for _ in range(5):
+        stuck.add(video(0, key=True))  # a DTS that never advances: the frame count decides
+    assert stuck.ready
+    tracks.add(audio(20))  # audio that starts late still shows up in the tracks
+    assert tracks.audio is not None and tracks.audio.codec is Codec.G711A
+
+
+def test_audio_within_the_probe_makes_the_tracks_ready_at_once() -> None:
+    tracks = StreamTracks()
+    tracks.add(video(0, key=True))
+    tracks.add(video(1))
+    assert not tracks.ready
+    tracks.add(audio(1))
+    assert tracks.ready and tracks.audio is not None
+
+
+def test_aac_without_adts_is_logged_once_and_no_track(caplog: pytest.LogCaptureFixture) -> None:
+    tracks = StreamTracks()
+    bad = Frame(Codec.AAC, b"\x21\x10\x05", 0, 0, True, 0xC0)
+    for _ in range(3):
+        tracks.add(bad)
+    assert tracks.audio is None and tracks.bad_audio == 3
+    assert caplog.text.count("without a usable ADTS header") == 1
+    tracks.add(aac(1))
+    assert tracks.audio is not None and tracks.audio.sample_rate == 16000
+
+
+def test_audio_frames_do_not_restart_the_gop_cache() -> None:
+    d = FrameDispatcher()
+    d.input_frame(aac(0))  # keyframe=True, as the PS demuxer marks every audio frame
+    assert d.cache.frames == []
+    d.input_frame(video(1, key=True))
+    d.input_frame(aac(2))
+    d.input_frame(video(2))
+    assert [f.codec for f in d.cache.frames] == [Codec.H264, Codec.AAC, Codec.H264]
+    assert d.stats.keyframes == 1 and d.stats.frames == 4
+
+
+def test_tracks_are_updated_before_the_sinks_see_the_frame() -> None:
+    d = FrameDispatcher()
+    seen: list[bool] = []
+
+    class Probe:
+        def input_frame(self, frame: Frame) -> None:
+            seen.append(d.tracks.audio is not None)
+
+    d.add_sink(Probe())
+    d.input_frame(audio(0))
+    assert seen == [True]
+
+
+# -- timestamp repair ------------------------------------------------------------------------
+
+WRAP = 1 << 33
+
+
+def test_a_looping_source_keeps_a_continuous_timeline(caplog: pytest.LogCaptureFixture) -> None:
+    d = FrameDispatcher()
+    sink = Collector()
+    d.add_sink(sink)
+    clip = [f for n in range(50) for f in (video(n, key=n == 0), audio(2 * n), audio(2 * n + 1))]
+    with caplog.at_level(logging.INFO, logger="media.pipeline"):
+        for _ in range(3):  # the source loops back to PTS 0 twice
+            for f in clip:
+                d.input_frame(f)
+    assert d.timestamps is not None and d.timestamps.jumps == 2
+    assert caplog.text.count("DTS jumped by -1.960 s") == 2
+    videos = [f.dts for f in sink.frames if f.codec.is_video]
+    audios = [f.dts for f in sink.frames if not f.codec.is_video]
+    assert [b - a for a, b in zip(videos, videos[1:], strict=False)] == [3600] * 149
+    assert [b - a for a, b in zip(audios, audios[1:], strict=False)] == [1800] * 299
+    assert sink.frames[150].data is clip[0].data  # shifted, never copied
+    assert d.tracks.video is not None and d.tracks.video.keyframe.pts == 100 * 3600
+
+
+def test_the_pes_wrap_and_ordinary_gaps_are_not_jumps() -> None:
+    repair = TimestampRepair()
+    near = WRAP - 3600
+    frames = [Frame(Codec.H264, b"", (near + i * 3600) % WRAP, (near + i * 3600) % WRAP, False, 0xE0)
+              for i in range(3)]
+    frames.append(Frame(Codec.H264, b"", frames[-1].dts + 5 * 90_000, frames[-1].dts + 5 * 90_000, False, 0xE0))
+    out = [repair.repair(f) for f in frames]
+    assert out == frames and repair.jumps == 0  # the same objects: nothing shifted
+    # A big step forward is a jump too: 20 s of nothing is a new timeline, not a gap.
+    # The step after the jump is the usual frame interval, not the 5 s gap.
+    later = Frame(Codec.H264, b"", frames[-1].dts + 20 * 90_000 + 7200, frames[-1].dts + 20 * 90_000, False, 0xE0)
+    fixed = repair.repair(later)
+    assert repair.jumps == 1 and fixed.dts == frames[-1].dts + 3600 and fixed.pts == fixed.dts + 7200
+
+
+def test_repair_can_be_turned_off() -> None:
+    d = FrameDispatcher(repair=False)
+    d.input_frame(video(100, key=True))
+    d.input_frame(video(0))
+    assert d.timestamps is None and [f.dts for f in d.cache.frames] == [360_000, 0]

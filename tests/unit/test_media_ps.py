@@ -431,3 +431,44 @@ def test_real_capture_zlm_udp(shared_dir: Path) -> None:
     stream = b"".join(p for g in groups for p in g)
     again = demux_all([stream[i : i + 1000] for i in range(0, len(stream), 1000)])
     assert [(f.pts, f.data) for f in again] == [(f.pts, f.data) for f in frames]
+
+
+def test_first_picture_is_key_agrees_with_is_keyframe() -> None:
+    from media.ps import first_picture_is_key
+
+    sps = h265_sps_1080p()
+    vps, pps = b"\x40\x01\x0c\x01\xff\xff", b"\x44\x01\xc1\x72\xb4"
+    cases = [
+        (Codec.H265, annexb(b"\x46\x01\x10", vps, sps, pps, b"\x26\x01\xaf\x00")),
+        (Codec.H265, annexb(b"\x46\x01\x50", b"\x02\x01\xd0\x00")),
+        (Codec.H264, idr_au()),
+        (Codec.H264, annexb(b"\x09\x30", b"\x41\x9a\x00")),
+        (Codec.H264, annexb(b"\x67\x42\x00\x1e", b"\x68\xce")),  # no picture at all
+        (Codec.H264, b"\x00\x00\x01"),
+        (Codec.H264, b""),
+    ]
+    for codec, au in cases:
+        assert first_picture_is_key(codec, au) == nal.is_keyframe(codec, au), (codec, au[:20])
+
+
+def test_end_of_frame_emits_the_pending_unit_unless_one_is_incomplete() -> None:
+    data, aus = stream_of(2)
+    dm = PsDemuxer()
+    first = video_pack(aus[0], 0, with_psm=True)
+    assert dm.feed(first) == []
+    assert [f.data for f in dm.end_of_frame()] == [aus[0]]
+    assert dm.end_of_frame() == []
+    rest = data[len(first) :]
+    assert dm.feed(rest[:-5]) == []
+    assert dm.end_of_frame() == []  # a PES is still arriving
+    assert dm.feed(rest[-5:]) == []
+    assert [f.data for f in dm.end_of_frame()] == [aus[1]]
+    assert dm.stats.frames == 2 and dm.flush() == []
+
+
+def test_feeding_bytes_or_bytearray_gives_the_same_frames() -> None:
+    data, aus = stream_of(3)
+    for kind in (bytes, bytearray, memoryview):
+        dm = PsDemuxer()
+        frames = dm.feed(kind(data)) + dm.flush()  # type: ignore[operator]
+        assert [f.data for f in frames] == aus, kind

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
+import os
+import select
 import socket
 import struct
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
+from twisted.internet import protocol as protocol_module
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -19,7 +23,7 @@ from media.frame import Frame
 from media.ingest import RtpIngest
 from media.pipeline import FrameDispatcher
 from media.ports import PortLease
-from media.receiver import RtpReceiver
+from media.receiver import READS_PER_PASS, RtpReceiver, RtpUdpPort, UdpDrainer
 from media.reorder import ReorderBuffer
 from media.rtp import RtpPacket
 from tests.media_captures import udp_payloads
@@ -42,6 +46,8 @@ class FakeSocket:
         self.rcvbuf = 0
 
     def setsockopt(self, level: int, opt: int, value: int) -> None:
+        if (level, opt) == (socket.SOL_SOCKET, 33):  # SO_RCVBUFFORCE without CAP_NET_ADMIN
+            raise PermissionError(1, "Operation not permitted")
         assert (level, opt) == (socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.rcvbuf = value if self.cap is None else min(value, self.cap)
 
@@ -56,6 +62,7 @@ class FakeUdpPort:
         self.interface = interface
         self.handle = FakeSocket(cap)
         self.stopped = 0
+        self.reading = True
 
     def getHost(self) -> IPv4Address:  # noqa: N802 - Twisted API
         return IPv4Address("UDP", self.interface, self.port)
@@ -65,6 +72,9 @@ class FakeUdpPort:
 
     def getHandle(self) -> FakeSocket:  # noqa: N802 - Twisted API
         return self.handle
+
+    def stopReading(self) -> None:  # noqa: N802 - Twisted API
+        self.reading = False
 
 
 class FakeListenUdp:
@@ -441,3 +451,203 @@ def test_stop_waits_for_the_ports_to_close() -> None:
     closing.callback(None)
     assert d1.called and d2.called
     assert h.receiver.stop().called
+
+
+# -- reading: RtpUdpPort and UdpDrainer ------------------------------------------
+
+
+class QueueSocket:
+    """recvfrom() from a queue, then EAGAIN, like a non-blocking UDP socket."""
+
+    def __init__(self, datagrams: list[bytes], error: OSError | None = None) -> None:
+        self.queue = list(datagrams)
+        self.error = error
+        self.calls = 0
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        return self.recv(size), DEVICE
+
+    def recv(self, size: int) -> bytes:
+        self.calls += 1
+        if self.queue:
+            return self.queue.pop(0)[:size]
+        if self.error is not None:
+            raise self.error
+        raise BlockingIOError(11, "EAGAIN")
+
+
+class Recorder(protocol_module.DatagramProtocol):
+    def __init__(self, fail_on: bytes | None = None) -> None:
+        self.got: list[tuple[bytes, Any]] = []
+        self.fail_on = fail_on
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802 - Twisted API
+        if datagram == self.fail_on:
+            raise RuntimeError("handler bug")
+        self.got.append((datagram, addr))
+
+
+def rtp_port(sock: QueueSocket, proto: Recorder) -> RtpUdpPort:
+    port = RtpUdpPort(0, proto, "127.0.0.1", 8192, MemoryReactorClock())
+    port.socket = sock
+    return port
+
+
+def test_rtp_udp_port_reads_until_the_socket_is_empty() -> None:
+    proto = Recorder()
+    sock = QueueSocket([b"a", b"b", b"c"])
+    rtp_port(sock, proto).doRead()
+    assert proto.got == [(b"a", DEVICE), (b"b", DEVICE), (b"c", DEVICE)] and sock.calls == 4
+
+
+def test_rtp_udp_port_reads_a_bounded_batch_per_pass() -> None:
+    proto = Recorder()
+    sock = QueueSocket([b"x"] * (READS_PER_PASS + 5))
+    port = rtp_port(sock, proto)
+    port.doRead()
+    assert len(proto.got) == READS_PER_PASS and sock.calls == READS_PER_PASS
+    port.doRead()
+    assert len(proto.got) == READS_PER_PASS + 5
+
+
+def test_rtp_udp_port_survives_refusals_handler_errors_and_closing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proto = Recorder(fail_on=b"bad")
+    # The OS error (builtins), not Twisted's ConnectionRefusedError imported above.
+    sock = QueueSocket([b"bad", b"ok"], error=builtins.ConnectionRefusedError(111, "refused"))
+    port = rtp_port(sock, proto)
+    with caplog.at_level(logging.ERROR, logger="media.receiver"):
+        port.doRead()
+    assert proto.got == [(b"ok", DEVICE)]
+    assert any("handler failed" in r.getMessage() for r in caplog.records)
+    del port.socket  # what connectionLost does
+    port.doRead()
+
+
+class FakeReadable:
+    def __init__(self, fail: bool = False) -> None:
+        self.reads = 0
+        self.reading = True
+        self.fail = fail
+
+    def stopReading(self) -> None:  # noqa: N802 - Twisted API
+        self.reading = False
+
+    def doRead(self) -> None:  # noqa: N802 - Twisted API
+        self.reads += 1
+        if self.fail:
+            raise OSError("EBADF")
+
+
+def test_drainer_reads_every_port_on_one_timer() -> None:
+    clock = MemoryReactorClock()
+    drainer = UdpDrainer(clock, interval=0.005)
+    a, b = FakeReadable(), FakeReadable()
+    drainer.add(a)
+    drainer.add(b)
+    assert not a.reading and not b.reading  # off the reactor's read set
+    assert len(clock.getDelayedCalls()) == 1
+    for _ in range(4):
+        clock.advance(0.005)
+    assert (a.reads, b.reads, drainer.passes) == (4, 4, 4)
+    drainer.remove(a)
+    drainer.remove(a)  # harmless
+    clock.advance(0.005)
+    assert (a.reads, b.reads) == (4, 5)
+    drainer.remove(b)
+    assert clock.getDelayedCalls() == []  # no ports, no timer
+    drainer.add(a)
+    clock.advance(0.005)
+    assert a.reads == 5
+
+
+def test_drainer_drops_a_port_whose_read_fails(caplog: pytest.LogCaptureFixture) -> None:
+    clock = MemoryReactorClock()
+    drainer = UdpDrainer(clock)
+    bad, good = FakeReadable(fail=True), FakeReadable()
+    drainer.add(bad)
+    drainer.add(good)
+    with caplog.at_level(logging.ERROR, logger="media.receiver"):
+        clock.advance(drainer.interval)
+        clock.advance(drainer.interval)
+    assert (bad.reads, good.reads) == (1, 2) and list(drainer.ports.values()) == [good]
+    with pytest.raises(ValueError):
+        UdpDrainer(clock, interval=0)
+
+
+def test_receiver_registers_its_rtp_socket_with_the_drainer() -> None:
+    clock_drainer = UdpDrainer(MemoryReactorClock())
+    h = Harness(drainer=clock_drainer)
+    h.receiver.start()
+    port = h.udp.ports[30000]
+    assert list(clock_drainer.ports.values()) == [port] and port.reading is False
+    h.receiver.stop()
+    assert clock_drainer.ports == {}
+
+
+class PipeReadable(FakeReadable):
+    """A port whose fd is a pipe: readable while a byte waits (epoll works on pipes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.r, self.w = os.pipe()
+
+    def fileno(self) -> int:
+        return self.r
+
+    def doRead(self) -> None:  # noqa: N802 - Twisted API
+        self.reads += 1
+        os.read(self.r, 1)
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")
+def test_drainer_reads_only_the_ports_with_data_waiting() -> None:
+    clock = MemoryReactorClock()
+    drainer = UdpDrainer(clock)
+    busy, idle = PipeReadable(), PipeReadable()
+    try:
+        drainer.add(busy)
+        drainer.add(idle)
+        os.write(busy.w, b"x")
+        clock.advance(drainer.interval)
+        assert (busy.reads, idle.reads) == (1, 0)
+        clock.advance(drainer.interval)  # drained: nobody is read
+        assert (busy.reads, idle.reads) == (1, 0)
+        os.write(idle.w, b"y")
+        drainer.remove(busy)
+        clock.advance(drainer.interval)
+        assert (busy.reads, idle.reads) == (1, 1)
+        drainer.remove(idle)
+        assert clock.getDelayedCalls() == []
+    finally:
+        busy.close()
+        idle.close()
+
+
+class SourcesSocket(QueueSocket):
+    def __init__(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        super().__init__([d for d, _ in datagrams])
+        self.sources = [a for _, a in datagrams]
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        data = self.recv(size)
+        return data, self.sources.pop(0)
+
+
+def test_rtp_udp_port_reads_each_source_when_told_to() -> None:
+    other = ("192.0.2.99", 7000)
+    sent = [(b"a", DEVICE), (b"b", other), (b"c", DEVICE)]
+    proto = Recorder()
+    port = rtp_port(SourcesSocket(sent), proto)
+    port.doRead()
+    assert [a for _, a in proto.got] == [DEVICE, DEVICE, DEVICE]  # one address per pass
+    proto = Recorder()
+    port = rtp_port(SourcesSocket(sent), proto)
+    port.exact_sources = True
+    port.doRead()
+    assert proto.got == sent

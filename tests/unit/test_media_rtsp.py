@@ -15,8 +15,8 @@ from twisted.python.failure import Failure
 
 from media.frame import Codec, Frame
 from media.ingest import RtpIngest
-from media.packetize import H264Packetizer
-from media.pipeline import FrameDispatcher
+from media.packetize import G711Packetizer, H264Packetizer
+from media.pipeline import FrameDispatcher, StreamTracks
 from media.rtp import RtpPacket
 from media.rtsp import (
     MAX_HEAD,
@@ -41,6 +41,7 @@ from media.rtsp import (
     serialize_response,
 )
 from media.rtsp_server import RtspFactory, RtspProtocol
+from tests.media_audio import aac_frames, g711_frames, merge_by_dts
 from tests.media_captures import udp_payloads
 
 TOKEN = "s3cret"
@@ -400,8 +401,10 @@ def test_sender_skips_other_codecs(frames: list[Frame]) -> None:
 
 
 class FakeStream:
-    def __init__(self) -> None:
+    def __init__(self, probe_ticks: int = 0) -> None:
         self.dispatcher = FrameDispatcher()
+        # Video-only tests: no audio probe, the tracks are ready at the first keyframe.
+        self.dispatcher.tracks = StreamTracks(probe_ticks=probe_ticks)
         self.on_closed: list[Any] = []
 
     def close(self) -> None:
@@ -631,3 +634,171 @@ def test_pipelined_requests_are_answered_in_order(env: Env, frames: list[Frame])
     env.clock.advance(0.1)
     assert [h["CSeq"] for _, h, _ in responses(env.tr.value())] == ["2", "1", "3"]
     assert isinstance(env.proto, RtspProtocol)
+
+
+# -- audio tracks -----------------------------------------------------------------------------
+
+AUDIO_URL = f"{URL}?token={TOKEN}/trackID=1"  # as ffmpeg builds it from the SDP's control
+
+
+def with_audio(frames: list[Frame], codec: Codec) -> list[Frame]:
+    seconds = (frames[-1].pts - frames[0].pts) / 90_000
+    sound = aac_frames(seconds, frames[0].pts) if codec is Codec.AAC else g711_frames(codec, seconds, frames[0].pts)
+    return merge_by_dts(frames, sound)
+
+
+def test_parse_transport_default_channels_follow_the_track() -> None:
+    assert parse_transport("RTP/AVP/TCP;unicast", (2, 3)).interleaved == (2, 3)
+    assert parse_transport("RTP/AVP/TCP;unicast;interleaved=4-5", (2, 3)).interleaved == (4, 5)
+
+
+def test_core_routes_setup_by_track() -> None:
+    c = conn()
+    c.receive_data(req("OPTIONS", f"{URL}?token={TOKEN}"), 0.0)  # not authorizing: OPTIONS needs no token
+    events = c.receive_data(req("SETUP", AUDIO_URL, 2, Transport="RTP/AVP/TCP;unicast"), 0.0)
+    [setup] = events
+    assert isinstance(setup, Setup) and setup.track == 1 and setup.transport.interleaved == (2, 3)
+    c.receive_data(req("SETUP", f"{URL}?token={TOKEN}/trackID=2", 3, Transport="RTP/AVP/TCP"), 0.0)
+    assert responses(c.data_to_send())[-1][0] == 404
+
+
+@pytest.mark.parametrize(("codec", "media"), [
+    (Codec.G711A, ["m=audio 0 RTP/AVP 8", "a=rtpmap:8 PCMA/8000", "a=control:trackID=1"]),
+    (Codec.G711U, ["m=audio 0 RTP/AVP 0", "a=rtpmap:0 PCMU/8000", "a=control:trackID=1"]),
+    (Codec.AAC, ["m=audio 0 RTP/AVP 97", "a=rtpmap:97 mpeg4-generic/44100/2",
+                 "a=fmtp:97 streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;"
+                 "indexdeltalength=3;config=1210", "a=control:trackID=1"]),
+])
+def test_describe_has_an_audio_section_after_the_video(frames: list[Frame], codec: Codec, media: list[str]) -> None:
+    env = Env()
+    feed(env, with_audio(frames[:10], codec))
+    status, _, body = env.send("DESCRIBE")
+    lines = body.decode().split("\r\n")
+    assert status == 200
+    video_at = lines.index("m=video 0 RTP/AVP 96")
+    audio_at = lines.index(media[0])
+    assert video_at < audio_at and lines[audio_at : audio_at + len(media)] == media
+    assert lines.count("a=control:trackID=0") == 1
+
+
+def test_describe_waits_for_the_audio_probe(frames: list[Frame]) -> None:
+    env = Env()
+    env.stream.dispatcher.tracks = StreamTracks()  # the real probe: 0.5 s of video
+    mixed = with_audio(frames[:20], Codec.G711A)
+    video_only = [f for f in mixed if f.codec.is_video]
+    env.tr.clear()
+    env.proto.dataReceived(req("DESCRIBE", f"{URL}?token={TOKEN}"))
+    feed(env, video_only[:3])  # a keyframe, but maybe audio is still coming
+    env.clock.advance(0.1)
+    assert env.tr.value() == b""
+    feed(env, [next(f for f in mixed if not f.codec.is_video)])
+    env.clock.advance(0.1)
+    [(status, _, body)] = responses(env.tr.value())
+    assert status == 200 and b"m=audio 0 RTP/AVP 8" in body
+
+    quiet = Env()
+    quiet.stream.dispatcher.tracks = StreamTracks()
+    quiet.tr.clear()
+    quiet.proto.dataReceived(req("DESCRIBE", f"{URL}?token={TOKEN}"))
+    feed(quiet, video_only[:13])  # 0.48 s after the keyframe: not yet
+    quiet.clock.advance(0.1)
+    assert quiet.tr.value() == b""
+    feed(quiet, video_only[13:14])  # 0.52 s: video-only
+    quiet.clock.advance(0.1)
+    [(status, _, body)] = responses(quiet.tr.value())
+    assert status == 200 and b"m=audio" not in body
+
+
+def test_tcp_play_sends_both_tracks_on_their_channels_with_rtp_info(frames: list[Frame]) -> None:
+    env = Env()
+    mixed = with_audio(frames[:10], Codec.G711A)
+    feed(env, mixed)
+    video_url = f"{URL}?token={TOKEN}/trackID=0"
+    status, headers, _ = env.send("SETUP", video_url, Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
+    assert status == 200
+    sid = headers["Session"].split(";")[0]
+    status, headers, _ = env.send("SETUP", AUDIO_URL, Transport="RTP/AVP/TCP;unicast", Session=sid)
+    assert status == 200 and headers["Transport"].startswith("RTP/AVP/TCP;unicast;interleaved=2-3;ssrc=")
+    env.tr.clear()
+    env.proto.dataReceived(req("PLAY", URL, 9, Session=sid))
+    out = env.tr.value()
+    [(status, headers, _)] = responses(out)
+    infos = [dict(kv.split("=", 1) for kv in part.split(";")) for part in headers["RTP-Info"].split(",")]
+    assert [i["url"] for i in infos] == [video_url, AUDIO_URL]
+    sent = packets(out)
+    by_channel = {ch: [RtpPacket.parse(p) for c, p in sent if c == ch] for ch in (0, 2)}
+    assert {ch for ch, _ in sent} == {0, 2}
+    video_rtp, audio_rtp = by_channel[0], by_channel[2]
+    assert {p.payload_type for p in video_rtp} == {96} and {p.payload_type for p in audio_rtp} == {8}
+    assert video_rtp[0].ssrc != audio_rtp[0].ssrc
+    for info, rtp in ((infos[0], video_rtp), (infos[1], audio_rtp)):
+        assert rtp[0].sequence == int(info["seq"])
+    # rtptime names the same instant (the keyframe's PTS) on both clocks: A/V stay in sync.
+    audio_frames = [f for f in mixed if f.codec is Codec.G711A]
+    assert video_rtp[0].timestamp == int(infos[0]["rtptime"])
+    offset = (audio_frames[0].pts - mixed[0].pts) * 8000 // 90_000
+    assert (audio_rtp[0].timestamp - int(infos[1]["rtptime"])) & 0xFFFFFFFF == offset & 0xFFFFFFFF
+    assert b"".join(bytes(p.payload) for p in audio_rtp) == b"".join(f.data for f in audio_frames)
+
+    env.tr.clear()
+    feed(env, with_audio(frames[10:12], Codec.G711A))  # live frames follow on both channels
+    assert {ch for ch, _ in packets(env.tr.value())} == {0, 2}
+    assert env.send("TEARDOWN", URL, Session=sid)[0] == 200
+    assert env.stream.dispatcher.sinks == ()
+
+
+def test_udp_play_sends_each_track_to_its_client_ports(frames: list[Frame]) -> None:
+    env = Env()
+    feed(env, with_audio(frames[:5], Codec.AAC))
+    _, headers, _ = env.send("SETUP", f"{URL}?token={TOKEN}/trackID=0", Transport="RTP/AVP;unicast;client_port=5000-5001")
+    sid = headers["Session"].split(";")[0]
+    status, headers, _ = env.send("SETUP", AUDIO_URL, Transport="RTP/AVP;unicast;client_port=5002-5003", Session=sid)
+    assert status == 200
+    assert headers["Transport"].startswith("RTP/AVP;unicast;client_port=5002-5003;server_port=7002-7003;ssrc=")
+    assert env.send("PLAY", URL, Session=sid)[0] == 200
+    (vport, _, vudp), _, (aport, _, audp), _ = env.udp
+    assert {addr for _, addr in vudp.written} == {("10.0.0.9", 5000)}
+    assert {addr for _, addr in audp.written} == {("10.0.0.9", 5002)}
+    assert {RtpPacket.parse(d).payload_type for d, _ in audp.written} == {97}
+    assert all(RtpPacket.parse(d).payload[:2] == b"\x00\x10" for d, _ in audp.written)
+    env.proto.connectionLost(Failure(ConnectionError("gone")))
+    assert all(not port.listening for port, _, _ in env.udp)
+
+
+def test_audio_setup_without_audio_or_on_taken_channels_fails(env: Env, frames: list[Frame]) -> None:
+    feed(env, frames[:5])
+    assert env.send("SETUP", AUDIO_URL, Transport="RTP/AVP/TCP;unicast")[0] == 404
+    with_sound = Env()
+    feed(with_sound, with_audio(frames[:5], Codec.G711U))
+    _, headers, _ = with_sound.send("SETUP", Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
+    sid = headers["Session"].split(";")[0]
+    status, _, _ = with_sound.send("SETUP", AUDIO_URL, Transport="RTP/AVP/TCP;unicast;interleaved=1-2", Session=sid)
+    assert status == 461
+
+
+def test_audio_only_setup_plays_audio_only(frames: list[Frame]) -> None:
+    env = Env()
+    feed(env, with_audio(frames[:5], Codec.G711A))
+    _, headers, _ = env.send("SETUP", AUDIO_URL, Transport="RTP/AVP/TCP;unicast")
+    env.tr.clear()
+    env.proto.dataReceived(req("PLAY", URL, 9, Session=headers["Session"].split(";")[0]))
+    assert {ch for ch, _ in packets(env.tr.value())} == {2}
+
+
+def test_sender_drops_audio_with_the_video_until_a_keyframe(frames: list[Frame]) -> None:
+    video_out: list[bytes] = []
+    audio_out: list[bytes] = []
+    sender = RtpSender(H264Packetizer(1, random.Random(2)), video_out.append, max_backlog=1)
+    sender.add_track(G711Packetizer(2, random.Random(3), Codec.G711A), audio_out.append)
+    block = Frame(Codec.G711A, b"\xd5" * 320, 0, 0, True, 0xC0)
+    sender.input_frame(block)
+    assert len(audio_out) == 1
+    sender.pause()
+    sender.input_frame(frames[1])  # over the 1-byte backlog: dropping starts
+    assert sender.dropping
+    sender.resume()
+    sender.input_frame(block)  # audio is a "keyframe" for the demuxer, but not a place to resume
+    assert len(audio_out) == 1 and sender.dropping
+    sender.input_frame(frames[0])
+    sender.input_frame(block)
+    assert not sender.dropping and len(audio_out) == 2

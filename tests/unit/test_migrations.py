@@ -61,7 +61,7 @@ def tables(url: str) -> set[str]:
 def test_upgrade_check_downgrade_upgrade(url: str) -> None:
     assert migrate.current_revision(url) is None
     migrate.upgrade(url)
-    assert migrate.current_revision(url) == migrate.head_revision() == "0001"
+    assert migrate.current_revision(url) == migrate.head_revision() == "0002"
     migrate.check(url)
     assert {"devices", "channels", "alembic_version"} <= tables(url)
 

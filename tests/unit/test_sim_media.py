@@ -10,6 +10,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
+from gbplatform.sim_clip import ClipError, build_clip, spec_for
 from gbplatform.sim_media import (
     TIMESTAMP_STEP,
     MediaTarget,
@@ -18,6 +19,9 @@ from gbplatform.sim_media import (
     RtpPacer,
     SimMedia,
 )
+from media import nal
+from media.frame import Codec
+from media.ps import PsDemuxer
 from media.rtp import RtpPacket
 from sip import sdp
 from sip.dialog import Dialog
@@ -97,11 +101,11 @@ def test_tcp_roles_follow_rfc_4145(setup: str | None, mode: str) -> None:
 class MediaNet:
     """The test_simulator harness plus fake media sockets outside its SIP pump."""
 
-    def __init__(self, listen_tcp: Any = None) -> None:
+    def __init__(self, listen_tcp: Any = None, clip: PsClip | None = None) -> None:
         self.sim, self.platform, self.net = make()
         self.reactor = self.net.reactor
         self.udp: list[FakeUdpPort] = []
-        self.sim.media = SimMedia(self.reactor, random.Random(5), clip=tiny_clip(),
+        self.sim.media = SimMedia(self.reactor, random.Random(5), clip=clip or tiny_clip(),
                                   listen_udp=self.listen_udp, listen_tcp=listen_tcp)
         self.sim.start()
         self.net.pump()
@@ -283,3 +287,41 @@ def test_simulator_stop_stops_the_streams() -> None:
     m.sim.stop()
     m.net.pump()
     assert m.sim.devices[0].plays == {} and m.udp[0].closed
+
+
+# -- the generated clip (gbplatform.sim_clip) ----------------------------------------------------
+
+
+def test_invite_is_answered_with_the_generated_h265_clip(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The cache test_sim_clip shares: the clip is encoded once per session.
+    spec = spec_for("h265", "g711a", seconds=1, width=320, height=180)
+    clip = build_clip(spec, tmp_path_factory.getbasetemp() / "sim-clips")
+    m = MediaNet(clip=clip)
+    req, resp = m.invite(offer())
+    assert resp.status == 200
+    m.ack_and_dialog(req, resp)
+    m.run_frames(30)  # past the 25-frame clip's end: the loop goes on
+    packets = [RtpPacket.parse(d) for d, _ in m.udp[0].sent]
+    assert {p.ssrc for p in packets} == {int(SSRC)} and max(len(p.payload) for p in packets) <= 1400
+    demuxer = PsDemuxer()
+    frames = [f for p in packets for f in demuxer.feed(p.payload)] + demuxer.flush()
+    video = [f for f in frames if f.codec is Codec.H265]
+    audio = [f for f in frames if f.codec is Codec.G711A]
+    assert len(video) == len(audio) == sum(p.marker for p in packets) >= 30
+    assert [f.pts for f in video if f.keyframe] == [0, 0]
+    info = nal.sps_info(Codec.H265, video[0].data)
+    assert info is not None and (info.width, info.height) == (320, 180)
+    assert demuxer.stats.resyncs == 0
+
+
+def test_a_clip_that_cannot_be_made_answers_500() -> None:
+    m = MediaNet()
+
+    def broken() -> PsClip:
+        raise ClipError("PyAV has no libx265 encoder")
+
+    m.sim.media = SimMedia(m.reactor, random.Random(5), clip_loader=broken,
+                           listen_udp=m.listen_udp)
+    _, resp = m.invite(offer())
+    assert resp.status == 500 and m.sim.devices[0].plays == {}

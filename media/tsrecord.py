@@ -1,0 +1,169 @@
+"""One recording segment: frames muxed to MPEG-TS by stream copy, indexed as written.
+
+Theory of operation: ``TsRecordMuxer`` owns one PyAV mpegts output whose
+streams are mux-only (``add_mux_stream``: codec parameters, no codec
+context), so access units pass through untouched (no encoder is ever
+opened): the video as Annex B H.264/H.265 (ISO/IEC 13818-1 §2.4 with
+stream_type 0x1B/0x24) and the audio as ADTS AAC (ISO/IEC 13818-7 §6.2; the
+muxer keeps the ADTS headers, stream_type 0x0F). G.711 is converted to AAC
+before it gets here (MPEG-TS has no stream type for G.711).
+
+Every byte the muxer writes passes through a tap that hands it to the output
+and to a ``TsIndexer``, so the keyframe index is exactly what is on disk.
+FFmpeg's interleaver would otherwise hold video back for up to 10 s waiting
+for audio that may never come; ``max_interleave_delta`` bounds that to
+``interleave_seconds`` (also the most a crash can lose beyond the I/O
+buffer). PAT/PMT are written before every video keyframe (``resend_headers``
+on top of the muxer's own rule), which makes every index entry the start of a
+self-contained byte range.
+
+Timestamps are written as they came (90 kHz); a frame whose DTS does not
+increase on its stream is dropped and counted, since the muxer refuses it.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import av.error
+
+from media.frame import Codec, Frame
+from media.tsindex import KeyframeEntry, TsIndexer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AudioTrack", "MuxError", "TsRecordMuxer", "adts_track"]
+
+CLOCK_RATE = 90_000
+_TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
+_VIDEO_CODECS = {Codec.H264: "h264", Codec.H265: "hevc"}
+# ISO/IEC 14496-3 Table 1.18: sampling_frequency_index.
+_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+class MuxError(RuntimeError):
+    """The muxer refused the stream (or the output failed underneath it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTrack:
+    """An AAC track as its ADTS header describes it."""
+
+    sample_rate: int
+    channels: int
+
+
+def adts_track(data: bytes) -> AudioTrack | None:
+    """The sample rate and channel count of an ADTS frame (ISO/IEC 13818-7 §6.2.1), or None."""
+    if len(data) < 7 or data[0] != 0xFF or data[1] & 0xF0 != 0xF0:
+        return None
+    index = (data[2] >> 2) & 0x0F
+    channels = ((data[2] & 1) << 2) | (data[3] >> 6)
+    if index >= len(_ADTS_RATES):
+        return None
+    return AudioTrack(_ADTS_RATES[index], channels or 1)
+
+
+class _Tap:
+    """The file object PyAV writes to: output plus indexer."""
+
+    def __init__(self, write: Callable[[bytes], object], indexer: TsIndexer) -> None:
+        self._write = write
+        self._indexer = indexer
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._write(data)
+        self._indexer.feed(data)
+        self.size += len(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+class TsRecordMuxer:
+    """Stream-copy muxer for one segment; ``write(frame)`` then ``close()``."""
+
+    def __init__(self, write: Callable[[bytes], object], *, video: Codec, width: int = 0, height: int = 0,
+                 audio: AudioTrack | None = None, interleave_seconds: float = 0.5) -> None:
+        name = _VIDEO_CODECS.get(video)
+        if name is None:
+            raise MuxError(f"{video.value} is not a video codec")
+        self.video_codec = video
+        self.indexer = TsIndexer()
+        self._tap = _Tap(write, self.indexer)
+        options = {
+            "max_interleave_delta": str(max(1, int(interleave_seconds * 1_000_000))),
+            "mpegts_flags": "+resend_headers",
+        }
+        try:
+            self._container = av.open(self._tap, "w", format="mpegts", options=options)
+            self._video = self._container.add_mux_stream(name, width=width, height=height)
+            self._video.time_base = _TIME_BASE
+            self._audio = None
+            if audio is not None:
+                self._audio = self._container.add_mux_stream("aac", rate=audio.sample_rate)
+                self._audio.time_base = _TIME_BASE
+        except av.error.FFmpegError as e:
+            raise MuxError(f"cannot start the MPEG-TS muxer: {e}") from e
+        self.has_audio = audio is not None
+        self.frames = 0
+        self.dropped = 0
+        self._last_dts = {"v": -(1 << 62), "a": -(1 << 62)}
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        """Bytes handed to the output so far."""
+        return self._tap.size
+
+    @property
+    def entries(self) -> list[KeyframeEntry]:
+        return self.indexer.entries
+
+    def write(self, frame: Frame) -> bool:
+        """Mux one frame; False when it was dropped (wrong codec, DTS not increasing)."""
+        if frame.codec.is_video:
+            if frame.codec is not self.video_codec:
+                self.dropped += 1
+                return False
+            stream, key = self._video, "v"
+        elif frame.codec is Codec.AAC and self._audio is not None:
+            stream, key = self._audio, "a"
+        else:
+            self.dropped += 1
+            return False
+        if frame.dts <= self._last_dts[key]:
+            self.dropped += 1
+            return False
+        self._last_dts[key] = frame.dts
+        packet = av.Packet(frame.data)
+        packet.stream = stream
+        packet.time_base = _TIME_BASE
+        packet.pts = frame.pts
+        packet.dts = frame.dts
+        packet.is_keyframe = frame.keyframe
+        try:
+            self._container.mux(packet)
+        except av.error.FFmpegError as e:
+            raise MuxError(f"muxing a {frame.codec.value} frame failed: {e}") from e
+        self.frames += 1
+        return True
+
+    def close(self) -> None:
+        """Flush the interleaver and the I/O buffer (no trailer is needed for TS)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._container.close()
+        except av.error.FFmpegError as e:
+            raise MuxError(f"closing the MPEG-TS muxer failed: {e}") from e
