@@ -3,7 +3,8 @@
 The reactor is imported only inside ``run`` (after installing epoll), and the
 modules behind ``migrate``, ``run`` and ``simulate`` are imported lazily, so
 ``gbplatform config`` and ``--version`` work without touching the network
-stack or the database.
+stack or the database. ``run`` also keeps pyOpenSSL out of the process
+(``keep_pyopenssl_out``).
 """
 
 import argparse
@@ -13,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any, cast
 
@@ -33,13 +34,17 @@ from gbplatform import __version__
 from gbplatform.config import Config, ConfigError, LogConfig, load_config
 from gbplatform.ids import is_gb_id
 
-__all__ = ["build_parser", "main", "make_log_observer", "serve"]
+__all__ = ["build_parser", "keep_pyopenssl_out", "main", "make_log_observer", "serve"]
+
+_TRUE_WORDS = frozenset({"true", "1", "yes"})  # as gbplatform.config reads booleans
+_FALSE_WORDS = frozenset({"false", "0", "no"})
 
 log = Logger()
 
 PROG = "gbplatform"
 EXIT_USAGE = 2
 CONFIG_ENV = "GBP_CONFIG"
+PYOPENSSL_ENV = "GBP_PYOPENSSL"
 
 
 # --------------------------------------------------------------------------
@@ -298,9 +303,41 @@ def _install_reactor() -> None:
     install()
 
 
+def keep_pyopenssl_out(env: Mapping[str, str]) -> bool:
+    """Make ``import OpenSSL`` fail in this process unless ``GBP_PYOPENSSL`` is true; True if it did.
+
+    Why: importing Twisted's reactor imports ``twisted.internet.tcp``, which
+    imports pyOpenSSL and cryptography to offer startTLS on every TCP
+    connection: about 13 MiB of RSS (measured, docs/performance.md). The
+    platform serves no TLS (HTTP API, SIP over UDP/TCP, RTSP; boto3 uses the
+    stdlib ``ssl`` module). Twisted supports running without pyOpenSSL, which
+    is Twisted without its ``tls`` extra: ``tcp``, ``posixbase`` and
+    ``endpoints`` catch the ImportError and leave TLS out. A ``None`` entry in
+    ``sys.modules`` is Python's documented way to make an import raise
+    ImportError (Python Language Reference §5.3.1, "The module cache").
+
+    Only ``gbplatform run`` calls this, before the reactor is imported:
+    library imports and the tests see pyOpenSSL as installed, and
+    ``twisted[tls]`` stays a dependency. ``GBP_PYOPENSSL=1`` turns it off, for
+    code that needs TLS in the platform process. Nothing is blocked if
+    pyOpenSSL is already loaded (nothing would be saved).
+    """
+    raw = env.get(PYOPENSSL_ENV, "")
+    value = raw.strip().lower()
+    if value in _TRUE_WORDS:
+        return False
+    if value and value not in _FALSE_WORDS:
+        raise ConfigError(f"{PYOPENSSL_ENV}: expected true or false, got {raw!r}")
+    if "OpenSSL" in sys.modules:
+        return False
+    sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+    return True
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     _setup_logging(config.log)
+    keep_pyopenssl_out(os.environ)
     _install_reactor()
     from twisted.internet import reactor
 

@@ -400,6 +400,12 @@ class MediaConfig:
         8554, _INTEGER, "an integer 0-65535", "RTSP server port (rtsp://host:port/live/<channel>); 0: disabled.",
         _int_range(0, 65535),
     )
+    gop_cache_bytes: int = _opt(
+        16 * 1024 * 1024, _INTEGER, "an integer >= 0",
+        "Most bytes of the frames since the last keyframe kept per stream, so a new viewer starts at once "
+        "(about 1 MiB per 4 Mbit/s stream); 0: off, a new viewer waits for the next keyframe.",
+        _int_range(0),
+    )
 
 
 def _non_negative_float(v: float) -> float:

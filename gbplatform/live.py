@@ -41,7 +41,7 @@ from gbplatform.sipapp import SipTimeout
 from media.frame import Frame
 from media.ingest import RtpIngest, payload_formats_from_rtpmap
 from media.nal import sps_info
-from media.pipeline import FrameDispatcher, FrameSink
+from media.pipeline import GOP_CACHE_BYTES, FrameDispatcher, FrameSink, GopCache
 from media.ports import PortLease, PortPool, PortsExhausted
 from sip import sdp
 from sip.dialog import Dialog
@@ -95,12 +95,13 @@ class LiveStream:
         return len(self.dispatcher.sinks)
 
     def media_info(self) -> dict[str, Any]:
-        """Codecs and picture size, read from the GOP cache's keyframe SPS (memoised per keyframe)."""
-        frames = self.dispatcher.cache.frames
-        key = frames[0] if frames else None
-        if key is not None and key is not self._info_key:
-            info = sps_info(key.codec, key.data) if key.codec.is_video else None
-            audio = next((f.codec.value for f in frames if not f.codec.is_video), self._info.get("audio_codec"))
+        """Codecs and picture size, read from the latest keyframe's SPS (memoised per keyframe)."""
+        tracks = self.dispatcher.tracks
+        key = tracks.video.keyframe if tracks.video is not None else None
+        audio_track = tracks.audio
+        audio = audio_track.codec.value if audio_track is not None else None
+        if key is not None and (key is not self._info_key or audio != self._info.get("audio_codec")):
+            info = sps_info(key.codec, key.data)
             self._info = {
                 "video_codec": key.codec.value,
                 "width": info.width if info else None,
@@ -162,6 +163,7 @@ class LiveStreams:
         media_mode: Callable[[str], Awaitable[MediaProfile] | MediaProfile] = lambda device_id: "UDP",
         invite_timeout: float = 10.0,
         idle_timeout: float = 30.0,
+        gop_cache_bytes: int = GOP_CACHE_BYTES,
         rng: random.Random | None = None,
     ) -> None:
         self.app = app
@@ -173,6 +175,7 @@ class LiveStreams:
         self.media_mode = media_mode
         self.invite_timeout = invite_timeout
         self.idle_timeout = idle_timeout
+        self.gop_cache_bytes = gop_cache_bytes  # 0: no GOP cache, viewers start at the next keyframe
         self.rng = rng or random.Random()
         self.streams: dict[str, LiveStream] = {}
         self._by_call: dict[str, LiveStream] = {}
@@ -224,7 +227,7 @@ class LiveStreams:
             raise NoPorts(str(e)) from None
         ssrc = self.ssrcs.allocate(history=False)
         mode = MEDIA_MODES.get(transport, "udp")
-        dispatcher = FrameDispatcher()
+        dispatcher = FrameDispatcher(GopCache(max_bytes=self.gop_cache_bytes))
         ingest = RtpIngest(dispatcher, ssrc=int(ssrc))
         stream = LiveStream(
             device_id=device_id, channel_id=channel_id, ssrc=ssrc, lease=lease, mode=mode,

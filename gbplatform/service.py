@@ -131,7 +131,7 @@ def build_platform(
             else PortPool(config.media.rtp_port_min, config.media.rtp_port_max, rng),
             ssrcs=SsrcAllocator(config.sip.domain, rng), receiver_factory=receiver_factory,
             media_ip=config.media_ip, media_mode=media_transport, invite_timeout=config.media.invite_timeout,
-            idle_timeout=config.media.idle_timeout,
+            idle_timeout=config.media.idle_timeout, gop_cache_bytes=config.media.gop_cache_bytes,
             rng=rng,
         )
     return platform

@@ -21,7 +21,8 @@ differ from the one before (audio appearing, a codec change) is marked
 
 Muxing uses PyAV's ``add_mux_stream``: a stream with codec parameters but no
 codec context, so no encoder (libx264) is ever opened; the access units are
-muxed as raw packets with their own timestamps. Timestamps are kept as the
+muxed as raw packets with their own timestamps. PyAV is imported when the
+first segment is muxed, not with this module (it costs about 17 MiB of RSS). Timestamps are kept as the
 device sent them so they run on across segments (RFC 8216 §3: a client
 relies on continuous timestamps between segments of one rendition).
 
@@ -40,9 +41,6 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import av
-import av.error
 
 from media.aac import AdtsError
 from media.frame import Codec, Frame
@@ -86,6 +84,8 @@ def mux_ts(frames: list[Frame], *, width: int = 0, height: int = 0, audio: Audio
     """
     if not frames:
         raise HlsError("a segment needs at least one frame")
+    import av
+
     codec = frames[0].codec
     name = _MUXER_CODECS.get(codec)
     if name is None:

@@ -5,7 +5,13 @@ stream's sinks and a ``GopCache``: the frames since the last video keyframe,
 so that a viewer joining mid-stream gets a decodable picture at once instead
 of waiting up to a GOP (GB28181 cameras use 2–4 s GOPs). The cache is bounded
 in frames and bytes; past either bound it stops caching until the next
-keyframe rather than holding a runaway GOP.
+keyframe rather than holding a runaway GOP. It is the largest per-stream
+cost of the platform (a GOP: about 1 MiB at 4 Mbit/s and 2 s), so it can be
+turned off (``max_bytes=0``, ``media.gop_cache_bytes``): a late joiner then
+starts at the next keyframe, as every output (FLV, RTSP, HLS, recording)
+drops what comes before one. Whatever the cache, ``StreamTracks`` keeps the
+latest keyframe (``FrameDispatcher.keyframe``): the outputs' parameter sets
+and the snapshot come from it.
 
 A sink that raises is removed and the error logged: one broken viewer must not
 stop the stream for the others (ZLMediaKit's MediaSource does the same).
@@ -50,6 +56,7 @@ from media.nal import parameter_sets
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "GOP_CACHE_BYTES",
     "AudioTrack",
     "FrameDispatcher",
     "FrameSink",
@@ -75,17 +82,31 @@ class FrameSink(Protocol):
     def input_frame(self, frame: Frame) -> None: ...
 
 
+GOP_CACHE_BYTES = 16 * 1024 * 1024
+
+
 @dataclass
 class GopCache:
-    """The frames since the last video keyframe, bounded."""
+    """The frames since the last video keyframe, bounded; ``max_bytes=0`` turns it off."""
 
     max_frames: int = 600
-    max_bytes: int = 16 * 1024 * 1024
+    max_bytes: int = GOP_CACHE_BYTES
     frames: list[Frame] = field(default_factory=list)
     size: int = 0
     overflowed: int = 0  # GOPs that outgrew the bounds
 
+    def __post_init__(self) -> None:
+        if self.max_frames < 1 or self.max_bytes < 0:
+            raise ValueError(f"GopCache bounds must be max_frames >= 1, max_bytes >= 0, "
+                             f"not {self.max_frames}, {self.max_bytes}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
     def add(self, frame: Frame) -> None:
+        if not self.max_bytes:
+            return
         if frame.codec.is_video and frame.keyframe:
             self.frames = [frame]
             self.size = len(frame.data)
@@ -278,8 +299,18 @@ class FrameDispatcher:
     def sinks(self) -> tuple[FrameSink, ...]:
         return tuple(self._sinks)
 
+    @property
+    def keyframe(self) -> Frame | None:
+        """The latest video keyframe, kept whether or not the GOP cache is on (snapshots, stream info)."""
+        video = self.tracks.video
+        return video.keyframe if video is not None else None
+
     def add_sink(self, sink: FrameSink, *, replay: bool = True) -> None:
-        """Attach ``sink``; it first gets the cached GOP, so it starts on a keyframe."""
+        """Attach ``sink``; it first gets the cached GOP (if any), so it starts on a keyframe.
+
+        With the cache off or empty the sink gets the live frames only and
+        must itself wait for a keyframe, as every output here does.
+        """
         if sink in self._sinks:
             return
         if replay and not self._deliver(sink, self.cache.frames):

@@ -636,6 +636,13 @@ class RtpSender:
     every frame, audio too, until we are resumed *and* a video keyframe
     arrives, since frames after a gap do not decode until the next keyframe
     anyway (with no video track, until resumed). UDP never pauses.
+
+    Start: video frames before the first video keyframe are dropped (counted
+    in ``frames_waiting``); audio goes out at once. The dispatcher's GOP
+    cache replays from a keyframe, but with the cache off (or past its
+    bounds) a viewer joins mid-GOP, and pictures predicted from a reference
+    it never got do not decode (ITU-T H.264 §7.4.1.2.4 / H.265 §7.4.2.4.4:
+    only an IDR/IRAP picture decodes without earlier ones).
     """
 
     def __init__(
@@ -651,6 +658,8 @@ class RtpSender:
         self.dropping = False
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.frames_waiting = 0  # video frames before the first keyframe
+        self.video_started = False
         self.video_codec: Codec | None = None
         self._routes: dict[Codec, _Route] = {}
         self.add_track(packetizer, emit)
@@ -678,6 +687,11 @@ class RtpSender:
         route = self._routes.get(frame.codec)
         if route is None:
             return
+        if not self.video_started and frame.codec is self.video_codec:
+            if not frame.keyframe:
+                self.frames_waiting += 1
+                return
+            self.video_started = True
         if self.dropping:
             if self.paused or (
                 self.video_codec is not None and not (frame.keyframe and frame.codec is self.video_codec)

@@ -330,8 +330,14 @@ class RtspProtocol(protocol.Protocol):
         viewer = self.viewer
         if viewer is None or not viewer.tracks:
             raise RtspError(455, "PLAY before SETUP")
-        cache = viewer.stream.dispatcher.cache.frames
-        first_pts = cache[0].pts if cache else 0
+        dispatcher = viewer.stream.dispatcher
+        cache = dispatcher.cache.frames
+        # rtptime names one instant on every track's clock (RFC 2326 §12.33): the
+        # cached GOP's first frame, which is sent first. With the GOP cache off the
+        # first frame sent is the next keyframe, not known yet: the latest one is
+        # the closest known instant (the first packet comes up to a GOP after it).
+        start = cache[0] if cache else dispatcher.keyframe
+        first_pts = start.pts if start is not None else 0
         rtp_info = ",".join(
             f"url={t.uri};seq={t.packetizer.sequence};rtptime={t.packetizer.rtp_timestamp(first_pts)}"
             for _, t in sorted(viewer.tracks.items())

@@ -19,6 +19,10 @@ self-contained byte range.
 
 Timestamps are written as they came (90 kHz); a frame whose DTS does not
 increase on its stream is dropped and counted, since the muxer refuses it.
+
+PyAV is imported when the first muxer starts, not with this module (it
+costs about 17 MiB of RSS that a platform which records nothing should not
+pay); later imports in ``write`` are a ``sys.modules`` lookup.
 """
 
 from __future__ import annotations
@@ -27,9 +31,6 @@ import fractions
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import av
-import av.error
 
 from media.frame import Codec, Frame
 from media.tsindex import KeyframeEntry, TsIndexer
@@ -97,6 +98,8 @@ class TsRecordMuxer:
         name = _VIDEO_CODECS.get(video)
         if name is None:
             raise MuxError(f"{video.value} is not a video codec")
+        import av
+
         self.video_codec = video
         self.indexer = TsIndexer()
         self._tap = _Tap(write, self.indexer)
@@ -145,6 +148,8 @@ class TsRecordMuxer:
             self.dropped += 1
             return False
         self._last_dts[key] = frame.dts
+        import av
+
         packet = av.Packet(frame.data)
         packet.stream = stream
         packet.time_base = _TIME_BASE
@@ -163,6 +168,8 @@ class TsRecordMuxer:
         if self._closed:
             return
         self._closed = True
+        import av
+
         try:
             self._container.close()
         except av.error.FFmpegError as e:

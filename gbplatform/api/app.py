@@ -17,12 +17,13 @@ HTTP-FLV that players open directly, so it also takes the token as
 ``?token=`` (players cannot set headers). It starts the stream on demand,
 answers ``video/x-flv`` without a Content-Length (chunked), attaches one
 ``FlvSink`` per connection (the GOP cache replays first, so playback starts
-on a keyframe), detaches it when the client goes away and finishes the
+on a keyframe; with the cache off the sink waits for the next one), detaches it when the client goes away and finishes the
 response when the stream ends.
 
-``GET /api/v1/channels/<channel>/snapshot`` answers one JPEG of the GOP
-cache's keyframe, starting the stream on demand like the FLV route and
-waiting up to ``SNAPSHOT_WAIT`` seconds for a first keyframe. Decoding and
+``GET /api/v1/channels/<channel>/snapshot`` answers one JPEG of the
+stream's latest keyframe (kept whether or not the GOP cache is on), starting
+the stream on demand like the FLV route and waiting up to ``SNAPSHOT_WAIT``
+seconds for a first keyframe. Decoding and
 encoding run in a worker thread (``deferToThread``), never on the reactor.
 
 HLS (RFC 8216) is ``GET /live/<channel>/index.m3u8`` and
@@ -463,13 +464,13 @@ class Api:
         return self._json(request, {"items": items})
 
     async def _keyframe(self, stream: LiveStream) -> Frame:
-        """The GOP cache's keyframe, polled on the clock for up to ``SNAPSHOT_WAIT``."""
+        """The stream's latest keyframe, polled on the clock for up to ``SNAPSHOT_WAIT``."""
         clock = self.platform.clock
         deadline = clock.seconds() + SNAPSHOT_WAIT
         while True:
-            frames = stream.dispatcher.cache.frames
-            if frames and frames[0].keyframe:
-                return frames[0]
+            keyframe = stream.dispatcher.keyframe
+            if keyframe is not None:
+                return keyframe
             if stream.state != "playing":
                 raise NoKeyframe(f"channel {stream.channel_id}: the stream ended ({stream.state}) "
                                  "before a keyframe")

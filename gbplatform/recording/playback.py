@@ -34,9 +34,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import av
-import av.error
-
 from gbplatform.recording.queries import SegmentRecord
 
 __all__ = ["Range", "TimelineCache", "gop_ranges", "remux_mp4", "timeline", "vod_playlist"]
@@ -217,6 +214,8 @@ def remux_mp4(ranges: Sequence[Range], read: Callable[[SegmentRecord, int, int],
     """Stream-copy ``ranges`` into a fragmented MP4 written to ``emit`` (blocking: run in a thread)."""
     if not ranges:
         raise ValueError("nothing to download")
+    import av  # on first download, not at import: PyAV costs about 17 MiB of RSS
+
     origin = ranges[0].start
     out_file = _Out(emit, progress)
     options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}

@@ -73,7 +73,7 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def _probe(path: Path, *args: str) -> dict[str, Any]:
+def _probe(path: Path | str, *args: str) -> dict[str, Any]:
     out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, str(path)], capture_output=True, text=True,
                          check=True).stdout
     result: dict[str, Any] = json.loads(out)
@@ -103,8 +103,12 @@ def test_record_play_kill_recover_retain(tmp_path: Path) -> None:
                            "--first-id", DEVICE)
     try:
         channel_id = _channel(platform)
-        status, body = platform.api("PUT", f"/channels/{channel_id}/record", {"mode": "continuous"})
-        assert status == 200 and body["mode"] == "continuous", body
+        # A recording plan through the API: every day, all day (record.timezone's days).
+        week = [{"weekday": day, "start": "00:00", "end": "24:00"} for day in range(7)]
+        status, plan = platform.api("POST", "/record/plans", {"name": "always", "schedule": week})
+        assert status == 201, plan
+        status, body = platform.api("PUT", f"/channels/{channel_id}/record", {"mode": "plan", "plan_id": plan["id"]})
+        assert status == 200 and body["mode"] == "plan", body
 
         # Three whole 4 s segments (plus the loop points of the 10 s clip, where its timestamps restart).
         def closed_full() -> list[dict[str, Any]] | None:
@@ -126,6 +130,14 @@ def test_record_play_kill_recover_retain(tmp_path: Path) -> None:
                               f"start={a + 0.5}&end={b - 0.5}&token={TOKEN}")
         assert len(hls_pts) == len(file_pts) == 100
         assert hls_pts == sorted(file_pts) and {y - x for x, y in zip(hls_pts, hls_pts[1:], strict=False)} == {3600}
+        # ffprobe (ffmpeg's own HLS client) reads the same range: H.264 1080p, the same 100 frames.
+        vod = (f"http://127.0.0.1:{platform.http_port}/vod/{channel_id}/index.m3u8?"
+               f"start={a + 0.5}&end={b - 0.5}&token={TOKEN}")
+        probe = _probe(vod, "-select_streams", "v:0", "-count_packets",
+                       "-show_entries", "stream=codec_name,width,height,nb_read_packets")
+        stream = probe["streams"][0]
+        assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 1920, 1080)
+        assert int(stream["nb_read_packets"]) == 100
 
         # MP4 of three consecutive segments: the duration the download announced.
         first, third = segs[0], segs[2]

@@ -39,7 +39,7 @@ from gbplatform.live import NoPorts
 from gbplatform.service import Platform, build_platform
 from media.flv import FlvSink
 from media.frame import Codec, Frame
-from media.pipeline import FrameDispatcher
+from media.pipeline import FrameDispatcher, GopCache
 from sip import manscdp
 from sip.message import Request, make_response
 from sip.parser import parse_datagram
@@ -1097,6 +1097,20 @@ def test_snapshot_is_the_jpeg_of_the_cached_keyframe(snapper: Env, live: FakeLiv
     assert jpeg_size(body) == (1920, 1080)
     # The snapshot is no viewer: the stream idles out as before.
     assert live.streams[CAM1].viewers == 0 and live.plays == [(DEV, CAM1)]
+
+
+def test_snapshot_without_a_gop_cache_is_the_jpeg_of_the_latest_keyframe(snapper: Env, live: FakeLive,
+                                                                         real_keyframe: Frame) -> None:
+    env = snapper
+    env.client("POST", f"/channels/{CAM1}/play")
+    dispatcher = live.streams[CAM1].dispatcher
+    dispatcher.cache = GopCache(max_bytes=0)  # media.gop_cache_bytes = 0
+    dispatcher.input_frame(real_keyframe)
+    dispatcher.input_frame(h264(1, key=False))  # the picture after it is no snapshot
+    assert dispatcher.cache.frames == []
+    code, _, body = image(env.client.start("GET", SNAPSHOT), env)
+    assert code == 200, body
+    assert jpeg_size(body) == (1920, 1080)
 
 
 def test_snapshot_starts_the_stream_and_waits_for_a_keyframe(snapper: Env, live: FakeLive,

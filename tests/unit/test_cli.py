@@ -16,7 +16,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, globalLogPublisher
 
 from gbplatform import __version__, cli
-from gbplatform.config import Config, LogConfig, load_config
+from gbplatform.config import Config, ConfigError, LogConfig, load_config
 
 
 @pytest.fixture(autouse=True)
@@ -227,6 +227,31 @@ def test_signal_handlers_stop_reactor_once(monkeypatch: pytest.MonkeyPatch) -> N
     installed[signal.SIGTERM](signal.SIGTERM, None)
     installed[signal.SIGINT](signal.SIGINT, None)
     assert reactor.calls == [reactor.stop]
+
+
+def test_run_keeps_pyopenssl_out_unless_asked() -> None:
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules)
+             if name == "OpenSSL" or name.startswith("OpenSSL.")}
+    try:
+        for word in ("1", "true", "YES"):
+            assert cli.keep_pyopenssl_out({"GBP_PYOPENSSL": word}) is False
+            assert "OpenSSL" not in sys.modules
+        with pytest.raises(ConfigError, match="GBP_PYOPENSSL: expected true or false, got 'maybe'"):
+            cli.keep_pyopenssl_out({"GBP_PYOPENSSL": "maybe"})
+        assert cli.keep_pyopenssl_out({"GBP_PYOPENSSL": "0"}) is True
+        with pytest.raises(ImportError):
+            import OpenSSL  # noqa: F401 - what Twisted's tcp module tries, and catches
+        assert cli.keep_pyopenssl_out({}) is False  # already kept out
+    finally:
+        sys.modules.pop("OpenSSL", None)
+        sys.modules.update(saved)
+
+
+def test_library_imports_keep_pyopenssl() -> None:
+    """Only ``gbplatform run`` keeps pyOpenSSL out; loaded already, nothing is blocked."""
+    import OpenSSL
+
+    assert cli.keep_pyopenssl_out({}) is False and sys.modules["OpenSSL"] is OpenSSL
 
 
 # -- logging ----------------------------------------------------------------------------

@@ -177,6 +177,15 @@ def test_empty_password_is_allowed() -> None:
     assert load_config(None, {"GBP_SIP_PASSWORD": ""}).sip.password == ""
 
 
+def test_gop_cache_bytes(tmp_path: Path) -> None:
+    assert Config().media.gop_cache_bytes == 16 * 1024 * 1024
+    assert load_config(None, {"GBP_MEDIA_GOP_CACHE_BYTES": "0"}).media.gop_cache_bytes == 0  # off
+    path = write(tmp_path, "[media]\ngop_cache_bytes = 4194304\n")
+    assert load_config(path, {}).media.gop_cache_bytes == 4 * 1024 * 1024
+    assert error_of(None, {"GBP_MEDIA_GOP_CACHE_BYTES": "-1"}) == (
+        "media.gop_cache_bytes: expected an integer >= 0, got '-1' (from GBP_MEDIA_GOP_CACHE_BYTES)")
+
+
 # -- errors --------------------------------------------------------------------
 
 

@@ -873,7 +873,8 @@ def test_build_platform_keeps_token_and_nonce_secret_in_the_data_dir(tmp_path: P
 
 def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     config = Config()
-    config = replace(config, storage=replace(config.storage, data_dir=str(tmp_path)))
+    config = replace(config, storage=replace(config.storage, data_dir=str(tmp_path)),
+                     media=replace(config.media, gop_cache_bytes=0))
     top = make_service(config, _Reactor())
     assert [s.name for s in top] == ["database", "sip", "http", "rtsp", "recording"]
     platform = top.platform  # type: ignore[attr-defined]
@@ -882,6 +883,7 @@ def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     assert platform.live is not None and platform.live.ports.capacity == 250
     receiver = platform.live.receiver_factory(None, platform.live.ports.lease("x"), mode="udp", on_timeout=None)
     assert receiver.no_rtp_timeout == config.media.no_rtp_timeout and receiver.rcvbuf == config.media.rcvbuf
+    assert platform.live.gop_cache_bytes == 0  # media.gop_cache_bytes reaches every stream's GopCache
     platform.db.dispose()
 
 

@@ -306,3 +306,19 @@ def test_stream_health_from_the_capture(env: Any, shared_dir: Any) -> None:
     assert 23 <= health["fps"] <= 27 and health["bitrate_bps"] > 1_000_000
     assert health["uptime_seconds"] >= 3.0 and health["gop"] == 50
     assert stream.to_json()["width"] == 1920  # without a clock: no rates
+
+
+def test_stream_health_without_a_gop_cache(env: Any, shared_dir: Any) -> None:
+    from tests.media_captures import udp_payloads
+
+    h, cam, streams, receivers = env
+    streams.gop_cache_bytes = 0  # media.gop_cache_bytes = 0
+    stream = result_of(play(h, streams))
+    assert stream.dispatcher.cache.max_bytes == 0
+    stream.ingest.rekey(None)  # type: ignore[arg-type]  # take the capture's SSRC
+    for _, payload in udp_payloads(shared_dir / "captures" / "zlm_ps_rtp_udp_1080p.pcap")[:400]:
+        stream.ingest.datagram(payload, h.clock.seconds())
+        h.clock.advance(10 / 3757)
+    assert stream.dispatcher.cache.frames == []
+    health = stream.to_json(h.clock)  # read off the latest keyframe instead
+    assert (health["video_codec"], health["width"], health["height"]) == ("h264", 1920, 1080)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from pathlib import Path
 
 import pytest
 
 from media.aac import adts_header
+from media.flv import FlvSink
 from media.frame import Codec, Frame
+from media.hls import HlsSegmenter
 from media.pipeline import (
+    GOP_CACHE_BYTES,
     AudioTrack,
     FrameDispatcher,
     GopCache,
@@ -55,6 +60,64 @@ def test_late_joiner_starts_on_the_last_keyframe() -> None:
     assert late.frames[0].keyframe
     d.input_frame(video(5))
     assert late.frames[-1].pts == 5 * 3600
+
+
+def test_a_cache_of_zero_bytes_is_off() -> None:
+    cache = GopCache(max_bytes=0)
+    assert not cache.enabled and GopCache().max_bytes == GOP_CACHE_BYTES
+    for n in range(4):
+        cache.add(video(n, key=n == 0))
+    assert cache.frames == [] and cache.size == 0 and cache.overflowed == 0
+    with pytest.raises(ValueError, match="max_bytes >= 0"):
+        GopCache(max_bytes=-1)
+
+
+def test_without_a_cache_a_late_joiner_gets_live_frames_and_the_keyframe_is_still_kept() -> None:
+    d = FrameDispatcher(GopCache(max_bytes=0))
+    assert d.keyframe is None
+    key = video(0, key=True)
+    d.input_frame(key)
+    d.input_frame(video(1))
+    late = Collector()
+    d.add_sink(late)
+    assert late.frames == [] and d.cache.frames == []
+    assert d.keyframe is key  # snapshots and stream info read it whatever the cache
+    d.input_frame(video(2))
+    assert [f.pts for f in late.frames] == [2 * 3600]
+    newer = video(3, key=True)
+    d.input_frame(newer)
+    assert d.keyframe is newer
+
+
+def test_every_output_joins_at_the_next_keyframe_without_a_cache(shared_dir: Path) -> None:
+    """FLV, HLS and the snapshot's keyframe stay decodable when a viewer joins mid-GOP."""
+    av = pytest.importorskip("av")
+    from tests.unit.test_media_snapshot import capture_frames
+
+    frames = capture_frames(shared_dir)
+    first = next(i for i, f in enumerate(frames) if f.keyframe)
+    second = next(i for i, f in enumerate(frames) if i > first and f.keyframe)
+    d = FrameDispatcher(GopCache(max_bytes=0))
+    for f in frames[:first + 10]:
+        d.input_frame(f)
+    flv: list[bytes] = []
+    flv_sink = FlvSink(flv.append, tracks=d.tracks)
+    hls = HlsSegmenter(target_duration=1.0)
+    d.add_sink(flv_sink)
+    d.add_sink(hls)
+    for f in frames[first + 10:second]:
+        d.input_frame(f)
+    assert flv == [] and hls.dropped_frames == second - first - 10  # mid-GOP: nothing sent
+    for f in frames[second:]:
+        d.input_frame(f)
+    assert flv_sink.muxer.stats.waiting_for_keyframe == second - first - 10
+    with av.open(io.BytesIO(b"".join(flv)), format="flv") as container:
+        pictures = list(container.decode(video=0))
+    assert len(pictures) == len(frames) - second and pictures[0].key_frame
+    assert hls.segments
+    with av.open(io.BytesIO(hls.segments[0].data), format="mpegts") as container:
+        assert next(container.decode(video=0)).key_frame
+    assert d.keyframe is not None and d.keyframe.keyframe
 
 
 def test_every_sink_gets_every_frame_once() -> None:

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from media.frame import Codec, Frame
 from media.ingest import RtpIngest
 from media.packetize import G711Packetizer, H264Packetizer
-from media.pipeline import FrameDispatcher, StreamTracks
+from media.pipeline import FrameDispatcher, GopCache, StreamTracks
 from media.rtp import RtpPacket
 from media.rtsp import (
     MAX_HEAD,
@@ -793,6 +793,7 @@ def test_sender_drops_audio_with_the_video_until_a_keyframe(frames: list[Frame])
     block = Frame(Codec.G711A, b"\xd5" * 320, 0, 0, True, 0xC0)
     sender.input_frame(block)
     assert len(audio_out) == 1
+    sender.input_frame(frames[0])  # the video starts on its keyframe
     sender.pause()
     sender.input_frame(frames[1])  # over the 1-byte backlog: dropping starts
     assert sender.dropping
@@ -802,3 +803,45 @@ def test_sender_drops_audio_with_the_video_until_a_keyframe(frames: list[Frame])
     sender.input_frame(frames[0])
     sender.input_frame(block)
     assert not sender.dropping and len(audio_out) == 2
+
+
+def test_sender_starts_the_video_on_a_keyframe_and_the_audio_at_once(frames: list[Frame]) -> None:
+    video_out: list[bytes] = []
+    audio_out: list[bytes] = []
+    sender = RtpSender(H264Packetizer(1, random.Random(2)), video_out.append)
+    sender.add_track(G711Packetizer(2, random.Random(3), Codec.G711A), audio_out.append)
+    sender.input_frame(frames[1])  # joined mid-GOP (no GOP cache): undecodable, dropped
+    sender.input_frame(Frame(Codec.G711A, b"\xd5" * 320, 0, 0, True, 0xC0))
+    assert video_out == [] and len(audio_out) == 1
+    assert (sender.frames_waiting, sender.frames_sent, sender.video_started) == (1, 1, False)
+    sender.input_frame(frames[0])
+    assert sender.video_started and 7 in [RtpPacket.parse(p).payload[0] & 0x1F for p in video_out]
+    sender.input_frame(frames[1])  # from then on every frame goes
+    assert sender.frames_waiting == 1 and sender.frames_sent == 3
+
+
+def test_play_without_a_gop_cache_starts_at_the_next_keyframe(env: Env, frames: list[Frame]) -> None:
+    env.stream.dispatcher.cache = GopCache(max_bytes=0)
+    next_key = next(i for i, f in enumerate(frames) if i and f.keyframe)
+    feed(env, frames[:10])
+    status, headers, _ = env.send("SETUP", f"{URL}?token={TOKEN}/trackID=0",
+                                  Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
+    assert status == 200
+    env.tr.clear()
+    env.proto.dataReceived(req("PLAY", URL, 9, Session=headers["Session"].split(";")[0]))
+    [(status, headers, _)] = responses(env.tr.value())
+    info = dict(kv.split("=", 1) for kv in headers["RTP-Info"].split(";"))
+    assert status == 200 and packets(env.tr.value()) == []  # nothing cached to replay
+    viewer = env.proto.viewer
+    assert viewer is not None and viewer.sender is not None
+    # rtptime: the latest keyframe's instant, the closest one known at PLAY.
+    packetizer = viewer.tracks[0].packetizer
+    assert int(info["rtptime"]) == packetizer.rtp_timestamp(frames[0].pts)
+    env.tr.clear()
+    feed(env, frames[10:next_key])
+    assert env.tr.value() == b"" and viewer.sender.frames_waiting == next_key - 10
+    feed(env, frames[next_key:next_key + 2])
+    sent = [RtpPacket.parse(p) for _, p in packets(env.tr.value())]
+    assert sent[0].sequence == int(info["seq"])
+    assert 7 in [p.payload[0] & 0x1F for p in sent[:6]]  # the keyframe with its SPS/PPS comes first
+    assert {p.timestamp for p in sent} == {packetizer.rtp_timestamp(f.pts) for f in frames[next_key:next_key + 2]}
