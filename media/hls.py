@@ -34,7 +34,6 @@ twice that many frames in one segment is dropped.
 
 from __future__ import annotations
 
-import fractions
 import io
 import logging
 import math
@@ -43,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from media.aac import AdtsError
+from media.avmux import CLOCK_RATE, MUXER_CODECS, TIME_BASE, av_packet
 from media.frame import Codec, Frame
 from media.nal import sps_info
 from media.pipeline import AudioTrack, audio_track
@@ -52,9 +52,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HlsError", "HlsSegment", "HlsSegmenter", "mux_ts"]
 
-CLOCK_RATE = 90_000  # PES timestamps, ISO/IEC 13818-1 §2.4.3.7
-_TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
-_MUXER_CODECS = {Codec.H264: "h264", Codec.H265: "hevc"}
 _PTS_MASK = (1 << 33) - 1
 
 
@@ -87,7 +84,7 @@ def mux_ts(frames: list[Frame], *, width: int = 0, height: int = 0, audio: Audio
     import av
 
     codec = frames[0].codec
-    name = _MUXER_CODECS.get(codec)
+    name = MUXER_CODECS.get(codec)
     if name is None:
         raise HlsError(f"cannot mux {codec.value} into an HLS video segment")
     if audio is None:
@@ -101,11 +98,11 @@ def mux_ts(frames: list[Frame], *, width: int = 0, height: int = 0, audio: Audio
     try:
         with av.open(buf, "w", format="mpegts") as container:
             video = container.add_mux_stream(name, width=width, height=height)
-            video.time_base = _TIME_BASE
+            video.time_base = TIME_BASE
             sound = None
             if audio is not None:
                 sound = container.add_mux_stream("aac", rate=audio.sample_rate)
-                sound.time_base = _TIME_BASE
+                sound.time_base = TIME_BASE
             for frame in frames:
                 if frame.codec is codec:
                     stream = video
@@ -116,13 +113,7 @@ def mux_ts(frames: list[Frame], *, width: int = 0, height: int = 0, audio: Audio
                 else:
                     raise HlsError(f"cannot mux {frame.codec.value} audio into MPEG-TS; "
                                    "it needs AAC (G711ToAac)")
-                packet = av.Packet(frame.data)
-                packet.stream = stream
-                packet.time_base = _TIME_BASE
-                packet.pts = frame.pts
-                packet.dts = frame.dts
-                packet.is_keyframe = frame.keyframe
-                container.mux(packet)
+                container.mux(av_packet(frame, stream))
     except av.error.FFmpegError as e:
         log.warning("hls: the mpegts muxer refused a %s segment of %d frames: %s", codec.value, len(frames), e)
         raise HlsError(f"MPEG-TS muxing failed: {e}") from e

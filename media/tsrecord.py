@@ -27,46 +27,22 @@ pay); later imports in ``write`` are a ``sys.modules`` lookup.
 
 from __future__ import annotations
 
-import fractions
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from media.avmux import MUXER_CODECS, TIME_BASE, av_packet
 from media.frame import Codec, Frame
+from media.pipeline import AudioTrack
 from media.tsindex import KeyframeEntry, TsIndexer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AudioTrack", "MuxError", "TsRecordMuxer", "adts_track"]
+__all__ = ["MuxError", "TsRecordMuxer"]
 
-CLOCK_RATE = 90_000
-_TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
-_VIDEO_CODECS = {Codec.H264: "h264", Codec.H265: "hevc"}
-# ISO/IEC 14496-3 Table 1.18: sampling_frequency_index.
-_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
 class MuxError(RuntimeError):
     """The muxer refused the stream (or the output failed underneath it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AudioTrack:
-    """An AAC track as its ADTS header describes it."""
-
-    sample_rate: int
-    channels: int
-
-
-def adts_track(data: bytes) -> AudioTrack | None:
-    """The sample rate and channel count of an ADTS frame (ISO/IEC 13818-7 §6.2.1), or None."""
-    if len(data) < 7 or data[0] != 0xFF or data[1] & 0xF0 != 0xF0:
-        return None
-    index = (data[2] >> 2) & 0x0F
-    channels = ((data[2] & 1) << 2) | (data[3] >> 6)
-    if index >= len(_ADTS_RATES):
-        return None
-    return AudioTrack(_ADTS_RATES[index], channels or 1)
 
 
 class _Tap:
@@ -95,7 +71,7 @@ class TsRecordMuxer:
 
     def __init__(self, write: Callable[[bytes], object], *, video: Codec, width: int = 0, height: int = 0,
                  audio: AudioTrack | None = None, interleave_seconds: float = 0.5) -> None:
-        name = _VIDEO_CODECS.get(video)
+        name = MUXER_CODECS.get(video)
         if name is None:
             raise MuxError(f"{video.value} is not a video codec")
         import av
@@ -110,11 +86,11 @@ class TsRecordMuxer:
         try:
             self._container = av.open(self._tap, "w", format="mpegts", options=options)
             self._video = self._container.add_mux_stream(name, width=width, height=height)
-            self._video.time_base = _TIME_BASE
+            self._video.time_base = TIME_BASE
             self._audio = None
             if audio is not None:
                 self._audio = self._container.add_mux_stream("aac", rate=audio.sample_rate)
-                self._audio.time_base = _TIME_BASE
+                self._audio.time_base = TIME_BASE
         except av.error.FFmpegError as e:
             raise MuxError(f"cannot start the MPEG-TS muxer: {e}") from e
         self.has_audio = audio is not None
@@ -150,14 +126,8 @@ class TsRecordMuxer:
         self._last_dts[key] = frame.dts
         import av
 
-        packet = av.Packet(frame.data)
-        packet.stream = stream
-        packet.time_base = _TIME_BASE
-        packet.pts = frame.pts
-        packet.dts = frame.dts
-        packet.is_keyframe = frame.keyframe
         try:
-            self._container.mux(packet)
+            self._container.mux(av_packet(frame, stream))
         except av.error.FFmpegError as e:
             raise MuxError(f"muxing a {frame.codec.value} frame failed: {e}") from e
         self.frames += 1

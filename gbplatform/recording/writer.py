@@ -40,10 +40,12 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from media.aac import AdtsError
 from media.frame import Codec, Frame
 from media.nal import sps_info
+from media.pipeline import AudioTrack, audio_track
 from media.tsindex import TsIndexer
-from media.tsrecord import AudioTrack, MuxError, TsRecordMuxer, adts_track
+from media.tsrecord import MuxError, TsRecordMuxer
 
 log = Logger()
 
@@ -228,7 +230,12 @@ class ChannelRecorder:
                 self.frame(aac, wall)
             return
         if frame.codec is Codec.AAC and self.audio is None:
-            self.audio = adts_track(frame.data)
+            try:
+                self.audio = audio_track(frame)
+            except AdtsError as e:
+                if self.throttle.ready(f"adts:{self.channel_id}"):
+                    log.info("channel {id}: AAC frame without a usable ADTS header: {e}", id=self.channel_id,
+                             e=str(e))
         if self.probe:
             self._probe_more(frame, wall)
             return

@@ -28,8 +28,9 @@ from gbplatform.recording.writer import (
     segment_key,
 )
 from media.frame import Codec, Frame
+from media.pipeline import audio_track
 from media.tsindex import TS_PACKET, TsIndexer, complete_length, scan_ts
-from media.tsrecord import TsRecordMuxer, adts_track
+from media.tsrecord import TsRecordMuxer
 from tests.unit.test_media_snapshot import capture_frames
 
 WALL0 = 1_700_000_000.0
@@ -126,7 +127,7 @@ def test_complete_length() -> None:
 
 def test_audio_is_muxed_beside_the_video(frames: list[Frame]) -> None:
     audio = aac_frames(4.0, frames[0].pts)
-    track = adts_track(audio[0].data)
+    track = audio_track(audio[0])
     assert track is not None and track.sample_rate == 16000
     merged = sorted(frames[:100] + audio, key=lambda f: f.dts)
     data, muxer = mux(merged, audio=track)
