@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "encoded at start (cached)")
     p.add_argument("--audio", choices=("g711a", "g711u", "none"), default="g711a",
                    help="audio of a generated --clip (the capture has its own)")
+    p.add_argument("--payload", choices=("ps", "es"), default="ps",
+                   help="RTP payload answered to INVITE: ps (MPEG-PS, GB/T 28181 Annex C) or es "
+                        "(raw H.264/H.265, RFC 6184/7798, as 98 H264 / 99 H265; video only)")
     return parser
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -34,6 +35,7 @@ from gbplatform.errors import DomainError
 from gbplatform.errors import NotFound as ChannelNotFound
 from gbplatform.ids import SsrcAllocator
 from gbplatform.live import LiveStreams
+from gbplatform.recording.rtsp_vod import RecordingVodSource
 from gbplatform.sipapp import SipApp
 from gbplatform.trace import SipTrace
 from media.ports import PortPool, SharedPortPool
@@ -240,7 +242,7 @@ class LiveSource:
 
 
 class RtspService(Service):
-    """RTSP (RFC 2326) on ``media.rtsp_port``; live channels at ``/live/<channel>``."""
+    """RTSP (RFC 2326) on ``media.rtsp_port``; live channels at ``/live/<channel>``, recordings at ``/vod/``."""
 
     name = "rtsp"
 
@@ -257,9 +259,11 @@ class RtspService(Service):
         factory = RtspFactory(
             LiveSource(self.platform), reactor=self.reactor, token=self.platform.api_token, rng=self.rng,
             listen_udp=lambda port, proto: self.reactor.listenUDP(port, proto, interface=host),
+            vod=RecordingVodSource(self.platform, deferToThread),
         )
         self.port = self.reactor.listenTCP(config.media.rtsp_port, factory, interface=host)
-        log.info("RTSP on rtsp://{host}:{port}/live/<channel>", host=host, port=self.port.getHost().port)
+        log.info("RTSP on rtsp://{host}:{port}/live/<channel> and /vod/<channel>?start=&end=", host=host,
+                 port=self.port.getHost().port)
 
     def stopService(self) -> Any:
         super().stopService()  # type: ignore[no-untyped-call]

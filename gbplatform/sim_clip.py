@@ -43,7 +43,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from gbplatform.sim_media import FRAME_INTERVAL, TIMESTAMP_STEP, PsClip, PsFrame
+from gbplatform.sim_media import FRAME_INTERVAL, TIMESTAMP_STEP, EsClip, PsClip, PsFrame
 from media import nal
 from media.frame import Codec, Frame
 from media.psmux import AUDIO_STREAM_ID, RTP_PAYLOAD_SIZE, VIDEO_STREAM_ID, PsMuxer, split_payload
@@ -51,6 +51,7 @@ from media.psmux import AUDIO_STREAM_ID, RTP_PAYLOAD_SIZE, VIDEO_STREAM_ID, PsMu
 __all__ = [
     "AUDIO_CHOICES",
     "CLIP_CHOICES",
+    "PAYLOAD_CHOICES",
     "ClipError",
     "ClipSpec",
     "build_clip",
@@ -68,6 +69,7 @@ log = Logger()
 
 CLIP_CHOICES = ("capture", "h264", "h265")
 AUDIO_CHOICES = ("g711a", "g711u", "none")
+PAYLOAD_CHOICES = ("ps", "es")  # PS over RTP (GB/T 28181 Annex C), or raw H.264/H.265 RTP
 FPS = round(1 / FRAME_INTERVAL)  # the pacer's rate: one PsFrame per RTP timestamp
 AUDIO_RATE = 8000  # G.711 (ITU-T G.711 §1): 8 kHz, one byte per sample
 AUDIO_BLOCK_TICKS = TIMESTAMP_STEP  # 40 ms blocks: one per video frame
@@ -327,13 +329,21 @@ def write_ps(spec: ClipSpec, path: str | Path, cache_dir: str | Path | None = No
 
 
 def clip_loader(clip: str = "capture", audio: str = "g711a",
-                cache_dir: str | Path | None = None) -> Callable[[], PsClip]:
-    """The ``SimMedia`` loader for ``gbplatform simulate --clip ... --audio ...``.
+                cache_dir: str | Path | None = None, payload: str = "ps") -> Callable[[], PsClip]:
+    """The ``SimMedia`` loader for ``gbplatform simulate --clip ... --audio ... --payload ...``.
 
     ``capture`` replays the ZLMediaKit capture (``audio`` does not apply);
-    ``h264``/``h265`` build the generated clip. Raises ``ClipError`` on bad names.
+    ``h264``/``h265`` build the generated clip. ``payload="es"`` turns either
+    into raw H.264/H.265 RTP, video only (``EsClip.from_ps``; the generated
+    clip's PS cache is shared, its audio dropped). Raises ``ClipError`` on bad names.
     """
+    if payload not in PAYLOAD_CHOICES:
+        raise ClipError(f"payload {payload!r} is not one of {', '.join(PAYLOAD_CHOICES)}")
     if clip == "capture":
-        return PsClip.default
-    spec = spec_for(clip, audio)
-    return lambda: build_clip(spec, cache_dir)
+        ps_loader: Callable[[], PsClip] = PsClip.default
+    else:
+        spec = spec_for(clip, audio)
+        ps_loader = lambda: build_clip(spec, cache_dir)  # noqa: E731 - a loader, as the branch above
+    if payload == "es":
+        return lambda: EsClip.from_ps(ps_loader())
+    return ps_loader

@@ -10,6 +10,17 @@ packetised so the platform sees a real device's PS stream. ``gbplatform
 simulate --clip h264|h265`` instead plays a test pattern encoded at start
 and muxed by us (``gbplatform.sim_clip``), with G.711 audio in the same PS.
 
+``--payload es`` makes the device send the elementary stream itself, as
+some cameras do: ``EsClip.from_ps`` demuxes a PS clip to its video access
+units and cuts each into RFC 6184 (H.264: single NAL unit packets and FU-A,
+packetization-mode 1) or RFC 7798 (H.265: single NAL unit packets and FUs)
+payloads of at most 1400 bytes with ``media.packetize``, the RTSP server's
+packetizers. The answer then names the payload type the offer maps to
+``H264``/``H265`` (GB/T 28181-2016 Annex F offers ``98 H264/90000``; 2022
+adds ``99 H265/90000``), and 488 when the offer has none. No audio is sent:
+the offer has one video ``m=`` line and an answer cannot add another (RFC
+3264 §6), so an ES device sends video only.
+
 ``RtpPacer`` (no I/O) stamps frame ``n`` of the endless loop with fresh RTP
 headers: sequence numbers and timestamps continue across the clip's end
 (RFC 3550 §5.1; 3600 ticks of the 90 kHz clock per 25 fps frame), the marker
@@ -38,7 +49,7 @@ import os
 import random
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +63,20 @@ from twisted.internet.protocol import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from media.frame import Codec, Frame
+from media.nal import sps_info
+from media.packetize import H264Packetizer, H265Packetizer
+from media.ps import PsDemuxer
+from media.psmux import RTP_PAYLOAD_SIZE
 from media.rtp import RtpError, RtpPacket, seq_delta
 from sip.sdp import SdpError, SessionDescription, build_gb_answer
 
 __all__ = [
     "CAPTURE_NAME",
+    "ES_ENCODINGS",
     "FRAME_INTERVAL",
     "TIMESTAMP_STEP",
+    "EsClip",
     "MediaOfferError",
     "MediaSender",
     "MediaTarget",
@@ -66,6 +84,7 @@ __all__ = [
     "PsFrame",
     "RtpPacer",
     "SimMedia",
+    "offered_payload_type",
     "read_udp_payloads",
 ]
 
@@ -80,6 +99,8 @@ MAX_CATCHUP = 3  # frames sent at once when the reactor ran late; older ones are
 ACTIVE_TCP_PORT = 9
 CONNECT_TIMEOUT = 10.0
 PSM_START = b"\x00\x00\x01\xbc"  # ISO/IEC 13818-1 §2.5.4 program stream map
+# rtpmap encoding names of the raw video payloads (RFC 6184 §8.1, RFC 7798 §7.1).
+ES_ENCODINGS = {Codec.H264: "H264", Codec.H265: "H265"}
 
 
 class MediaOfferError(SdpError):
@@ -147,7 +168,13 @@ class PsFrame:
 
 
 class PsClip:
-    """Complete PS frames starting at a keyframe, to be looped."""
+    """Complete PS frames starting at a keyframe, to be looped.
+
+    ``encoding`` is the rtpmap name of what the payloads carry (GB/T
+    28181-2016 §F.1 ``PS``); ``EsClip`` holds raw video instead.
+    """
+
+    encoding = "PS"
 
     def __init__(self, frames: list[PsFrame]) -> None:
         if not frames:
@@ -221,6 +248,68 @@ class PsClip:
         return cls.from_capture(cls.default_path())
 
 
+class EsClip(PsClip):
+    """One picture per ``PsFrame``: its RFC 6184 / RFC 7798 payloads, marker on the last.
+
+    The pacer stamps frame ``n`` with ``n x TIMESTAMP_STEP``, which is the
+    picture's presentation time (RFC 6184 §5.1: the RTP timestamp is the
+    sampling time) only for a stream without B-frames at 25 fps, as IPCs
+    send and as the capture and the generated clips are; anything else is
+    refused with ``ValueError``.
+    """
+
+    def __init__(self, frames: list[PsFrame], codec: Codec) -> None:
+        if codec not in ES_ENCODINGS:
+            raise ValueError(f"no RTP payload format for {codec.value} here")
+        super().__init__(frames)
+        self.codec = codec
+        self.encoding = ES_ENCODINGS[codec]
+
+    @classmethod
+    def from_frames(cls, frames: list[Frame], mtu: int = RTP_PAYLOAD_SIZE) -> EsClip:
+        """Packetize video access units (decode order, first one a keyframe with its parameter sets).
+
+        ``media.packetize`` drops access unit delimiters and puts the last
+        parameter sets in front of a keyframe lacking them (RFC 6184 §5.1 does
+        not need AUDs; a viewer needs SPS/PPS at every keyframe).
+        """
+        if not frames:
+            raise ValueError("an ES clip needs at least one access unit")
+        codec = frames[0].codec
+        if codec not in ES_ENCODINGS or any(f.codec is not codec for f in frames):
+            raise ValueError("an ES clip needs H.264 or H.265 access units of one codec")
+        first = frames[0]
+        if not first.keyframe or sps_info(codec, first.data) is None:
+            raise ValueError("an ES clip must open on a keyframe carrying its parameter sets")
+        for i, f in enumerate(frames):
+            if f.pts != f.dts or f.pts - first.pts != i * TIMESTAMP_STEP:
+                raise ValueError(f"access unit {i} has PTS {f.pts - first.pts}, DTS "
+                                 f"{f.dts - first.pts}: ES mode needs one picture per "
+                                 f"{TIMESTAMP_STEP} ticks and no B-frames")
+        # Headers are stamped again by RtpPacer; SSRC and offsets here are throwaway.
+        packetizer_type = H264Packetizer if codec is Codec.H264 else H265Packetizer
+        packetizer = packetizer_type(0, random.Random(0), mtu=mtu)
+        clip = [
+            PsFrame(i, tuple(bytes(RtpPacket.parse(p).payload) for p in packetizer.packetize(f)))
+            for i, f in enumerate(frames)
+        ]
+        return cls(clip, codec)
+
+    @classmethod
+    def from_ps(cls, clip: PsClip, mtu: int = RTP_PAYLOAD_SIZE) -> EsClip:
+        """The video of a PS clip (the capture or a generated one), its audio left out."""
+        demuxer = PsDemuxer()
+        frames: list[Frame] = []
+        for frame in clip.frames:
+            frames += demuxer.feed(b"".join(frame.chunks))
+            frames += demuxer.end_of_frame()
+        frames += demuxer.flush()
+        video = [f for f in frames if f.codec in ES_ENCODINGS]
+        if demuxer.stats.dropped:
+            raise ValueError(f"the PS clip lost {demuxer.stats.dropped} frame(s) in the demuxer")
+        return cls.from_frames(video, mtu)
+
+
 class RtpPacer:
     """RTP headers for frame ``n`` of a looped clip (RFC 3550 §5.1), no I/O.
 
@@ -253,6 +342,19 @@ class RtpPacer:
 # --------------------------------------------------------------------------
 # Where the media goes
 # --------------------------------------------------------------------------
+
+
+def offered_payload_type(offer: SessionDescription, encoding: str) -> int:
+    """The payload type the offer's video ``m=`` maps to ``encoding`` (RFC 3264 §6.1: answer one offered).
+
+    Raises ``MediaOfferError`` (488) when it offers none.
+    """
+    media = offer.first_media("video")
+    if media is not None:
+        for pt, (name, _clock) in media.rtpmap().items():
+            if name.upper() == encoding and str(pt) in media.formats:
+                return pt
+    raise MediaOfferError(f"offer has no {encoding} payload type", 488)
 
 
 @dataclass(frozen=True)
@@ -394,8 +496,9 @@ class MediaSender:
             return
         self.started = True
         t = self.target
-        log.info("media to {host}:{port} over {mode}, SSRC {ssrc}", host=t.host, port=t.port,
-                 mode=t.mode, ssrc=t.ssrc)
+        log.info("media to {host}:{port} over {mode}, SSRC {ssrc}, payload {pt} {encoding}",
+                 host=t.host, port=t.port, mode=t.mode, ssrc=t.ssrc, pt=self.pacer.payload_type,
+                 encoding=self.pacer.clip.encoding)
         if t.mode == "udp":
             self._begin()
         elif t.mode == "tcp-active":
@@ -537,13 +640,22 @@ class SimMedia:
         serve, ``OSError``/``ValueError`` when the clip or a socket fails.
         """
         target = MediaTarget.from_offer(offer)
-        pacer = RtpPacer(self.clip, target.ssrc, self.rng)
+        clip = self.clip
+        payload_type = offered_payload_type(offer, clip.encoding)
+        pacer = RtpPacer(clip, target.ssrc, self.rng, payload_type)
         sender = MediaSender(self.reactor, pacer, target, local_ip=local_ip,
                              listen_udp=self.listen_udp, listen_tcp=self.listen_tcp)
         port = sender.open()
         try:
-            answer = build_gb_answer(offer, device_id=device_id, ip=local_ip, port=port)
+            answer = build_gb_answer(offer, device_id=device_id, ip=local_ip, port=port,
+                                     encodings=(clip.encoding,))
         except (SdpError, ValueError):
             sender.stop()
             raise
+        if clip.encoding == "H264":
+            # RFC 6184 §8.1: without packetization-mode the receiver may assume
+            # mode 0, which has no FU-A; we fragment, so we say mode 1.
+            media = answer.media[0]
+            fmtp = ("fmtp", f"{payload_type} packetization-mode=1")
+            answer = replace(answer, media=[replace(media, attributes=[*media.attributes, fmtp])])
         return answer, sender

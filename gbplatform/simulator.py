@@ -49,7 +49,7 @@ from twisted.logger import Logger
 
 from gbplatform import __version__
 from gbplatform.config import ConfigError
-from gbplatform.sim_clip import AUDIO_CHOICES, CLIP_CHOICES, clip_loader
+from gbplatform.sim_clip import AUDIO_CHOICES, CLIP_CHOICES, PAYLOAD_CHOICES, clip_loader
 from gbplatform.sim_media import MediaSender, SimMedia
 from sip import manscdp, sdp
 from sip.auth import AuthError, authorization_for, parse_auth_header
@@ -188,11 +188,15 @@ class SimConfig:
     # Media answered to INVITE: the ZLMediaKit capture, or a clip made with PyAV (sim_clip).
     clip: str = "capture"
     audio: str = "g711a"
+    # "ps" (GB/T 28181 Annex C) or "es": raw H.264/H.265 RTP (RFC 6184/7798), video only.
+    payload: str = "ps"
 
     def __post_init__(self) -> None:
         if self.clip not in CLIP_CHOICES or self.audio not in AUDIO_CHOICES:
             raise ConfigError(f"simulate: clip must be one of {', '.join(CLIP_CHOICES)} and "
                               f"audio one of {', '.join(AUDIO_CHOICES)}")
+        if self.payload not in PAYLOAD_CHOICES:
+            raise ConfigError(f"simulate: payload must be one of {', '.join(PAYLOAD_CHOICES)}")
         if self.transport not in ("udp", "tcp"):
             raise ConfigError(f"simulate: transport must be udp or tcp, not {self.transport!r}")
         if self.vendor not in VENDOR_QUIRKS:
@@ -1148,7 +1152,8 @@ class Simulator:
         self.reactor = reactor
         self.rng = rng
         self.media = media if media is not None else SimMedia(
-            reactor, rng, clip_loader=clip_loader(config.clip, config.audio))
+            reactor, rng, clip_loader=clip_loader(config.clip, config.audio,
+                                                  payload=config.payload))
         self.quirks = config.effective_quirks
         self.stats = SimStats(devices=config.devices)
         self.registrar_uri = f"sip:{config.server_id}@{config.server}"
@@ -1346,8 +1351,8 @@ def run(
     def started() -> None:
         nonlocal exit_code
         try:
-            if config.clip != "capture":
-                sim.media.preload()  # encode (or read the cache) before any INVITE waits on it
+            if config.clip != "capture" or config.payload != "ps":
+                sim.media.preload()  # encode/packetize (or read the cache) before any INVITE waits
             sim.start()
         except Exception as e:  # noqa: BLE001 - CannotListenError and friends, reported below
             log.error("simulator cannot start: {error}", error=str(e))

@@ -1,4 +1,4 @@
-"""RTSP 1.0 server core for live streams (RFC 2326), sans-IO.
+"""RTSP 1.0 server core for live streams and recordings (RFC 2326), sans-IO.
 
 Theory of operation: one ``RtspServerConnection`` per TCP control connection.
 The adapter feeds it bytes and ``now``; it parses requests (``RtspParser``),
@@ -17,6 +17,7 @@ missing from it is answered 455 Method Not Valid In This State (§11.3.6):
     Ready   --PLAY-->     Playing
     Playing --PLAY-->     Playing
     Playing --SETUP-->    Playing
+    Playing --PAUSE-->    Ready      (recordings only; live answers 405)
     any     --TEARDOWN--> Init       (the session is gone)
 
 OPTIONS, DESCRIBE and GET_PARAMETER are valid in every state and change
@@ -29,6 +30,13 @@ Authentication: the platform's API token, either as ``?token=`` in the URL
 RFC 7617; the user name is ignored). Once a request on a connection has
 passed, the connection is trusted: clients build SETUP/PLAY URLs from the
 SDP's control attributes and may drop the query.
+
+Recordings: ``/vod/<channel>?start=<epoch>&end=<epoch>`` names a time range
+of a channel's recordings (``RtspUrl.vod``). Its PLAY may carry ``Range:
+npt=<t>-`` (a seek, §12.29) and ``Scale`` (§12.34), parsed here into
+``Play.range_start``/``Play.scale`` (``media.rtsp_vod``); pacing them is the
+adapter's (``media.rtsp_vod.VodPlayer``). A session belongs to one URL kind
+(live or vod) and channel; a request for another is answered 459.
 
 Tracks: ``trackID=0`` is the video, ``trackID=1`` the audio when the
 stream has audio (the SDP says which); each is SETUP on its own, by default
@@ -46,6 +54,7 @@ import binascii
 import enum
 import hmac
 import logging
+import math
 import random
 import re
 import urllib.parse
@@ -64,6 +73,7 @@ __all__ = [
     "Describe",
     "InterleavedData",
     "Packetizer",
+    "Pause",
     "Play",
     "RtpSender",
     "RtspError",
@@ -81,7 +91,9 @@ __all__ = [
     "TRANSITIONS",
     "build_sdp",
     "interleave",
+    "parse_npt_start",
     "parse_rtsp_url",
+    "parse_scale",
     "parse_transport",
     "serialize_response",
 ]
@@ -90,7 +102,8 @@ MAX_HEAD = 8192  # request line + headers; bounded so a peer cannot grow our buf
 MAX_BODY = 65536
 SESSION_TIMEOUT = 60.0  # RFC 2326 §12.37 default
 VERSION = "RTSP/1.0"
-PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER"
+PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER"
+LIVE_ALLOW = "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER"  # a live stream cannot pause
 REALM = "gbplatform"
 
 REASONS = {
@@ -102,6 +115,7 @@ REASONS = {
     454: "Session Not Found",
     455: "Method Not Valid in This State",
     459: "Aggregate Operation Not Allowed",
+    457: "Invalid Range",
     461: "Unsupported Transport",
     500: "Internal Server Error",
     501: "Not Implemented",
@@ -279,14 +293,19 @@ class RtspUrl:
     channel_id: str
     token: str | None
     track: int | None
+    app: str = "live"  # "live" or "vod"
+    vod: tuple[float, float] | None = None  # (start, end) epoch seconds of a /vod/ URL
 
 
 def parse_rtsp_url(uri: str) -> RtspUrl:
-    """``rtsp://host[:port]/live/<channel>[/trackID=N][?token=...]``.
+    """``rtsp://host[:port]/{live,vod}/<channel>[/trackID=N][?token=...]``.
 
     Players build a track's URL by appending ``/trackID=0`` to the whole
     request URL (RFC 2326 §C.1.1, relative control), so the suffix may follow
-    the query: ``...?token=abc/trackID=0``. Raises ``RtspError(404)``.
+    the query: ``...?token=abc/trackID=0``. A ``/vod/`` URL carries
+    ``start`` and ``end`` (epoch seconds); players may drop the query from
+    later requests, so ``vod`` is None without it. Raises ``RtspError(404)``
+    for an unknown path, 400 for a bad time range.
     """
     parsed = urllib.parse.urlsplit(uri)
     path, query = parsed.path, parsed.query
@@ -299,10 +318,20 @@ def parse_rtsp_url(uri: str) -> RtspUrl:
         if m is not None:
             track, path = int(m.group(1)), path[: m.start()]
     segments = [s for s in path.split("/") if s]
-    if len(segments) != 2 or segments[0] != "live" or not _CHANNEL_ID.fullmatch(segments[1]):
+    if len(segments) != 2 or segments[0] not in ("live", "vod") or not _CHANNEL_ID.fullmatch(segments[1]):
         raise RtspError(404, f"no stream at {path[:80]!r}")
-    tokens = urllib.parse.parse_qs(query).get("token")
-    return RtspUrl(segments[1], tokens[0] if tokens else None, track)
+    params = urllib.parse.parse_qs(query)
+    tokens = params.get("token")
+    vod: tuple[float, float] | None = None
+    if segments[0] == "vod" and ("start" in params or "end" in params):
+        try:
+            start, end = float(params["start"][0]), float(params["end"][0])
+        except (KeyError, ValueError):
+            raise RtspError(400, "a /vod/ URL needs start and end in epoch seconds") from None
+        if not (math.isfinite(start) and math.isfinite(end) and end > start):
+            raise RtspError(400, f"bad time range {start!r}..{end!r}")
+        vod = (start, end)
+    return RtspUrl(segments[1], tokens[0] if tokens else None, track, segments[0], vod)
 
 
 @dataclass(frozen=True)
@@ -361,8 +390,12 @@ def parse_transport(value: str, default_interleaved: tuple[int, int] = (0, 1)) -
     raise RtspError(461, f"no supported transport in {value[:80]!r}")
 
 
-def build_sdp(media: str, session_id: int, origin_ip: str = "0.0.0.0") -> bytes:
-    """The DESCRIBE body (RFC 2326 Appendix C, RFC 4566): one aggregate control."""
+def build_sdp(media: str, session_id: int, origin_ip: str = "0.0.0.0", npt: str = "now-") -> bytes:
+    """The DESCRIBE body (RFC 2326 Appendix C, RFC 4566): one aggregate control.
+
+    ``npt`` is the ``a=range`` value (§C.1.5): ``now-`` for live, ``0-<seconds>``
+    for a recording.
+    """
     lines = [
         "v=0",
         f"o=- {session_id} 1 IN IP4 {origin_ip}",
@@ -370,9 +403,50 @@ def build_sdp(media: str, session_id: int, origin_ip: str = "0.0.0.0") -> bytes:
         "c=IN IP4 0.0.0.0",
         "t=0 0",
         "a=control:*",
-        "a=range:npt=now-",
+        f"a=range:npt={npt}",
     ]
     return ("".join(line + "\r\n" for line in lines) + media).encode("ascii")
+
+
+_NPT = re.compile(r"\s*npt\s*=\s*(now|[0-9]+(?:\.[0-9]*)?|[0-9]+:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]*)?)?\s*-\s*([^;]*)(;.*)?")
+
+
+def parse_npt_start(value: str) -> float | None:
+    """The start of a ``Range: npt=<start>-[<end>]`` header (RFC 2326 §3.6, §12.29).
+
+    ``npt=now-`` and a missing start give None (play from where we are);
+    ``npt-hhmmss`` is accepted as ``h:mm:ss[.frac]``. Another unit (smpte,
+    clock) or a malformed value raises ``RtspError(457)``.
+    """
+    m = _NPT.fullmatch(value)
+    if m is None:
+        raise RtspError(457, f"unsupported Range {value[:40]!r} (npt only)")
+    start = m.group(1)
+    if start is None or start == "now":
+        return None
+    if ":" in start:
+        h, mm, ss = start.split(":")
+        return int(h) * 3600 + int(mm) * 60 + float(ss)
+    return float(start)
+
+
+def parse_scale(value: str) -> float:
+    """A ``Scale`` header (RFC 2326 §12.34): a non-zero decimal, negative for reverse."""
+    try:
+        scale = float(value.strip())
+    except ValueError:
+        raise RtspError(400, f"bad Scale {value[:20]!r}") from None
+    if not math.isfinite(scale) or scale == 0:
+        raise RtspError(400, f"bad Scale {value[:20]!r}")
+    return scale
+
+
+def _play_position(request: RtspRequest) -> tuple[float | None, float | None]:
+    range_header = request.header("Range")
+    scale_header = request.header("Scale")
+    start = parse_npt_start(range_header) if range_header is not None else None
+    scale = parse_scale(scale_header) if scale_header is not None else None
+    return start, scale
 
 
 class SessionState(enum.Enum):
@@ -390,6 +464,7 @@ TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (SessionState.READY, "TEARDOWN"): SessionState.INIT,
     (SessionState.PLAYING, "PLAY"): SessionState.PLAYING,
     (SessionState.PLAYING, "SETUP"): SessionState.PLAYING,
+    (SessionState.PLAYING, "PAUSE"): SessionState.READY,
     (SessionState.PLAYING, "TEARDOWN"): SessionState.INIT,
 }
 _STATELESS = frozenset({"OPTIONS", "DESCRIBE", "GET_PARAMETER"})
@@ -405,6 +480,8 @@ class RtspSession:
     last_seen: float
     timeout: float = SESSION_TIMEOUT
     state: SessionState = SessionState.READY
+    app: str = "live"
+    vod: tuple[float, float] | None = None
 
     def header(self) -> str:
         return f"{self.id};timeout={int(self.timeout)}"
@@ -418,6 +495,7 @@ class RtspSession:
 class Describe:
     request: RtspRequest
     channel_id: str
+    vod: tuple[float, float] | None = None  # a recording's (start, end); None: live
 
 
 @dataclass(frozen=True)
@@ -426,10 +504,23 @@ class Setup:
     channel_id: str
     transport: Transport
     track: int = VIDEO_TRACK
+    vod: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
 class Play:
+    """PLAY; for a recording, ``range_start`` (npt seconds, §12.29) and ``scale`` (§12.34) if asked."""
+
+    request: RtspRequest
+    session: RtspSession
+    range_start: float | None = None
+    scale: float | None = None
+
+
+@dataclass(frozen=True)
+class Pause:
+    """PAUSE of a recording (§10.6); the adapter answers with ``accept_pause``."""
+
     request: RtspRequest
     session: RtspSession
 
@@ -448,7 +539,7 @@ class SessionExpired:
     session: RtspSession
 
 
-RtspEvent = Describe | Setup | Play | Teardown | SessionExpired
+RtspEvent = Describe | Setup | Play | Pause | Teardown | SessionExpired
 
 
 @dataclass
@@ -519,7 +610,8 @@ class RtspServerConnection:
         if self.session is None:
             session_id = f"{self.rng.getrandbits(64):016X}"
             self.session = RtspSession(
-                session_id, event.channel_id, transport, now, timeout=self.session_timeout
+                session_id, event.channel_id, transport, now, timeout=self.session_timeout,
+                app="live" if event.vod is None else "vod", vod=event.vod,
             )
         else:
             self.session.transport = transport
@@ -528,17 +620,31 @@ class RtspServerConnection:
         self.respond(event.request, 200, [("Transport", transport.header())])
         return session
 
-    def accept_play(self, event: Play, rtp_info: str) -> None:
-        """Sending starts: answer 200 with RTP-Info (§12.33) and an open range."""
+    def accept_play(
+        self, event: Play, rtp_info: str, npt_range: str = "npt=0.000-", scale: float | None = None
+    ) -> None:
+        """Sending starts: answer 200 with RTP-Info (§12.33), the range played (§12.29)
+        and, when the request asked for one, the Scale actually used (§12.34)."""
         event.session.state = TRANSITIONS[(event.session.state, "PLAY")]
-        self.respond(event.request, 200, [("Range", "npt=0.000-"), ("RTP-Info", rtp_info)])
+        headers = [("Range", npt_range)]
+        if scale is not None:
+            headers.append(("Scale", f"{scale:g}"))
+        headers.append(("RTP-Info", rtp_info))
+        self.respond(event.request, 200, headers)
+
+    def accept_pause(self, event: Pause, npt: float) -> None:
+        """Sending stopped at ``npt`` seconds (§10.6): Playing -> Ready."""
+        event.session.state = TRANSITIONS[(event.session.state, "PAUSE")]
+        self.respond(event.request, 200, [("Range", f"npt={npt:.3f}-")])
 
     def _error(self, request: RtspRequest, e: RtspError) -> None:
         log.info("RTSP %s %s: %d %s", request.method, request.uri[:80], e.status, e)
         headers: list[tuple[str, str]] = []
         if e.status == 401:
             headers.append(("WWW-Authenticate", f'Basic realm="{REALM}"'))
-        if e.status in (405, 455, 501):
+        if e.status == 405:
+            headers.append(("Allow", LIVE_ALLOW))
+        elif e.status in (455, 501):
             headers.append(("Allow" if e.status != 501 else "Public", PUBLIC))
         self.respond(request, e.status, headers)
 
@@ -556,25 +662,38 @@ class RtspServerConnection:
         if url is None:
             raise RtspError(404, "no stream at *")
         session = self._check_session(request)
+        if method == "PAUSE" and url.app == "live":
+            raise RtspError(405, "a live stream cannot be paused")
         state = session.state if session is not None else SessionState.INIT
         if method not in _STATELESS and (state, method) not in TRANSITIONS:
             raise RtspError(455, f"{method} not valid in state {state.value}")
-        if session is not None and session.channel_id != url.channel_id:
+        if session is not None and (
+            session.channel_id != url.channel_id or session.app != url.app
+            or (url.vod is not None and session.vod != url.vod)
+        ):
             raise RtspError(459, "the session belongs to another stream")
+        vod = url.vod if url.vod is not None or session is None else session.vod
+        if url.app == "vod" and vod is None and method in ("DESCRIBE", "SETUP"):
+            raise RtspError(400, "a /vod/ URL needs start and end in epoch seconds")
         if method == "GET_PARAMETER":
             self.respond(request, 200)
             return None
         if method == "DESCRIBE":
-            return Describe(request, url.channel_id)
+            return Describe(request, url.channel_id, vod)
         if method == "SETUP":
             track = VIDEO_TRACK if url.track is None else url.track
             if track not in (VIDEO_TRACK, AUDIO_TRACK):
                 raise RtspError(404, f"no track {url.track}")
             transport = parse_transport(request.header("Transport") or "", (2 * track, 2 * track + 1))
-            return Setup(request, url.channel_id, transport, track)
+            return Setup(request, url.channel_id, transport, track, vod)
         if method == "PLAY":
             assert session is not None  # the table has no (Init, PLAY)
-            return Play(request, session)
+            if session.app != "vod":
+                return Play(request, session)  # a live stream has one position and speed: now, 1
+            return Play(request, session, *_play_position(request))
+        if method == "PAUSE":
+            assert session is not None  # the table has PAUSE only from Playing
+            return Pause(request, session)
         # TEARDOWN
         if session is None:
             self.respond(request, 200)

@@ -1,4 +1,5 @@
-"""Twisted edge of the RTSP server (RFC 2326): live channels as ``rtsp://host/live/<channel>``.
+"""Twisted edge of the RTSP server (RFC 2326): live channels as ``rtsp://host/live/<channel>``,
+recordings as ``rtsp://host/vod/<channel>?start=<epoch>&end=<epoch>``.
 
 Theory of operation (the aioquic adapter pattern): ``RtspProtocol`` feeds
 bytes and ``reactor.seconds()`` to a sans-IO ``RtspServerConnection``, runs
@@ -27,6 +28,16 @@ queued and re-arms one timer for the session timeout.
 Backpressure on TCP: this protocol is the transport's streaming producer;
 Twisted pauses it when its write buffer fills and ``RtpSender`` drops frames
 to the next keyframe once 4 MiB are written while paused.
+
+Recordings (``VodSource``, ``media.rtsp_vod``): DESCRIBE opens the range
+(cached per connection for the SETUPs that follow) and answers its tracks
+with ``a=range:npt=0-<duration>``. PLAY creates a ``VodPlayer`` once, then
+seeks (``Range``) or resumes and sets the speed (``Scale``); ``_VodPlayback``
+sends what the player says is due on the reactor clock, asks the source for
+the next GOPs (read in a worker thread by the source) and, at the end, sends
+an RTCP SR + BYE per track (a player such as FFmpeg then ends the stream);
+the session stays until TEARDOWN. While the TCP transport is paused nothing
+is polled, so nothing is dropped and no more GOPs are read.
 """
 
 from __future__ import annotations
@@ -50,13 +61,14 @@ from media.packetize import (
     sdp_audio,
     sdp_media,
 )
-from media.pipeline import FrameDispatcher, StreamTracks
+from media.pipeline import FrameDispatcher, StreamTracks, VideoTrack
 from media.rtsp import (
     AUDIO_TRACK,
     VIDEO_TRACK,
     AudioPacketizer,
     Describe,
     Packetizer,
+    Pause,
     Play,
     RtpSender,
     RtspError,
@@ -70,10 +82,11 @@ from media.rtsp import (
     build_sdp,
     interleave,
 )
+from media.rtsp_vod import VodMedia, VodPlayer, rtcp_sr_bye
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RtspFactory", "RtspProtocol", "StreamSource"]
+__all__ = ["RtspFactory", "RtspProtocol", "StreamSource", "VodSource"]
 
 PAYLOAD_TYPE = 96  # dynamic (RFC 3551 §6)
 KEYFRAME_TIMEOUT = 5.0
@@ -100,6 +113,15 @@ class StreamSource(Protocol):
     def detach(self, stream: Any, sink: RtpSender) -> None: ...
 
 
+class VodSource(Protocol):
+    """Where recorded ranges come from (``gbplatform.recording.rtsp_vod``).
+
+    ``open`` raises ``RtspError`` (404 nothing recorded in the range, 503 recording off).
+    """
+
+    async def open(self, channel_id: str, start: float, end: float) -> VodMedia: ...
+
+
 class _RtcpIgnorer(protocol.DatagramProtocol):
     """Server-side RTP/RTCP socket of a UDP viewer; the client's RTCP RRs are not used."""
 
@@ -118,6 +140,7 @@ class _Track:
         self.transport = transport
         self.ports: list[Any] = []
         self.rtp: _RtcpIgnorer | None = None
+        self.rtcp: _RtcpIgnorer | None = None
         self.dest: tuple[str, int] | None = None
 
     def close(self) -> None:
@@ -133,6 +156,76 @@ class _Viewer:
         self.stream = stream
         self.tracks: dict[int, _Track] = {}
         self.sender: RtpSender | None = None
+        self.vod: _VodPlayback | None = None
+
+
+class _VodPlayback:
+    """One session's recorded playback: poll the player on the reactor clock, read GOPs, end with BYE."""
+
+    def __init__(self, proto: RtspProtocol, media: VodMedia, sender: RtpSender) -> None:
+        self.proto = proto
+        self.reactor = proto.factory.reactor
+        self.media = media
+        self.sender = sender
+        self.player = VodPlayer(media.gops, media.duration, has_audio=media.audio is not None)
+        self.blocked = False  # the TCP transport asked us to pause
+        self.stopped = False
+        self.bye_sent = False
+        self._timer: Any = None
+
+    def kick(self) -> None:
+        """Send what is due, start reads, send BYE at the end, re-arm the timer."""
+        if self.stopped or self.proto.closed:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        player = self.player
+        if not self.blocked:
+            for frame in player.poll(self.reactor.seconds()):
+                self.sender.input_frame(frame)
+        if player.playing and player.ended and not self.bye_sent:
+            self.bye_sent = True
+            self.proto._send_bye()
+            log.info("RTSP: recording played to its end (%d frames); BYE sent", player.frames_sent)
+        for index in player.loads():
+            self._read(index)
+        deadline = player.next_deadline()
+        if deadline is not None and not self.blocked:
+            self._timer = self.reactor.callLater(max(deadline - self.reactor.seconds(), 0.0), self.kick)
+
+    def _read(self, index: int) -> None:
+        generation = self.player.generation
+        d: defer.Deferred[Any] = defer.ensureDeferred(_await(self.media.load(index)))
+
+        def loaded(frames: list[Any]) -> None:
+            self.player.gop_loaded(index, generation, frames)
+            self.kick()
+
+        def failed(f: Failure) -> None:
+            log.warning("RTSP: reading GOP %d of a recording failed, skipping it: %s", index, f.getErrorMessage())
+            self.player.gop_loaded(index, generation, [])
+            self.kick()
+
+        d.addCallbacks(loaded, failed)
+
+    def block(self) -> None:
+        self.blocked = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def unblock(self) -> None:
+        self.blocked = False
+        self.kick()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.block()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
 
 
 class RtspProtocol(protocol.Protocol):
@@ -145,6 +238,7 @@ class RtspProtocol(protocol.Protocol):
         self._stream_closed: Callable[[Any], None] | None = None
         self._producing = False
         self.closed = False
+        self._vod_media: tuple[tuple[str, tuple[float, float]], Any] | None = None
 
     @property
     def _tcp(self) -> Any:
@@ -169,10 +263,14 @@ class RtspProtocol(protocol.Protocol):
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
         if self.viewer is not None and self.viewer.sender is not None:
             self.viewer.sender.pause()
+        if self.viewer is not None and self.viewer.vod is not None:
+            self.viewer.vod.block()
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
         if self.viewer is not None and self.viewer.sender is not None:
             self.viewer.sender.resume()
+        if self.viewer is not None and self.viewer.vod is not None:
+            self.viewer.vod.unblock()
 
     def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
         self._stop("transport stopped")
@@ -228,7 +326,12 @@ class RtspProtocol(protocol.Protocol):
             elif isinstance(event, Setup):
                 await self._setup(event)
             elif isinstance(event, Play):
-                self._play(event)
+                if event.session.app == "vod":
+                    self._vod_play(event)
+                else:
+                    self._play(event)
+            elif isinstance(event, Pause):
+                self._vod_pause(event)
             elif isinstance(event, Teardown):
                 self._stop("TEARDOWN")
             elif isinstance(event, SessionExpired):
@@ -257,8 +360,26 @@ class RtspProtocol(protocol.Protocol):
             waited += KEYFRAME_POLL
         return stream, tracks
 
+    async def _open(self, channel_id: str, vod: tuple[float, float] | None) -> tuple[Any, StreamTracks]:
+        """The live stream, or for ``vod`` the recorded range, and its tracks."""
+        if vod is None:
+            return await self._tracks(channel_id)
+        key = (channel_id, vod)
+        if self._vod_media is not None and self._vod_media[0] == key:
+            media = self._vod_media[1]
+        else:
+            if self.factory.vod is None:
+                raise RtspError(404, "this server plays no recordings")
+            media = await self.factory.vod.open(channel_id, *vod)
+            self._vod_media = (key, media)
+        tracks = StreamTracks()
+        tracks.video = VideoTrack(media.video.codec, media.video)
+        tracks.audio = media.audio
+        tracks.ready = True
+        return media, tracks
+
     async def _describe(self, event: Describe) -> None:
-        _, tracks = await self._tracks(event.channel_id)
+        stream, tracks = await self._open(event.channel_id, event.vod)
         video = tracks.video
         assert video is not None
         try:
@@ -269,7 +390,8 @@ class RtspProtocol(protocol.Protocol):
         if audio is not None:
             media += sdp_audio(audio, audio_payload_type(audio.codec), f"trackID={AUDIO_TRACK}")
         host = self._tcp.getHost()
-        body = build_sdp(media, self.factory.rng.getrandbits(32), getattr(host, "host", "0.0.0.0"))
+        npt = "now-" if event.vod is None else f"0-{stream.duration:.3f}"
+        body = build_sdp(media, self.factory.rng.getrandbits(32), getattr(host, "host", "0.0.0.0"), npt)
         if not self.closed:
             self.core.respond(event.request, 200, [("Content-Type", "application/sdp")], body)
 
@@ -288,7 +410,7 @@ class RtspProtocol(protocol.Protocol):
         return H264Packetizer(ssrc, rng, PAYLOAD_TYPE)
 
     async def _setup(self, event: Setup) -> None:
-        stream, tracks = await self._tracks(event.channel_id)
+        stream, tracks = await self._open(event.channel_id, event.vod)
         if self.closed:
             return
         ssrc = self.factory.rng.getrandbits(32)
@@ -312,7 +434,7 @@ class RtspProtocol(protocol.Protocol):
             server_port = (ports[0].getHost().port, ports[1].getHost().port)
             track = _Track(event.request.uri, packetizer,
                            Transport(tcp=False, client_port=wanted.client_port, server_port=server_port, ssrc=ssrc))
-            track.ports, track.rtp = ports, rtp
+            track.ports, track.rtp, track.rtcp = ports, rtp, rtcp
             peer = self._tcp.getPeer()
             track.dest = (peer.host, wanted.client_port[0])
         if viewer is None:
@@ -321,8 +443,9 @@ class RtspProtocol(protocol.Protocol):
         if old is not None:
             old.close()  # a transport change (§10.4)
         viewer.tracks[event.track] = track
-        if viewer.sender is not None:
-            viewer.sender.add_track(packetizer, self._emitter(track))
+        sender = viewer.sender if viewer.vod is None else viewer.vod.sender
+        if sender is not None:
+            sender.add_track(packetizer, self._emitter(track))
             self._register_producer(viewer)
         self.core.accept_setup(event, track.transport, self.factory.reactor.seconds())
 
@@ -367,6 +490,61 @@ class RtspProtocol(protocol.Protocol):
         viewer.stream.on_closed.append(stream_closed)
         self.factory.source.attach(viewer.stream, sender)
 
+    def _vod_play(self, event: Play) -> None:
+        """PLAY of a recording: seek and/or scale, answer, (re)start the playback."""
+        viewer = self.viewer
+        if viewer is None or not viewer.tracks:
+            raise RtspError(455, "PLAY before SETUP")
+        playback = viewer.vod
+        if playback is None:
+            sender: RtpSender | None = None
+            for _, track in sorted(viewer.tracks.items()):
+                # VOD never drops: the transport's pause stops reading instead (max_backlog unbounded).
+                if sender is None:
+                    sender = RtpSender(track.packetizer, self._emitter(track), max_backlog=1 << 62)
+                else:
+                    sender.add_track(track.packetizer, self._emitter(track))
+            assert sender is not None
+            playback = viewer.vod = _VodPlayback(self, viewer.stream, sender)
+        start = playback.player.play(self.factory.reactor.seconds(), event.range_start, event.scale)
+        playback.bye_sent = False
+        rtp_info = ",".join(
+            f"url={t.uri};seq={t.packetizer.sequence};rtptime={t.packetizer.rtp_timestamp(start.pts)}"
+            for _, t in sorted(viewer.tracks.items())
+        )
+        duration = playback.media.duration
+        self.core.accept_play(event, rtp_info, f"npt={start.npt:.3f}-{duration:.3f}", start.scale)
+        self._flush()  # the 200 must reach the client before the first RTP packet
+        self._register_producer(viewer)
+        log.info("RTSP: playing %s from npt %.3f at scale %g", event.session.channel_id, start.npt, start.scale)
+        playback.kick()
+
+    def _vod_pause(self, event: Pause) -> None:
+        viewer = self.viewer
+        if viewer is None or viewer.vod is None:
+            raise RtspError(455, "PAUSE before PLAY")
+        npt = viewer.vod.player.pause()
+        viewer.vod.kick()
+        self.core.accept_pause(event, npt)
+
+    def _send_bye(self) -> None:
+        """An RTCP SR + BYE on every track's RTCP channel (RFC 3550 §6.6): the range has ended."""
+        viewer = self.viewer
+        if viewer is None or viewer.vod is None:
+            return
+        now = self.factory.reactor.seconds()
+        out_pts = viewer.vod.player.next_pts
+        for track in viewer.tracks.values():
+            p = track.packetizer
+            packet = rtcp_sr_bye(p.ssrc, now, p.rtp_timestamp(out_pts), p.packets_sent, p.octets_sent)
+            if track.transport.tcp:
+                if not self.closed:
+                    self._tcp.write(interleave(track.transport.interleaved[1], packet))
+            elif track.rtcp is not None and track.rtcp.transport is not None and track.dest is not None:
+                udp: Any = track.rtcp.transport
+                assert track.transport.client_port is not None
+                udp.write(packet, (track.dest[0], track.transport.client_port[1]))
+
     def _register_producer(self, viewer: _Viewer) -> None:
         if not self._producing and any(t.transport.tcp for t in viewer.tracks.values()):
             self._tcp.registerProducer(self, True)
@@ -395,6 +573,9 @@ class RtspProtocol(protocol.Protocol):
         viewer, self.viewer = self.viewer, None
         if viewer is None:
             return
+        if viewer.vod is not None:
+            viewer.vod.stop()
+            log.info("RTSP recording playback stopped (%s): %d frames sent", reason, viewer.vod.player.frames_sent)
         if viewer.sender is not None:
             self.factory.source.detach(viewer.stream, viewer.sender)
             log.info("RTSP viewer detached (%s): %d frames sent, %d dropped", reason,
@@ -423,8 +604,10 @@ class RtspFactory(protocol.Factory):
     def __init__(
         self, source: StreamSource, *, reactor: Any, token: str, rng: random.Random,
         listen_udp: ListenUdp | None = None, keyframe_timeout: float = KEYFRAME_TIMEOUT,
+        vod: VodSource | None = None,
     ) -> None:
         self.source = source
+        self.vod = vod
         self.reactor = reactor
         self.token = token
         self.rng = rng

@@ -747,6 +747,7 @@ def build_gb_answer(
     port: int,
     ssrc: str | None = None,
     media_format: str | None = None,
+    encodings: Iterable[str] = _ANSWER_ENCODINGS,
 ) -> SessionDescription:
     """A device's (or lower platform's) answer to a GB INVITE offer (GB/T 28181-2016 §9.2).
 
@@ -754,20 +755,22 @@ def build_gb_answer(
     echoed, one ``m=`` with the offered PS payload (PCMA/PCMU for Talk), the
     inverse direction (recvonly -> sendonly, RFC 3264 §6.1), the same transport,
     ``a=setup`` inverted for TCP (RFC 4145 §4; actpass -> active) and ``y=``
-    echoed unless ``ssrc`` overrides it. Raises ``SdpError`` (488) when the offer
-    has no PS or G.711 payload or no SSRC.
+    echoed unless ``ssrc`` overrides it. ``encodings`` are the rtpmap names the
+    answerer can send (a camera sending raw H.264 answers ``("H264",)``). Raises
+    ``SdpError`` (488) when the offer has none of them or no SSRC.
     """
     _check_port(port)
+    wanted = {e.upper() for e in encodings}
     chosen: tuple[MediaDescription, int, str, int] | None = None
     for media in offer.media:
         for pt, (encoding, clock) in media.rtpmap().items():
-            if encoding.upper() in _ANSWER_ENCODINGS and str(pt) in media.formats:
+            if encoding.upper() in wanted and str(pt) in media.formats:
                 chosen = (media, pt, encoding, clock)
                 break
         if chosen is not None:
             break
     if chosen is None:
-        raise SdpError("offer has no PS or G.711 payload to answer", 488)
+        raise SdpError(f"offer has no {'/'.join(sorted(wanted))} payload to answer", 488)
     media, pt, encoding, clock = chosen
     answer_ssrc = ssrc if ssrc is not None else offer.effective_ssrc
     if answer_ssrc is None:

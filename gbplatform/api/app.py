@@ -66,7 +66,14 @@ from gbplatform.recording import queries as rq
 from gbplatform.recording.http import MP4_TYPE, RecordingOff
 from gbplatform.recording.http import Pacer as _Pacer
 from gbplatform.recording.http import byte_range as _byte_range
-from gbplatform.recording.playback import Cancelled, gop_ranges, remux_mp4, vod_playlist
+from gbplatform.recording.playback import (
+    Cancelled,
+    gop_ranges,
+    interval_urls,
+    remux_mp4,
+    rtsp_vod_base,
+    vod_playlist,
+)
 from gbplatform.service import Platform
 from media.flv import FlvSink
 from media.frame import Frame
@@ -702,9 +709,10 @@ class Api:
         day = schemas.parse_day(request.args)
         result = await self._recording().timeline(channel_id, day)
 
+        rtsp_base = rtsp_vod_base(request.getHeader(b"host"), self.platform.config.media.rtsp_port)
+
         def urls(a: float, b: float) -> dict[str, str]:
-            query = f"start={a:.3f}&end={b:.3f}"
-            return {"hls": f"/vod/{channel_id}/index.m3u8?{query}", "mp4": f"/vod/{channel_id}.mp4?{query}"}
+            return interval_urls(channel_id, a, b, rtsp_base)
 
         return self._json(request, schemas.timeline_json(channel_id, day, result, urls))
 

@@ -568,7 +568,9 @@ def _record_schemas() -> dict[str, Any]:
             "end": {"type": "string", "format": "date-time"},
             "recorded_seconds": {"type": "number"},
             "intervals": {"type": "array", "items": {"allOf": [_SPAN, _obj({"urls": _obj({
-                "hls": {"type": "string"}, "mp4": {"type": "string"}})})]}},
+                "hls": {"type": "string"}, "mp4": {"type": "string"},
+                "rtsp": {"type": "string", "format": "uri", "description": "RTSP VOD (Range/Scale); present when "
+                         "media.rtsp_port is set."}}, required=["hls", "mp4"])})]}},
             "gaps": {"type": "array", "items": _SPAN},
             "segments": {"type": "array", "items": _ref("RecordSegment")},
         }),

@@ -36,7 +36,8 @@ from typing import Any
 
 from gbplatform.recording.queries import SegmentRecord
 
-__all__ = ["Range", "TimelineCache", "gop_ranges", "remux_mp4", "timeline", "vod_playlist"]
+__all__ = ["Range", "TimelineCache", "gop_ranges", "interval_urls", "remux_mp4", "rtsp_vod_base", "timeline",
+           "vod_playlist"]
 
 CLOCK_RATE = 90_000
 MIN_PART = 2.0  # seconds: GOPs are merged into HLS parts at least this long
@@ -121,6 +122,28 @@ def _discontinuous(a: Range, b: Range) -> bool:
     expected_pts = (a.first_pts + round(a.duration * CLOCK_RATE)) % (1 << 33)
     pts_jump = abs(((b.first_pts - expected_pts + (1 << 32)) % (1 << 33)) - (1 << 32))
     return abs(gap) > GAP or pts_jump > GAP * CLOCK_RATE
+
+
+def rtsp_vod_base(host_header: bytes | None, rtsp_port: int) -> str | None:
+    """``rtsp://<API host name>:<rtsp_port>`` when the RTSP server is on, else None.
+
+    The RTSP server listens beside the API: same host name (from the request's
+    Host header, IPv6 literals kept in brackets), its own port.
+    """
+    if not rtsp_port or not host_header:
+        return None
+    host = host_header.decode("ascii", "replace")
+    hostname = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    return f"rtsp://{hostname}:{rtsp_port}"
+
+
+def interval_urls(channel_id: str, start: float, end: float, rtsp_base: str | None) -> dict[str, str]:
+    """Playback URLs of one timeline interval: HLS VOD, MP4 download and, with RTSP on, RTSP VOD."""
+    query = f"start={start:.3f}&end={end:.3f}"
+    urls = {"hls": f"/vod/{channel_id}/index.m3u8?{query}", "mp4": f"/vod/{channel_id}.mp4?{query}"}
+    if rtsp_base is not None:
+        urls["rtsp"] = f"{rtsp_base}/vod/{channel_id}?{query}"
+    return urls
 
 
 def timeline(segments: Sequence[SegmentRecord], start: float, end: float,

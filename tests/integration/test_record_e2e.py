@@ -98,7 +98,7 @@ def _decode_hls(url: str) -> list[int]:
 
 def test_record_play_kill_recover_retain(tmp_path: Path) -> None:
     pytest.importorskip("av")
-    platform = PlatformProcess(tmp_path / "data", env=ENV).start()
+    platform = PlatformProcess(tmp_path / "data", env=dict(ENV)).start()
     sim = SimulatorProcess(platform, tmp_path / "sim1.log", "--devices", "1", "--channels", "1",
                            "--first-id", DEVICE)
     try:

@@ -145,7 +145,7 @@ def test_parse_rtsp_url(uri: str, channel: str, token: str | None, track: int | 
     assert (url.channel_id, url.token, url.track) == (channel, token, track)
 
 
-@pytest.mark.parametrize("uri", ["rtsp://h/", "rtsp://h/vod/1", "rtsp://h/live/a/b", "rtsp://h/live/%00"])
+@pytest.mark.parametrize("uri", ["rtsp://h/", "rtsp://h/record/1", "rtsp://h/live/a/b", "rtsp://h/live/%00"])
 def test_parse_rtsp_url_rejects_other_paths(uri: str) -> None:
     with pytest.raises(RtspError) as e:
         parse_rtsp_url(uri)
@@ -209,7 +209,7 @@ def test_options_needs_no_token_and_lists_methods() -> None:
     assert c.receive_data(req("OPTIONS", "*"), 0.0) == []
     [(status, headers, _)] = responses(c.data_to_send())
     assert status == 200 and headers["CSeq"] == "1"
-    assert headers["Public"] == "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER"
+    assert headers["Public"] == "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER"
 
 
 @pytest.mark.parametrize("auth", [None, "Basic " + base64.b64encode(b"u:wrong").decode(), "Bearer s3cret"])
@@ -259,7 +259,7 @@ def test_unknown_method_is_501_and_bad_input_closes() -> None:
 
 def test_unknown_path_is_404() -> None:
     c = conn()
-    c.receive_data(req("DESCRIBE", f"rtsp://h/vod/x?token={TOKEN}"), 0.0)
+    c.receive_data(req("DESCRIBE", f"rtsp://h/record/x?token={TOKEN}"), 0.0)
     assert responses(c.data_to_send())[0][0] == 404
 
 
