@@ -14,7 +14,12 @@ What it does:
 5. once everyone is online, measures the platform's CPU over one full keepalive interval.
 
 Prints: registrations per second, time until all online, platform CPU and RSS during the
-storm, health latency (p50/p99/max) during the storm, and the keepalive load in % of a core.
+storm, health latency (p50/p99/max) during the storm, onboarding throughput (when every
+answering device's catalog was done, and when every sync had ended), and the keepalive load
+in % of a core.
+
+``--silent 0.1``: every tenth device answers each MESSAGE 200 but never answers a query, so
+onboarding is measured with devices that ignore ConfigDownload or Catalog (issue 8).
 """
 
 from __future__ import annotations
@@ -42,6 +47,18 @@ import random, sys
 from gbplatform.simulator import SimConfig, run, _install_reactor
 _install_reactor()
 from twisted.internet import reactor
+from gbplatform import simulator
+silent = float(sys.argv[7])
+answer = simulator.SimDevice._answer_query
+
+def _answer_query(self, msg):
+    # A share of the devices, spread evenly, 200 every MESSAGE but never answer
+    # a query, like cameras that ignore ConfigDownload or Catalog.
+    if int((self.index + 1) * silent) > int(self.index * silent):
+        return []
+    return answer(self, msg)
+
+simulator.SimDevice._answer_query = _answer_query
 cfg = SimConfig(server=sys.argv[1], devices=int(sys.argv[2]), channels=int(sys.argv[3]),
                 keepalive_interval=float(sys.argv[4]), ramp=float(sys.argv[5]), status_interval=2.0,
                 transport=sys.argv[6])
@@ -84,6 +101,17 @@ class HealthProbe(threading.Thread):
             self.stop_flag.wait(0.05)
 
 
+def catalog_states(platform: PlatformProcess, devices: int) -> dict[str, int]:
+    """How many devices' catalog syncs are in each state (idle, running, done, timeout...)."""
+    counts: dict[str, int] = {}
+    for offset in range(0, devices, 500):
+        _, page = platform.api("GET", f"/devices?limit=500&offset={offset}")
+        for device in page["items"]:
+            state = device["catalog"]["status"]
+            counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
@@ -96,6 +124,8 @@ def main() -> int:
     ap.add_argument("--keepalive-interval", type=float, default=60.0)
     ap.add_argument("--ramp", type=float, default=0.0, help="seconds over which devices start (0: all at once)")
     ap.add_argument("--transport", default="udp")
+    ap.add_argument("--silent", type=float, default=0.0,
+                    help="share of devices that never answer a query (0.1: every tenth)")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--env", action="append", default=[], help="extra platform setting, e.g. GBP_SIP_TRACE_SIZE=0")
     args = ap.parse_args()
@@ -110,7 +140,8 @@ def main() -> int:
         sim_log = open(Path(tmp) / "sim.log", "w")  # noqa: SIM115
         sim = subprocess.Popen(
             [sys.executable, "-c", SIM_SCRIPT, f"127.0.0.1:{platform.sip_port}", str(args.devices),
-             str(args.channels), str(args.keepalive_interval), str(args.ramp), args.transport],
+             str(args.channels), str(args.keepalive_interval), str(args.ramp), args.transport,
+             str(args.silent)],
             stdout=sim_log, stderr=subprocess.STDOUT,
         )
         peak_rss = 0.0
@@ -129,12 +160,24 @@ def main() -> int:
                   f"{1000 * max(storm_latencies):.0f} ms; CPU {storm_cpu:.1f} s", flush=True)
             # Let the onboarding queries (DeviceInfo, BasicParam, Catalog) finish before
             # measuring the steady keepalive load.
+            silent = int(args.devices * args.silent)
+            answering = args.devices - silent
+            marks: dict[str, float] = {}
+
             def onboarded() -> bool:
+                # A device is onboarded when its catalog sync has ended: "done" for
+                # the devices that answer, "timeout" for the silent ones.
+                states = catalog_states(platform, args.devices)
+                now = time.monotonic() - t0
+                if states.get("done", 0) >= answering:
+                    marks.setdefault("answering", now)
+                settled = sum(n for state, n in states.items() if state not in ("idle", "running"))
                 _, body = platform.api("GET", "/health", auth=False)
-                return body["sip"].get("onboarding_backlog", 0) == 0
-            t_onb = time.monotonic()
+                return settled >= args.devices and int(body["sip"].get("onboarding_backlog", 0)) == 0
+
             wait_for(onboarded, 10 * args.timeout, "onboarding to finish", interval=0.5)
-            t_onboarded = time.monotonic() - t_onb + t_online
+            t_onboarded = time.monotonic() - t0
+            t_answering = marks.get("answering", t_onboarded)
             onboard_latencies = list(probe.latencies)[len(storm_latencies):]
             settle_cpu, settle_t = cpu_seconds(pid), time.monotonic()
             time.sleep(3)  # the last catalog writes
@@ -167,8 +210,10 @@ def main() -> int:
         print(f"health latency in the storm   p50 {1000 * pct(storm_latencies, 0.5):.1f} ms, "
               f"p99 {1000 * pct(storm_latencies, 0.99):.1f} ms, max {1000 * max(storm_latencies):.1f} ms "
               f"({len(storm_latencies)} probes)")
-        print(f"onboarding done after         {t_onboarded:.1f} s (DeviceInfo, BasicParam, Catalog for all); "
-              f"health max meanwhile {1000 * max(onboard_latencies or [0]):.0f} ms")
+        print(f"onboarding done after         {t_onboarded:.1f} s (DeviceInfo, BasicParam, Catalog for all, "
+              f"{silent} silent); health max meanwhile {1000 * max(onboard_latencies or [0]):.0f} ms")
+        print(f"answering devices' catalogs   all {answering} done {t_answering:.1f} s after the start, "
+              f"{answering / t_answering:.1f} devices/s")
         print(f"keepalive load                {100 * ka_cpu / ka_wall:.1f} % of a core over {ka_wall:.0f} s "
               f"({args.devices / args.keepalive_interval:.0f} keepalives/s)")
         print(f"registry                      {page['total']} devices; sip stats {health['sip']}")

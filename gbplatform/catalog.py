@@ -13,7 +13,20 @@ aggregated per device by SN; an item repeated across parts is counted once
 - ``timeout``: no part at all arrived in time;
 - ``error``: the query could not be sent.
 
+``error`` says why a sync did not end ``done`` (the device's answer to the
+MESSAGE, or what was missing when it stopped waiting). The registry keeps it
+as ``catalog_error`` with the status, so the API can say why after the
+in-memory summary is gone (a restart, or an evicted summary).
+
 Progress (status, SumNum, received) is visible through the API while it runs.
+A finished sync keeps only its summary, not its items, and only for the last
+``MAX_FINISHED`` devices (older ones are read from the registry); deleting a
+device drops it. An NVR lists itself in its own catalog: that item's name
+fills the device's name if DeviceInfo gave none.
+
+Registry writes of one device's sync (progress, then the final store) run
+one after the other: on a pool of several threads they could otherwise
+commit out of order and leave "running" after "done".
 """
 
 from __future__ import annotations
@@ -22,8 +35,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gbplatform.clock import Clock
 from gbplatform.db import queries as q
@@ -34,6 +48,7 @@ from sip import manscdp
 log = Logger()
 
 MAX_ITEMS = 20_000
+MAX_FINISHED = 20_000  # finished syncs whose summary (with its error) is kept in memory
 
 
 @dataclass
@@ -46,6 +61,7 @@ class CatalogSession:
     items: dict[str, manscdp.CatalogItem] = field(default_factory=dict)
     parts: int = 0
     duplicates: int = 0
+    received: int = 0
     finished: float | None = None
     error: str | None = None
     idle_timer: Any = None
@@ -57,7 +73,7 @@ class CatalogSession:
             "status": self.status,
             "sn": self.sn,
             "total": self.sum_num,
-            "received": len(self.items),
+            "received": self.received,
             "parts": self.parts,
             "duplicates": self.duplicates,
             "started_at": self.started,
@@ -114,11 +130,17 @@ def to_channel(item: manscdp.CatalogItem) -> q.ChannelData:
 
 def store_catalog_txn(
     s: Any, device_id: str, channels: list[q.ChannelData], status: str, total: int, received: int,
-    at: dt.datetime,
+    at: dt.datetime, own_name: str | None = None, error: str | None = None,
 ) -> None:
-    """Channels and sync status in one transaction, so readers never see one without the other."""
+    """Channels and sync status in one transaction, so readers never see one without the other.
+
+    ``own_name``: the name of the item carrying the device's own ID; like a
+    DeviceInfo name, it only fills an empty name.
+    """
     q.replace_channels_txn(s, device_id, channels, complete=status == "done")
-    q.set_catalog_progress_txn(s, device_id, status, total, received, at)
+    q.set_catalog_progress_txn(s, device_id, status, total, received, at, error)
+    if own_name:
+        q.store_device_info_txn(s, device_id, name=own_name, at=at)
 
 
 class CatalogSync:
@@ -130,12 +152,31 @@ class CatalogSync:
         self.clock = clock
         self.timeout = timeout
         self.idle_timeout = idle_timeout
+        # Running syncs, and the summaries (no items) of the last MAX_FINISHED
+        # finished ones, oldest first.
         self.sessions: dict[str, CatalogSession] = {}
+        self._finished = 0
+        # The last registry write of each device's sync: the next one waits for it.
+        self._writes: dict[str, Deferred[None]] = {}
         app.on_response("Catalog", self.on_part)
 
     def progress(self, device_id: str) -> dict[str, Any] | None:
         session = self.sessions.get(device_id)
         return session.progress() if session is not None else None
+
+    def forget(self, device_id: str) -> None:
+        """The device was deleted: end its sync without storing anything, drop its summary."""
+        session = self.sessions.pop(device_id, None)
+        if session is None:
+            return
+        if session.status == "running":
+            self._stop_timers(session)
+            session.status, session.error = "error", "device deleted"
+            session.finished = self.clock.time()
+            session.items = {}
+            session.done.callback(session)
+        else:
+            self._finished -= 1
 
     def start(self, device_id: str) -> CatalogSession:
         """Start a sync, or return the one already running for the device."""
@@ -143,8 +184,10 @@ class CatalogSync:
         if current is not None and current.status == "running":
             return current
         session = CatalogSession(device_id, self.app.next_sn(), self.clock.time())
+        if self.sessions.pop(device_id, None) is not None:
+            self._finished -= 1  # its summary gives way to the new sync
         self.sessions[device_id] = session
-        session.total_timer = self.clock.call_later(self.timeout, self._timed_out, session)
+        session.total_timer = self.clock.call_later(self.timeout, self._timed_out, session, False)
         # Progress lives in memory while the sync runs (the API reads it there);
         # the registry gets it every few parts and at the end.
         d = ensureDeferred(self._send(session))
@@ -189,35 +232,52 @@ class CatalogSync:
                 log.warn("catalog of {id} exceeds {n} items; rest ignored", id=device_id, n=MAX_ITEMS)
                 break
             session.items[item.device_id] = item
+        session.received = len(session.items)
         if len(session.items) >= session.sum_num:
             self._finish(session, "done")
             return True
         if session.idle_timer is not None and session.idle_timer.active():
             session.idle_timer.cancel()
-        session.idle_timer = self.clock.call_later(self.idle_timeout, self._timed_out, session)
+        session.idle_timer = self.clock.call_later(self.idle_timeout, self._timed_out, session, True)
         if session.parts % 10 == 1:
             self._write_progress(session)
         return True
 
-    def _timed_out(self, session: CatalogSession) -> None:
-        if session.status == "running":
-            self._finish(session, "partial" if session.items else "timeout")
+    def _timed_out(self, session: CatalogSession, idle: bool) -> None:
+        if session.status != "running":
+            return
+        if not session.items:
+            session.error = f"no Catalog answer in {self.timeout:g} s"
+        elif idle:
+            session.error = (f"{session.received} of {session.sum_num} items: no part for "
+                             f"{self.idle_timeout:g} s after the last one")
+        else:
+            session.error = f"{session.received} of {session.sum_num} items in {self.timeout:g} s"
+        self._finish(session, "partial" if session.items else "timeout")
+
+    @staticmethod
+    def _stop_timers(session: CatalogSession) -> None:
+        for timer in (session.idle_timer, session.total_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        session.idle_timer = session.total_timer = None
 
     def _finish(self, session: CatalogSession, status: str) -> None:
         session.status = status
         session.finished = self.clock.time()
-        for timer in (session.idle_timer, session.total_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self._stop_timers(session)
         log.info(
             "catalog of {id}: {status}, {got}/{total} items in {parts} part(s)",
             id=session.device_id, status=status, got=len(session.items), total=session.sum_num,
             parts=session.parts,
         )
-        d: Deferred[Any]
+        d: Deferred[None]
         if status in ("done", "partial"):
             channels = []
+            own_name = None
             for item in session.items.values():
+                if item.device_id == session.device_id and item.name and item.name.strip():
+                    own_name = item.name.strip()
                 try:
                     channels.append(to_channel(item))
                 except ValueError as e:
@@ -225,16 +285,62 @@ class CatalogSync:
                     # drop that item, or the whole sync would never be stored.
                     log.info("catalog of {id}: item dropped: {err}", id=session.device_id, err=str(e))
             at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
-            d = self.db.run("store_catalog", store_catalog_txn, session.device_id, channels, status,
-                            session.sum_num or 0, len(session.items), at)
+            # The lifecycle batch first: it holds the device's row if it has just
+            # registered, and a DeviceInfo name, which wins over the catalog's.
+            d = self._write(session.device_id, "store_catalog", store_catalog_txn, session.device_id, channels,
+                            status, session.sum_num or 0, session.received, at, own_name,
+                            session.error, after_state=True)
         else:
             d = self._write_progress(session)
-        d.addErrback(lambda f: log.failure("storing the catalog of {id} failed", f, id=session.device_id))
+        session.items = {}  # the summary is all that is kept
+        self._finished += 1
+        self._drop_old_summaries()
         d.addBoth(lambda _: session.done.callback(session))
 
-    def _write_progress(self, session: CatalogSession) -> Deferred[Any]:
+    def _drop_old_summaries(self) -> None:
+        while self._finished > MAX_FINISHED:
+            # Oldest first; only running syncs (a few hundred at most) are skipped.
+            oldest = next((i for i, s in self.sessions.items() if s.status != "running"), None)
+            if oldest is None:  # the count drifted (sessions cleared from outside)
+                self._finished = 0
+                return
+            del self.sessions[oldest]
+            self._finished -= 1
+
+    def _write_progress(self, session: CatalogSession) -> Deferred[None]:
         at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
-        d = self.db.run("catalog_progress", q.set_catalog_progress_txn, session.device_id, session.status,
-                        session.sum_num or 0, len(session.items), at)
-        d.addErrback(lambda f: log.failure("catalog progress of {id} not stored", f, id=session.device_id))
-        return d
+        return self._write(session.device_id, "catalog_progress", q.set_catalog_progress_txn, session.device_id,
+                           session.status, session.sum_num or 0, session.received, at, session.error)
+
+    @staticmethod
+    def _write_failed(failure: Failure, desc: str, device_id: str) -> None:
+        if isinstance(failure.value, q.DeviceNotFound):
+            log.info("{desc} of {id} not stored: the device was deleted", desc=desc, id=device_id)
+        else:
+            log.failure("{desc} of {id} failed", failure, desc=desc, id=device_id)
+
+    def _write(self, device_id: str, desc: str, fn: Any, *args: Any, after_state: bool = False) -> Deferred[None]:
+        """Run a registry write once the device's previous catalog write has ended.
+
+        Fires (never fails: failures are logged) when it has ended.
+        """
+        ended: Deferred[None] = Deferred()
+        previous = self._writes.get(device_id)
+        self._writes[device_id] = ended
+
+        def run(_: Any) -> None:
+            first = self.app.devices.writer.flush() if after_state else succeed(None)
+            first.addCallback(lambda _: self.db.run(desc, fn, *args))
+            first.addErrback(self._write_failed, desc, device_id)
+            first.addBoth(lambda _: finished())
+
+        def finished() -> None:
+            if self._writes.get(device_id) is ended:
+                del self._writes[device_id]
+            ended.callback(None)
+
+        if previous is None:
+            run(None)
+        else:
+            previous.addCallback(run)
+        return ended

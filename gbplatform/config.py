@@ -271,9 +271,33 @@ class SipConfig:
         30.0, _FLOAT, "a number > 0", "Timeout for a whole Catalog query, seconds.",
         _positive_float,
     )
+    onboarding_queries: int = _opt(
+        600, _INTEGER, "an integer >= 3",
+        "Onboarding queries (DeviceInfo, BasicParam, Catalog: 3 per newly registered device) "
+        "in flight at once, all devices together.",
+        _int_range(3),
+    )
     user_agent: str = _opt(
         f"gbplatform/{__version__}", _STRING, "a non-empty single-line string",
         "User-Agent header value.", _header_text,
+    )
+    auth_max_failures: int = _opt(
+        10, _INTEGER, "an integer >= 0",
+        "Failed REGISTER digests from one source address or for one device ID before a ban "
+        "(after 2, fast retries are backed off); 0: no limit.",
+        _int_range(0),
+    )
+    auth_ban_seconds: int = _opt(
+        600, _INTEGER, _POSITIVE,
+        "How long a ban lasts (REGISTERs answered 403 unverified), seconds; failures are "
+        "forgotten after as long without one.",
+        _int_range(1),
+    )
+    max_transactions: int = _opt(
+        100_000, _INTEGER, "an integer >= 100",
+        "SIP transactions held at once (each lives 32 s after its answer, RFC 3261 §17.2.2, "
+        "about 4.5 KB); past it new requests get 503. Bounds a flood's memory (docs/performance.md).",
+        _int_range(100),
     )
 
     @property
@@ -306,6 +330,11 @@ class ApiConfig:
         "", _STRING, "a string",
         "Bearer token; empty: generated at first start, stored in <data_dir>/api_token.",
         secret=True,
+    )
+    play_token_ttl: float = _opt(
+        14400.0, _FLOAT, "a number > 0",
+        "Seconds a playback URL from /play or the recording timeline can start or control playback.",
+        _positive_float,
     )
 
 
@@ -389,7 +418,9 @@ class MediaConfig:
         _positive_float,
     )
     invite_timeout: float = _opt(
-        10.0, _FLOAT, "a number > 0", "Seconds to wait for a device to answer an INVITE.",
+        10.0, _FLOAT, "a number > 0",
+        "Seconds to wait for a device's final answer to an INVITE; then the play fails (504) and the INVITE "
+        "is cancelled.",
         _positive_float,
     )
     idle_timeout: float = _opt(

@@ -4,18 +4,29 @@ On registration (or re-registration from a new address) a device is asked
 its DeviceInfo, its BasicParam (heartbeat interval and count, GB/T
 28181-2016 §A.2.6.8) and its Catalog. A registration storm of thousands of
 devices must not become a storm of queries that starves signalling, so the
-onboarding queries go through a bounded queue worked by ``concurrency``
-workers; the API's on-demand queries bypass it.
+onboarding queries go through a bounded queue; the API's on-demand queries
+bypass it.
+
+The bound is on queries in flight across all devices (``concurrency``), not
+on devices: each of a device's three queries holds one slot until it is
+answered, fails or times out (10 s for DeviceInfo and ConfigDownload, 30 s
+for Catalog), and the next queued device starts as soon as three slots are
+free. A device that ignores some queries holds only those slots, so the
+devices that answer keep being onboarded at the rate they answer (issue 8:
+with one worker per device waiting for its slowest answer, 32 silent devices
+stopped onboarding for 30 s at a time).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gbplatform.catalog import CatalogSync
 from gbplatform.clock import Clock
@@ -24,6 +35,8 @@ from gbplatform.errors import DeviceRejected, DomainError
 from sip import manscdp
 
 log = Logger()
+
+ONBOARDING_QUERIES = 3  # DeviceInfo, ConfigDownload BasicParam, Catalog
 
 
 def _status_json(msg: manscdp.DeviceStatusResponse) -> dict[str, Any]:
@@ -63,7 +76,7 @@ class DeviceQueries:
         catalog: CatalogSync,
         db: Database,
         clock: Clock,
-        concurrency: int = 32,
+        concurrency: int = 600,
         max_queue: int = 100_000,
     ) -> None:
         self.app = app
@@ -75,7 +88,8 @@ class DeviceQueries:
         self.max_queue = max_queue
         self._queue: deque[str] = deque()
         self._queued: set[str] = set()
-        self._workers = 0
+        self.in_flight = 0  # onboarding queries sent and not yet ended, all devices together
+        self._starting = False
         devices.on_registered.append(self.device_registered)
 
     @property
@@ -90,28 +104,44 @@ class DeviceQueries:
             return
         self._queue.append(device_id)
         self._queued.add(device_id)
-        while self._workers < self.concurrency and self._queue:
-            self._workers += 1
-            d = ensureDeferred(self._work())
-            d.addErrback(lambda f: log.failure("onboarding worker failed", f))
+        self._start_next()
 
-    async def _work(self) -> None:
+    def _start_next(self) -> None:
+        # An onboarding can end within its own start (device gone, registry idle)
+        # and release its slots from inside this loop: the outer call goes on,
+        # rather than recursing once per queued device.
+        if self._starting:
+            return
+        self._starting = True
         try:
-            while self._queue:
+            while self._queue and self.in_flight + ONBOARDING_QUERIES <= self.concurrency:
                 device_id = self._queue.popleft()
                 self._queued.discard(device_id)
-                await self.onboard(device_id)
+                self.in_flight += ONBOARDING_QUERIES
+                d = ensureDeferred(self.onboard(device_id, release=self._release))
+                d.addErrback(self._onboarding_failed, device_id)
         finally:
-            self._workers -= 1
+            self._starting = False
 
-    async def onboard(self, device_id: str) -> None:
+    @staticmethod
+    def _onboarding_failed(failure: Failure, device_id: str) -> None:
+        log.failure("onboarding {id} failed", failure, id=device_id)
+
+    def _release(self, slots: int = 1) -> None:
+        self.in_flight -= slots
+        self._start_next()
+
+    async def onboard(self, device_id: str, release: Callable[[int], None] = lambda n: None) -> None:
         """DeviceInfo, BasicParam and Catalog for a newly registered device, at once.
 
         Asked together so that a device that ignores one query (many ignore
         ConfigDownload) does not hold up the others until its timeout.
+        ``release(n)`` is called as each query ends, with the number of
+        queries that ended (3 at once if the device is gone before its turn).
         """
-        await self.devices.writer.flush()  # the device's row must exist before we write to it
+        await self.devices.writer.flush()  # the device's row must exist; never fails (logs instead)
         if not self.devices.is_known(device_id):
+            release(ONBOARDING_QUERIES)
             return
 
         async def guarded(step: Any) -> None:
@@ -119,12 +149,18 @@ class DeviceQueries:
                 await step(device_id)
             except DomainError as e:
                 log.info("device {id}: {step} failed: {err}", id=device_id, step=step.__name__, err=e.message)
+            finally:
+                release(1)
+
+        def catalog_ended(result: Any) -> Any:
+            release(1)
+            return result
 
         steps: list[Deferred[Any]] = [
             ensureDeferred(guarded(self.onboarding_info)),
             ensureDeferred(guarded(self.basic_param)),
+            self.catalog.start(device_id).done.addBoth(catalog_ended),
         ]
-        steps.append(self.catalog.start(device_id).done)
         await gatherResults(steps)
 
     async def device_info(self, device_id: str, *, batch: bool = False) -> dict[str, Any]:

@@ -15,6 +15,12 @@ keepalives of ``keepalive_interval`` seconds (defaults 60 s x 3; a device's
 own BasicParam overrides them, §A.2.6.7). Deadlines live in a heap checked
 by one timer, so 10,000 devices cost nothing between keepalives.
 
+Address: a device is reached at the source of its last authenticated
+REGISTER, and only such a REGISTER moves it (``may_speak_for``): keepalives
+and MESSAGEs carry no credentials, so one from another address is refused
+(404 to a keepalive, which asks the device to register again, as one behind
+a rebinding NAT then does) and changes nothing. docs/devices.md says why.
+
 Authentication (§9.1.2.1, RFC 3261 §22.4): digest against the device's own
 HA1 if it has one, else the global password; policy "pre_added" admits only
 devices created through the API, "open" admits anyone (lab use). Stateless
@@ -27,18 +33,20 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
+from gbplatform.auth_guard import AuthGuard, address_key, device_key
 from gbplatform.clock import Clock
 from gbplatform.config import SipConfig
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database
 from gbplatform.ids import is_gb_id
+from media.logthrottle import LogThrottle
 from sip import manscdp
 from sip.auth import DigestServer, ha1
 from sip.endpoint import Addr
@@ -48,6 +56,29 @@ from sip.message import Request, make_response
 from sip.transaction import ServerTransaction
 
 log = Logger()
+
+# Refusals come in floods (20,000 forged REGISTERs a second): one line per
+# kind of refusal per interval, with the count, keeps the log off the disk.
+REFUSAL_LOG_INTERVAL = 10.0
+
+
+RELIABLE = frozenset({"TCP", "TLS"})
+NOT_FROM_HERE = ("Warning", '399 gbplatform "not registered from this address"')
+
+
+def may_speak_for(registered: Addr, source: Addr) -> bool:
+    """Whether a request from ``source`` may act for a device registered from ``registered``.
+
+    Only the source of the device's last authenticated REGISTER (GB/T
+    28181-2016 §9.1.2.1) is the device: a keepalive or MESSAGE carries no
+    credentials (§9.6.1, §9.3), so one from elsewhere is anyone who knows the
+    device ID. Over TCP a new connection from the same host is accepted too: a
+    TCP source cannot be forged (the handshake answers it), and devices
+    reconnect after a dropped connection without registering again.
+    """
+    if registered == source:
+        return True
+    return source[0] in RELIABLE and registered[0] == source[0] and registered[1] == source[1]
 
 
 @dataclass
@@ -97,7 +128,15 @@ class DeviceEvent:
 
 @dataclass
 class StateWriter:
-    """Batches registry writes of the device lifecycle into few transactions."""
+    """Batches registry writes of the device lifecycle into few transactions.
+
+    One batch runs at a time. A PostgreSQL pool has several threads (and
+    ``Database.run`` retries once), so two batches handed to it together may
+    commit in either order, and a device's "registered" could land after its
+    later "offline". Changes added while a batch runs, and every flush asked
+    for meanwhile, go into the next batch, started when the running one ends
+    (group commit): per device, writes commit in the order they happened.
+    """
 
     db: Database
     clock: Clock
@@ -105,7 +144,9 @@ class StateWriter:
     max_batch: int = 2000
     _ops: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     _timer: Any = None
-    _running: Deferred[Any] | None = None
+    _running: bool = False
+    # Flushes asked for while a batch runs: they fire after the next batch.
+    _next_waiters: list[Deferred[None]] = field(default_factory=list)
 
     def add(self, op: str, *args: Any) -> None:
         self._ops.append((op, args))
@@ -114,25 +155,61 @@ class StateWriter:
         elif self._timer is None:
             self._timer = self.clock.call_later(self.flush_interval, self.flush)
 
-    def flush(self) -> Deferred[Any] | None:
+    def flush(self) -> Deferred[None]:
+        """Write the pending changes; fires once they (and all before them) are committed.
+
+        It also fires when the write failed (the failure is logged): callers
+        wait for their turn, not for success.
+        """
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if not self._ops:
-            return self._running
+        d: Deferred[None] = Deferred()
+        if self._running:
+            self._next_waiters.append(d)
+        elif self._ops:
+            self._start([d])
+        else:
+            d.callback(None)
+        return d
+
+    def _start(self, waiters: list[Deferred[None]]) -> None:
         ops, self._ops = self._ops, []
+        self._running = True
         d = self.db.run("device_state_batch", apply_state_batch_txn, ops)
+
+        def written(gone: list[str]) -> None:
+            for device_id in sorted(set(gone)):
+                log.info("device {id} deleted: its DeviceInfo/BasicParam not stored", id=device_id)
 
         def failed(f: Any) -> None:
             log.failure("writing {n} device state changes failed", f, n=len(ops))
 
-        d.addErrback(failed)
-        self._running = d
-        return d
+        d.addCallbacks(written, failed)
+        d.addCallback(lambda _: self._finished(waiters))
+
+    def _finished(self, waiters: list[Deferred[None]]) -> None:
+        self._running = False
+        for waiter in waiters:
+            waiter.callback(None)
+        if self._running:  # a waiter's callback flushed again and started a batch
+            return
+        waiters, self._next_waiters = self._next_waiters, []
+        if self._ops and (waiters or len(self._ops) >= self.max_batch):
+            self._start(waiters)
+        else:
+            for waiter in waiters:
+                waiter.callback(None)
 
 
-def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-    """Apply lifecycle writes in order, keepalives grouped into one UPDATE."""
+def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> list[str]:
+    """Apply lifecycle writes in order, keepalives grouped into one UPDATE.
+
+    Returns the devices some change was skipped for because they no longer
+    exist (deleted through the API while their DeviceInfo or BasicParam answer
+    was on its way): one such change must not fail the other devices' writes.
+    """
+    gone: list[str] = []
     keepalives: list[tuple[str, dt.datetime, str, int, str]] = []
     registrations: list[q.Registration] = []
     for op, args in ops:
@@ -154,15 +231,22 @@ def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> Non
         elif op == "offline":
             q.device_offline_txn(s, args[0], args[1])
         elif op == "basic_param":
-            q.set_basic_param_txn(s, args[0], args[1], args[2], at=args[3])
+            try:
+                q.set_basic_param_txn(s, args[0], args[1], args[2], at=args[3])
+            except q.DeviceNotFound:  # the UPDATE matched no row: nothing to roll back
+                gone.append(args[0])
         elif op == "charset":
             q.upsert_device_txn(s, args[0], charset=args[1])
         elif op == "device_info":
-            q.store_device_info_txn(s, args[0], **args[1])
+            try:
+                q.store_device_info_txn(s, args[0], **args[1])
+            except q.DeviceNotFound:
+                gone.append(args[0])
     if registrations:
         q.registrations_txn(s, registrations)
     if keepalives:
         q.keepalives_txn(s, keepalives)
+    return gone
 
 
 def _utc(epoch: float) -> dt.datetime:
@@ -203,11 +287,24 @@ class DeviceManager:
         self._timer_at: float | None = None
         self.on_registered: list[Callable[[str, bool], None]] = []
         self.stats = {"registered": 0, "rejected": 0, "challenged": 0, "keepalives": 0, "offline": 0}
+        self.guard = AuthGuard(max_failures=config.auth_max_failures, ban_seconds=float(config.auth_ban_seconds))
+        self.log_throttle = LogThrottle(REFUSAL_LOG_INTERVAL)
 
     # -- queries from other services ----------------------------------------
     def is_known(self, device_id: str) -> bool:
         live = self.live.get(device_id)
         return live is not None and live.online
+
+    def known_id(self, device_id: str) -> bool:
+        """Whether ``device_id`` has been seen live or is in the registry, as far as the cache knows.
+
+        The SIP trace keeps a history per known ID only: a flood of forged IDs
+        shares one bounded list (issue 8 item 10).
+        """
+        if device_id in self.live:
+            return True
+        info = self.auth_cache.get(device_id)
+        return info is not None and info.exists
 
     def address_of(self, device_id: str) -> Addr | None:
         live = self.live.get(device_id)
@@ -245,8 +342,10 @@ class DeviceManager:
 
     def _reply(self, req: Request, tx: ServerTransaction, status: int, reason: str | None = None,
                headers: list[tuple[str, str]] | None = None) -> None:
+        # A refusal (4xx: bad ID, ban, challenge, wrong digest, stranger) keeps no
+        # transaction: a flood of forged requests must cost no memory (issue 8).
         self.app.respond(tx, make_response(req, status, reason, to_tag=self.app.endpoint.new_tag(),
-                                           headers=headers or []))
+                                           headers=headers or []), stateless=400 <= status < 500)
 
     async def _register(self, req: Request, tx: ServerTransaction, source: Addr) -> None:
         try:
@@ -262,8 +361,11 @@ class DeviceManager:
             self.config.strict_id and not is_gb_id(device_id)
         ):
             self.stats["rejected"] += 1
-            log.info("REGISTER from {peer} refused: bad device ID {id!r}", peer=source, id=device_id)
+            self.log_refusal("bad_id", "REGISTER from {peer} refused: bad device ID {id!r}", peer=source,
+                             id=device_id)
             self._reply(req, tx, 403, "Invalid Device ID")
+            return
+        if self._banned(req, tx, device_id, source):
             return
         info = await self._auth_info(device_id)
         if not info.enabled:
@@ -274,14 +376,15 @@ class DeviceManager:
         if policy != "open":
             if policy == "pre_added" and not info.pre_added:
                 self.stats["rejected"] += 1
-                log.info("REGISTER from unknown device {id} refused (pre_added policy)", id=device_id)
+                self.log_refusal("not_added", "REGISTER from unknown device {id} refused (pre_added policy)",
+                                 id=device_id)
                 self._reply(req, tx, 403, "Device Not Added")
                 return
             if not info.ha1_md5 and not info.ha1_sha256 and not self.config.password:
                 self.stats["rejected"] += 1
                 self._reply(req, tx, 403, "No Password Configured")
                 return
-            if not self._authenticate(req, tx, device_id, info):
+            if not self._authenticate(req, tx, device_id, info, source):
                 return
         if expires == 0:
             self._unregister(req, tx, device_id, contact_list)
@@ -340,16 +443,58 @@ class DeviceManager:
         if info is not None:
             return info
         if self._preloaded and device_id not in self._dirty:
-            info = AuthInfo(exists=False)
-        else:
-            records = await self.db.run("auth_record", q.auth_records_txn, device_id)
-            info = self._auth_from(records[0]) if records else AuthInfo(exists=False)
-            self._dirty.discard(device_id)
+            # Not cached: it costs nothing to know again, and a flood of forged
+            # IDs would otherwise fill the cache (issue 8: memory under a flood).
+            return AuthInfo(exists=False)
+        records = await self.db.run("auth_record", q.auth_records_txn, device_id)
+        info = self._auth_from(records[0]) if records else AuthInfo(exists=False)
+        self._dirty.discard(device_id)
         if len(self.auth_cache) < 200_000:
             self.auth_cache[device_id] = info
         return info
 
-    def _authenticate(self, req: Request, tx: ServerTransaction, device_id: str, info: AuthInfo) -> bool:
+    def log_refusal(self, kind: str, fmt: str, **fields: Any) -> None:
+        """Log a refusal of ``kind`` at most once per ``REFUSAL_LOG_INTERVAL``, with a count."""
+        times = self.log_throttle.hit(kind, self.clock.seconds())
+        if times > 1:
+            log.info(fmt + " ({times} times since the last such line)", times=times, **fields)
+        elif times:
+            log.info(fmt, **fields)
+
+    def _guard_keys(self, device_id: str, source: Addr) -> list[str]:
+        """The guard keys a REGISTER counts under.
+
+        A site's cameras often share one NAT address: a device online from
+        the address is not held to its address's count, only to its own, so
+        one guesser (or one misconfigured camera) there cannot lock out the rest.
+        """
+        live = self.live.get(device_id)
+        if live is not None and live.online and live.addr[1] == source[1]:
+            return [device_key(device_id)]
+        return [address_key(source[1]), device_key(device_id)]
+
+    def _banned(self, req: Request, tx: ServerTransaction, device_id: str, source: Addr) -> bool:
+        """Refuse a REGISTER from a banned key before any lookup or digest work."""
+        block = self.guard.check(self._guard_keys(device_id, source), self.clock.seconds(),
+                                 has_credentials="Authorization" in req.headers)
+        if block is None:
+            return False
+        self.stats["rejected"] += 1
+        self.log_refusal("banned" if block.banned else "backoff",
+                         "REGISTER from {peer} for {id} refused unverified: {key} is "
+                         + ("banned" if block.banned else "backed off after failed digests"),
+                         peer=source, id=device_id, key=block.key)
+        self._log_bans(block.newly_banned)
+        self._reply(req, tx, 403, "Too Many Failures")
+        return True
+
+    def _log_bans(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.log_refusal("ban " + key.partition(":")[0], "{key} banned for {seconds} s after {n} failed digests",
+                             key=key, seconds=self.config.auth_ban_seconds, n=self.config.auth_max_failures)
+
+    def _authenticate(self, req: Request, tx: ServerTransaction, device_id: str, info: AuthInfo,
+                      source: Addr) -> bool:
         now = self.clock.time()
         authorization = req.headers.get("Authorization")
         if authorization is None:
@@ -372,6 +517,7 @@ class DeviceManager:
 
         result = self.digest.verify(authorization, req.method, now, lookup)
         if result.ok:
+            self.guard.succeeded(device_key(device_id))
             return True
         if result.stale:
             headers = [("WWW-Authenticate", c) for c in self.digest.challenges(now, self.rng, stale=True)]
@@ -379,7 +525,9 @@ class DeviceManager:
             return False
         self.stats["rejected"] += 1
         reason = str(result.reason.value) if result.reason is not None else "bad credentials"
-        log.info("REGISTER from {id} refused: {reason} {detail}", id=device_id, reason=reason, detail=result.detail)
+        self.log_refusal("digest", "REGISTER from {id} refused: {reason} {detail}", id=device_id, reason=reason,
+                         detail=result.detail)
+        self._log_bans(self.guard.failed(self._guard_keys(device_id, source), self.clock.seconds()))
         self._reply(req, tx, 403, "Forbidden", headers=[("Warning", f'399 gbplatform "{reason}"')])
         return False
 
@@ -446,12 +594,20 @@ class DeviceManager:
         self.stats["keepalives"] += 1
         live = self.live.get(device_id)
         if live is not None and live.expires_at > self.clock.seconds():
+            if not may_speak_for(live.addr, source):
+                # 404 is what makes a device register again (below): a real
+                # device whose NAT mapping changed comes back through an
+                # authenticated REGISTER; a stranger gets nothing.
+                self.refused_stranger("keepalive", device_id, live.addr, source)
+                self._reply(req, tx, 404, "Not Registered", headers=[NOT_FROM_HERE])
+                return
             self._reply(req, tx, 200)
             self._keepalive(live, source, msg.charset)
             return
         # Not in memory: a platform restart. If its registration is still valid in
-        # the registry, the keepalive brings it back online; otherwise answer 404
-        # so that the device registers again.
+        # the registry and the keepalive comes from the registered address, it
+        # brings the device back online; otherwise answer 404 so that the device
+        # registers again.
         d = self._relearn(device_id, source, msg.charset)
 
         def answer(ok: bool) -> None:
@@ -469,10 +625,7 @@ class DeviceManager:
         live.last_keepalive_wall = wall
         if charset and charset != live.charset:
             live.charset = charset
-        if live.addr != source:
-            log.info("device {id} keepalive from a new address {host}:{port}", id=live.device_id,
-                     host=source[1], port=source[2])
-            live.addr = source
+        self._follow(live, source)
         came_back = not live.online
         live.online = True
         if came_back:
@@ -484,11 +637,19 @@ class DeviceManager:
 
     def _relearn(self, device_id: str, source: Addr, charset: str) -> Deferred[bool]:
         async def run() -> bool:
+            if self._preloaded and device_id not in self._dirty and device_id not in self.auth_cache:
+                # Not in the registry: nothing to relearn. Forged keepalives come 20,000
+                # a second, and each lookup held its transaction while it queued (issue 8).
+                return False
             record = await self.db.run("get_device", q.get_device_txn, device_id)
             if record is None or record.register_expires_at is None:
                 return False
             remaining = record.register_expires_at.timestamp() - self.clock.time()
             if remaining <= 0 or not record.enabled:
+                return False
+            registered: Addr = (record.transport or "", record.host or "", record.port or 0)
+            if not may_speak_for(registered, source):
+                self.refused_stranger("keepalive", device_id, registered, source)
                 return False
             now = self.clock.seconds()
             live = self.live.get(device_id)
@@ -508,12 +669,40 @@ class DeviceManager:
 
         return ensureDeferred(run())
 
+    def known_address(self, device_id: str) -> Addr | None:
+        """Where the device last registered, even while it is offline (for the SIP trace)."""
+        live = self.live.get(device_id)
+        return live.addr if live is not None else None
+
+    def speaks_for(self, device_id: str, source: Addr) -> bool:
+        """Whether a MESSAGE from ``source`` may act for the online device ``device_id``."""
+        live = self.live.get(device_id)
+        return live is not None and live.online and may_speak_for(live.addr, source)
+
+    def refused_stranger(self, what: str, device_id: str, registered: Addr, source: Addr) -> None:
+        self.stats["strangers"] = self.stats.get("strangers", 0) + 1
+        # Throttled per device: a forged-keepalive flood must not flood the log too.
+        self.log_refusal(
+            f"stranger {device_id}",
+            "{what} for device {id} from {host}:{port}/{transport} refused: "
+            "the device is registered at {rhost}:{rport}/{rtransport}",
+            what=what, id=device_id, host=source[1], port=source[2], transport=source[0],
+            rhost=registered[1], rport=registered[2], rtransport=registered[0],
+        )
+
+    def _follow(self, live: DeviceLive, source: Addr) -> None:
+        """A device reconnected over TCP: its requests now go to the new connection."""
+        if live.addr != source:
+            log.info("device {id} reconnected from {host}:{port}/{transport}", id=live.device_id,
+                     host=source[1], port=source[2], transport=source[0])
+            live.addr = source
+
     def touch(self, device_id: str, source: Addr, charset: str) -> None:
-        """Any MESSAGE from a registered device refreshes its address and charset."""
+        """A MESSAGE from a registered device (``speaks_for`` checked) refreshes its charset."""
         live = self.live.get(device_id)
         if live is None:
             return
-        live.addr = source
+        self._follow(live, source)
         if charset and charset != live.charset:
             live.charset = charset
             self.writer.add("charset", device_id, charset)

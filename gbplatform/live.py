@@ -13,6 +13,13 @@ goes through ``_close``, which stops the receiver and returns the port lease
 and the SSRC exactly once, then runs the stream's ``on_closed`` callbacks
 (HTTP-FLV viewers finish their responses there).
 
+The INVITE's final answer is awaited for ``invite_timeout`` seconds, not SIP
+timer B (32 s). A play that gives up on it (that timeout, or a stop while it
+is in flight) fails at once, it and every viewer waiting for it, and the
+INVITE is ended whatever the device does next: CANCEL once a provisional
+answer has come (RFC 3261 §9.1 forbids one before), ACK and BYE for a 2xx
+that arrives anyway (§13.2.2.4, §15).
+
 Idle teardown: a stream nobody watches costs the device's uplink and a port
 pair, so once it has had no sink for ``idle_timeout`` seconds it is stopped
 (BYE). Viewers attach through ``attach``/``detach``, which keep the stream's
@@ -27,12 +34,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gbplatform.clock import Clock, DelayedCallLike
 from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
@@ -42,11 +50,11 @@ from media.frame import Frame
 from media.ingest import RtpIngest, payload_formats_from_rtpmap
 from media.nal import sps_info
 from media.pipeline import GOP_CACHE_BYTES, FrameDispatcher, FrameSink, GopCache
-from media.ports import PortLease, PortPool, PortsExhausted
+from media.ports import PortLease, PortPool, PortsExhausted, SharedPortPool
 from sip import sdp
 from sip.dialog import Dialog
 from sip.endpoint import Addr
-from sip.message import Request, make_response
+from sip.message import Request, Response, make_response
 
 log = Logger()
 
@@ -54,8 +62,9 @@ SDP_TYPE = "Application/SDP"
 MEDIA_MODES = {"UDP": "udp", "TCP-PASSIVE": "tcp-passive", "TCP-ACTIVE": "tcp-active"}
 
 
-# A device's media settings: its transport, or (transport, stream choice).
-MediaProfile = str | tuple[str, str | None]
+# A device's media settings: its transport, or (transport, stream choice),
+# or (transport, stream choice, whether its offer may carry y=).
+MediaProfile = str | tuple[str, str | None] | tuple[str, str | None, bool]
 
 
 class NoPorts(DomainError):
@@ -63,6 +72,40 @@ class NoPorts(DomainError):
 
     status = 503
     code = "no_media_ports"
+
+
+class MediaConnectFailed(DomainError):
+    """tcp-active: the device accepted the INVITE but refused (or never took) our media connection (API: 502)."""
+
+    status = 502
+    code = "media_connect_failed"
+
+
+class StreamStopped(DomainError):
+    """The stream was stopped while its INVITE was in flight (API: 409)."""
+
+    status = 409
+    code = "stream_stopped"
+
+
+@dataclass
+class _Invite:
+    """Our INVITE until its final answer.
+
+    ``outcome`` is what ``_invite`` awaits: the final response, or the reason
+    the play gave up on it (``invite_timeout``, a stop). Once ``abandoned``,
+    whatever the device still answers is ended: a 1xx gets a CANCEL (RFC 3261
+    §9.1 allows one only after a provisional), a 2xx an ACK and a BYE
+    (§13.2.2.4, §15).
+    """
+
+    request: Request
+    dest: Addr
+    outcome: Deferred[Response] = field(default_factory=Deferred)
+    provisional: bool = False
+    abandoned: bool = False
+    cancelled: bool = False
+    timer: DelayedCallLike | None = None
 
 
 @dataclass
@@ -87,6 +130,8 @@ class LiveStream:
     idle_since: float | None = None  # clock.seconds() when the last viewer left; None while watched
     idle_timer: DelayedCallLike | None = None
     stream_choice: str | None = None  # the device's main/sub choice, e.g. "streamnumber:1"
+    sdp_y_line: bool = True  # False: the device's SDP parser rejects y= (osip2 5.x)
+    invite: _Invite | None = None  # while the INVITE awaits its final answer
     _info: dict[str, Any] = field(default_factory=dict, repr=False)
     _info_key: Frame | None = field(default=None, repr=False)
 
@@ -199,13 +244,14 @@ class LiveStreams:
         profile = self.media_mode(device_id)
         if not isinstance(profile, (str, tuple)):
             profile = await profile
-        mode, stream_choice = (profile, None) if isinstance(profile, str) else profile
+        mode, stream_choice, y_line = (profile, None, True) if isinstance(profile, str) else (*profile, True)[:3]
         stream = self.streams.get(channel_id)  # another viewer may have started it meanwhile
         if stream is not None and stream.state in ("inviting", "playing"):
             return await self.play(device_id, channel_id)
         stream = self._open(device_id, channel_id, mode)
         stream.dest = dest
         stream.stream_choice = stream_choice
+        stream.sdp_y_line = bool(y_line)
         try:
             await self._invite(stream, dest)
         except Exception as e:
@@ -221,31 +267,64 @@ class LiveStreams:
         return stream
 
     def _open(self, device_id: str, channel_id: str, transport: str) -> LiveStream:
-        try:
-            lease = self.ports.lease(channel_id)
-        except PortsExhausted as e:
-            raise NoPorts(str(e)) from None
-        ssrc = self.ssrcs.allocate(history=False)
         mode = MEDIA_MODES.get(transport, "udp")
+        ssrc = self.ssrcs.allocate(history=False)
         dispatcher = FrameDispatcher(GopCache(max_bytes=self.gop_cache_bytes))
         ingest = RtpIngest(dispatcher, ssrc=int(ssrc))
+        opened: list[LiveStream] = []  # the no-RTP callback needs the stream made below
+        try:
+            lease, receiver = self._bind(channel_id, ingest, mode, lambda reason: self._no_rtp(opened[0], reason))
+        except BaseException:
+            self.ssrcs.release(ssrc)
+            raise
         stream = LiveStream(
             device_id=device_id, channel_id=channel_id, ssrc=ssrc, lease=lease, mode=mode,
-            dispatcher=dispatcher, ingest=ingest, receiver=None, started_at=self.clock.time(),
+            dispatcher=dispatcher, ingest=ingest, receiver=receiver, started_at=self.clock.time(),
         )
+        opened.append(stream)
         self.streams[channel_id] = stream
         stream.idle_since = self.clock.seconds()
         stream.idle_timer = self.clock.call_later(self.idle_timeout, self._idle_check, stream)
-        try:
-            stream.receiver = self.receiver_factory(
-                ingest, lease, mode=mode, on_timeout=lambda reason: self._no_rtp(stream, reason)
-            )
-            stream.receiver.start()
-        except CannotListenError as e:
-            self.ports.unusable(lease)  # another program holds it: never hand it out again
-            self._close(stream, "failed", f"cannot receive on port {lease.rtp}: {e}")
-            raise DeviceRejected(f"cannot receive media on port {lease.rtp}: {e}") from None
         return stream
+
+    def _bind(
+        self, channel_id: str, ingest: RtpIngest, mode: str, on_timeout: Callable[[str], None]
+    ) -> tuple[PortLease, Any]:
+        """A port pair and its started receiver, skipping pairs another program holds.
+
+        A configured range may overlap the kernel's ephemeral ports (Linux
+        32768-60999) or another media server's, so a bind can fail with
+        EADDRINUSE for a port the pool thinks free. Such a pair is logged and
+        given back behind the others (the program may let it go), and the
+        next free one is tried; only when every free pair fails is the play
+        refused.
+        """
+        taken: list[PortLease] = []
+        try:
+            while True:
+                try:
+                    lease = self.ports.lease(channel_id)
+                except PortsExhausted as e:
+                    if taken:
+                        ports = ", ".join(str(t.rtp) for t in taken)
+                        raise NoPorts(f"every free RTP port pair is taken by another program ({ports})") from None
+                    raise NoPorts(str(e)) from None
+                try:
+                    receiver = self.receiver_factory(ingest, lease, mode=mode, on_timeout=on_timeout)
+                    receiver.start()
+                except CannotListenError as e:
+                    log.warn("RTP port {port} (or {rtcp}) for {id} is taken by another program: {error}; "
+                             "trying the next pair", port=lease.rtp, rtcp=lease.rtcp, id=channel_id,
+                             error=str(e.socketError))
+                    taken.append(lease)
+                    continue
+                except BaseException:
+                    self.ports.release(lease)
+                    raise
+                return lease, receiver
+        finally:
+            for lease in taken:
+                self.ports.release(lease)
 
     async def _invite(self, stream: LiveStream, dest: Addr) -> None:
         tcp = {"tcp-passive": "passive", "tcp-active": "active"}.get(stream.mode)
@@ -253,29 +332,40 @@ class LiveStreams:
             device_id=self.app.platform_id, channel_id=stream.channel_id, ip=self.media_ip,
             port=stream.lease.rtp, ssrc=stream.ssrc, tcp=tcp, stream_index=self._stream_index(stream),
         )
+        if not stream.sdp_y_line:
+            # GB/T 28181-2016 Annex F wants y=, but osip2 5.x's SDP parser
+            # rejects the unknown line and such firmware never answers: leave
+            # it out, and take the SSRC from the answer or the first packet.
+            offer = replace(offer, ssrc=None, media=[replace(m, ssrc=None) for m in offer.media])
         req: Request = self.app.new_request(
             "INVITE", stream.channel_id, dest, body=offer.serialize(), content_type=SDP_TYPE
         )
         # GB/T 28181-2016 §9.2.2.1: Subject "<channel>:<ssrc>,<platform>:0".
         req.headers.add("Subject", f"{stream.channel_id}:{stream.ssrc},{self.app.platform_id}:0")
         self._by_call[req.call_id] = stream
+        invite = _Invite(req, dest)
+        stream.invite = invite
+        answer = self.app.send_request(req, dest, on_provisional=lambda _: self._provisional(stream, invite))
+        answer.addCallbacks(self._final_answer, self._no_final_answer, callbackArgs=(stream, invite),
+                            errbackArgs=(stream, invite))
+        # Timer B (32 s) is far too long for a viewer, and longer than the
+        # no-RTP watchdog: media.invite_timeout bounds the wait.
+        invite.timer = self.clock.call_later(self.invite_timeout, self._invite_expired, stream, invite)
         try:
-            resp = await self.app.send_request(req, dest)
+            resp = await invite.outcome
         except SipTimeout:
             raise DeviceTimeout(f"device did not answer the INVITE for {stream.channel_id}") from None
+        finally:
+            if invite.timer is not None and invite.timer.active():
+                invite.timer.cancel()
+            invite.timer = None
+            stream.invite = None
         if resp.status >= 300:
             raise DeviceRejected(f"device answered the INVITE for {stream.channel_id} with {resp.status} {resp.reason}")
         stream.dialog = Dialog.from_uac(req, resp)
         ack = stream.dialog.ack_for(req.cseq[0])
         self.app.endpoint.send_stateless(ack, dest)
         self.app.flush()
-        if stream.state != "inviting":
-            # Stopped while the INVITE was in flight: the call exists now, end it.
-            bye = stream.dialog.new_request("BYE")
-            self.app.send_request(bye, dest).addErrback(
-                lambda f: log.info("BYE to {id} not answered: {e}", id=stream.channel_id, e=f.value)
-            )
-            return
         try:
             stream.answer = sdp.parse(resp.body)
         except sdp.SdpError as e:
@@ -285,6 +375,14 @@ class LiveStreams:
             log.info("channel {id} answered SSRC {got}, offered {want}: following it",
                      id=stream.channel_id, got=answered, want=stream.ssrc)
             stream.ingest.rekey(int(answered))
+        elif not answered and not stream.sdp_y_line:
+            if isinstance(self.ports, SharedPortPool):
+                # The single port routes by SSRC: without one in the answer the
+                # offered one (named in the Subject header) is all there is.
+                log.warn("channel {id}: no y= offered or answered; on the single RTP port the device must "
+                         "send SSRC {ssrc}", id=stream.channel_id, ssrc=stream.ssrc)
+            else:
+                stream.ingest.ssrc = None  # the first RTP packet's SSRC is the stream's
         video = stream.answer.first_media("video")
         formats = payload_formats_from_rtpmap(video.rtpmap()) if video is not None else {}
         if formats:  # PS, or raw H264/H265 (RFC 6184/7798) by the answer's payload types
@@ -294,10 +392,78 @@ class LiveStreams:
             host = stream.answer.media_ip(media) if media is not None else None
             if media is None or not host:
                 raise DeviceRejected("device's SDP answer has no address to connect to")
-            await stream.receiver.connect(host, media.port)
+            try:
+                await stream.receiver.connect(host, media.port)
+            except Exception as e:  # noqa: BLE001 - refused, unreachable, timed out: all mean no media
+                if stream.state != "inviting" or isinstance(e, CancelledError):
+                    raise StreamStopped(f"channel {stream.channel_id} was stopped while connecting") from None
+                # _close (through play) ends the call the device accepted with a BYE.
+                raise MediaConnectFailed(
+                    f"cannot connect to the device's media address {host}:{media.port}: {e}"
+                ) from None
+        if stream.state != "inviting":
+            raise StreamStopped(f"channel {stream.channel_id} was stopped while its INVITE was in flight")
         stream.state = "playing"
         log.info("channel {id} of {dev} playing ({mode}, port {port})", id=stream.channel_id,
                  dev=stream.device_id, mode=stream.mode, port=stream.lease.rtp)
+
+    def _provisional(self, stream: LiveStream, invite: _Invite) -> None:
+        invite.provisional = True
+        if invite.abandoned:
+            self._cancel(stream, invite)
+
+    def _final_answer(self, resp: Response, stream: LiveStream, invite: _Invite) -> None:
+        if not invite.abandoned:
+            invite.outcome.callback(resp)
+            return
+        if not 200 <= resp.status < 300:
+            log.info("channel {id}: the given-up INVITE was answered {status} {reason}", id=stream.channel_id,
+                     status=resp.status, reason=resp.reason)
+            return
+        # RFC 3261 §13.2.2.4: every 2xx is ACKed, even for a call we no
+        # longer want; then the dialog it made is ended with BYE (§15).
+        log.info("channel {id}: the device accepted the given-up INVITE; ending the call", id=stream.channel_id)
+        try:
+            dialog = Dialog.from_uac(invite.request, resp)
+            self.app.endpoint.send_stateless(dialog.ack_for(invite.request.cseq[0]), invite.dest)
+            self.app.flush()
+            bye = self.app.send_request(dialog.new_request("BYE"), invite.dest)
+        except Exception:  # noqa: BLE001 - a broken late 2xx must not reach the reactor
+            log.failure("channel {id}: cannot end the call of a late 2xx", id=stream.channel_id)
+            return
+        bye.addErrback(lambda f: log.info("BYE to {id} not answered: {e}", id=stream.channel_id, e=f.value))
+
+    def _no_final_answer(self, failure: Failure, stream: LiveStream, invite: _Invite) -> None:
+        if not invite.abandoned:
+            invite.outcome.errback(failure)
+            return
+        log.info("channel {id}: the given-up INVITE ended without an answer: {e}", id=stream.channel_id,
+                 e=failure.getErrorMessage())
+
+    def _invite_expired(self, stream: LiveStream, invite: _Invite) -> None:
+        invite.timer = None
+        if invite.outcome.called:
+            return
+        log.warn("channel {id}: no final answer to the INVITE in {timeout} s; giving up", id=stream.channel_id,
+                 timeout=self.invite_timeout)
+        self._abandon(stream, invite, DeviceTimeout(
+            f"device did not answer the INVITE for {stream.channel_id} in {self.invite_timeout:g} s"))
+
+    def _abandon(self, stream: LiveStream, invite: _Invite, error: Exception) -> None:
+        """Give up on the INVITE: fail the play with ``error`` and end whatever the device still answers."""
+        invite.abandoned = True
+        if invite.provisional:
+            self._cancel(stream, invite)
+        if not invite.outcome.called:
+            invite.outcome.errback(error)
+
+    def _cancel(self, stream: LiveStream, invite: _Invite) -> None:
+        if invite.cancelled:
+            return
+        invite.cancelled = True
+        log.info("channel {id}: cancelling the INVITE", id=stream.channel_id)
+        d = self.app.send_request(cancel_for(invite.request), invite.dest)
+        d.addErrback(lambda f: log.info("CANCEL to {id} not answered: {e}", id=stream.channel_id, e=f.value))
 
     @staticmethod
     def _stream_index(stream: LiveStream) -> tuple[str, int] | None:
@@ -371,6 +537,7 @@ class LiveStreams:
             return
         stream.state = state
         stream.error = None if state == "closed" else reason
+        invite, stream.invite = stream.invite, None
         if send_bye and stream.dialog is not None and stream.dest is not None and not stream.dialog.terminated:
             bye = stream.dialog.new_request("BYE")
             d = self.app.send_request(bye, stream.dest)
@@ -395,6 +562,33 @@ class LiveStreams:
                 callback(stream)
             except Exception:  # noqa: BLE001 - one broken viewer must not keep the others open
                 log.failure("on_closed callback of {id} failed", id=stream.channel_id)
+        if invite is not None and not invite.outcome.called:
+            # Ended before the device answered: play() and its waiters fail
+            # now instead of getting a closed stream when the answer comes.
+            error: Exception = (
+                StreamStopped(f"channel {stream.channel_id} was stopped while its INVITE was in flight ({reason})")
+                if state == "closed"
+                else DeviceTimeout(f"channel {stream.channel_id}: {reason} before the device answered the INVITE")
+            )
+            self._abandon(stream, invite, error)
+
+
+def cancel_for(invite: Request) -> Request:
+    """CANCEL of a pending INVITE (RFC 3261 §9.1).
+
+    Request-URI, Call-ID, From, To and the CSeq number are the INVITE's, the
+    one Via is the INVITE's top Via (same branch, so it matches the server
+    transaction), and Route headers are copied; the method is CANCEL.
+    """
+    cancel = Request(method="CANCEL", uri=invite.uri)
+    cancel.headers.add("Via", invite.headers.get_all("Via")[0])
+    for value in invite.headers.get_all("Route"):
+        cancel.headers.add("Route", value)
+    for name in ("From", "To", "Call-ID"):
+        cancel.headers.add(name, invite.headers.get(name) or "")
+    cancel.headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
+    cancel.headers.add("Max-Forwards", "70")
+    return cancel
 
 
 async def _maybe_deferred(value: Any) -> Any:

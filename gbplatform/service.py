@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -35,6 +35,7 @@ from gbplatform.errors import DomainError
 from gbplatform.errors import NotFound as ChannelNotFound
 from gbplatform.ids import SsrcAllocator
 from gbplatform.live import LiveStreams
+from gbplatform.play_tokens import PlayTokens
 from gbplatform.recording.rtsp_vod import RecordingVodSource
 from gbplatform.sipapp import SipApp
 from gbplatform.trace import SipTrace
@@ -63,10 +64,12 @@ class Platform:
     trace: SipTrace
     api_token: str
     started_at: float
+    play_tokens: PlayTokens
     events: list[DeviceEvent] = field(default_factory=list)
     transport: SipTransport | None = None
     live: LiveStreams | None = None
     recording: Any = None  # gbplatform.recording.manager.RecordingManager
+    workers: Any = None  # gbplatform.workers.Workers: blocking work's pools (None in tests: run inline)
 
 
 def _read_or_create(path: Path, make: Any) -> str:
@@ -99,7 +102,7 @@ def build_platform(
         api_token = config.api.token or _read_or_create(data_dir / "api_token", lambda: secrets.token_urlsafe(24))
     if secret is None:
         secret = _read_or_create(data_dir / "nonce_secret", lambda: secrets.token_hex(32)).encode()
-    endpoint = Endpoint(rng=rng, user_agent=config.sip.user_agent)
+    endpoint = Endpoint(rng=rng, user_agent=config.sip.user_agent, max_transactions=config.sip.max_transactions)
     app = SipApp(
         platform_id=config.sip.id, domain=config.sip.domain, endpoint=endpoint, clock=clock, rng=rng,
         query_timeout=config.sip.query_timeout,
@@ -113,19 +116,22 @@ def build_platform(
     devices = DeviceManager(config.sip, app=app, db=db, clock=clock, rng=rng, secret=secret, publish=publish)
     app.devices = devices
     catalog = CatalogSync(app=app, db=db, clock=clock, timeout=config.sip.catalog_timeout)
-    queries = DeviceQueries(app=app, devices=devices, catalog=catalog, db=db, clock=clock)
-    trace = SipTrace(config.sip.id, per_device=config.sip.trace_size)
+    queries = DeviceQueries(app=app, devices=devices, catalog=catalog, db=db, clock=clock,
+                            concurrency=config.sip.onboarding_queries)
+    trace = SipTrace(config.sip.id, per_device=config.sip.trace_size, address_of=devices.known_address,
+                     is_known=devices.known_id)
     platform = Platform(
         config=config, clock=clock, db=db, endpoint=endpoint, app=app, devices=devices, catalog=catalog,
         queries=queries, trace=trace, api_token=api_token, started_at=clock.time(), events=events,
+        play_tokens=PlayTokens.from_api_token(api_token, clock, ttl=config.api.play_token_ttl),
     )
     if receiver_factory is not None:
 
-        async def media_transport(device_id: str) -> tuple[str, str | None]:
+        async def media_transport(device_id: str) -> tuple[str, str | None, bool]:
             record = await db.run("get_device", q.get_device_txn, device_id)
             if record is None:
-                return "UDP", None
-            return record.media_transport, record.stream_index
+                return "UDP", None, True
+            return record.media_transport, record.stream_index, record.sdp_y_line
 
         platform.live = LiveStreams(
             app=app, clock=clock,
@@ -186,10 +192,10 @@ class HttpService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        from gbplatform.api.app import Api
+        from gbplatform.api.app import Api, access_log_line
 
         api = Api(self.platform)
-        site = Site(api.app.resource())  # type: ignore[no-untyped-call]
+        site = Site(api.app.resource(), logFormatter=access_log_line, reactor=self.reactor)  # type: ignore[no-untyped-call]
         site.displayTracebacks = False
         cfg = self.platform.config.http
         self.port = self.reactor.listenTCP(cfg.port, site, interface=cfg.host)
@@ -259,7 +265,7 @@ class RtspService(Service):
         factory = RtspFactory(
             LiveSource(self.platform), reactor=self.reactor, token=self.platform.api_token, rng=self.rng,
             listen_udp=lambda port, proto: self.reactor.listenUDP(port, proto, interface=host),
-            vod=RecordingVodSource(self.platform, deferToThread),
+            vod=RecordingVodSource(self.platform, self._vod_runner()), playback=self.platform.play_tokens.verify,
         )
         self.port = self.reactor.listenTCP(config.media.rtsp_port, factory, interface=host)
         log.info("RTSP on rtsp://{host}:{port}/live/<channel> and /vod/<channel>?start=&end=", host=host,
@@ -270,6 +276,34 @@ class RtspService(Service):
         if self.port is not None:
             return self.port.stopListening()
         return None
+
+    def _vod_runner(self) -> Callable[..., Any]:
+        workers = self.platform.workers
+        return workers.runner("vod") if workers is not None else deferToThread
+
+
+class OrderedMultiService(MultiService):
+    """A ``MultiService`` that stops its children one at a time, last started first.
+
+    Twisted's ``MultiService`` stops every child at once, so the database pool
+    could close while recording still indexes its last segments. Here each
+    child's stop waits for the one started after it: recording, then the
+    outputs and SIP, then the worker pools, then the database.
+    """
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        children = list(self)
+        children.reverse()
+
+        async def stop_in_order() -> None:
+            for child in children:
+                try:
+                    await maybeDeferred(child.stopService)
+                except Exception:  # noqa: BLE001 - the rest must still stop
+                    log.failure("stopping {name} failed", name=getattr(child, "name", child))
+
+        return Deferred.fromCoroutine(stop_in_order())
 
 
 def make_service(config: Config, reactor: Any) -> MultiService:
@@ -297,10 +331,14 @@ def make_service(config: Config, reactor: Any) -> MultiService:
 
     platform = build_platform(config, clock=clock, db=db, receiver_factory=receiver_factory)
     if not config.api.token:
-        log.info("API token (from {path}): {token}", path=str(Path(config.storage.data_dir) / "api_token"),
-                 token=platform.api_token)
-    top = MultiService()  # type: ignore[no-untyped-call]
-    services: list[Service] = [DatabaseService(db), SipService(platform, reactor), HttpService(platform, reactor)]
+        # Where it is, never what it is: logs are shipped and read by more people than the data dir.
+        log.info("API token generated at first start, kept in {path}", path=config.api_token_path)
+    top = OrderedMultiService()  # type: ignore[no-untyped-call]
+    from gbplatform.workers import Workers, WorkersService
+
+    platform.workers = Workers.threaded(reactor)  # one bounded pool per kind of blocking work
+    services: list[Service] = [DatabaseService(db), WorkersService(platform.workers), SipService(platform, reactor),
+                               HttpService(platform, reactor)]
     if media.single_port:
         services.insert(1, shared)  # bound before SIP can start a stream
     if config.media.rtsp_port:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gbplatform.clock import Clock
+from gbplatform.db.queries import MAX_ID_LENGTH
+from gbplatform.devices import NOT_FROM_HERE
 from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
+from gbplatform.ids import is_gb_id
 from sip import manscdp
 from sip.endpoint import (
     Addr,
@@ -29,10 +33,17 @@ from sip.endpoint import (
     EndpointEvent,
     MessageDropped,
     RequestReceived,
+    RequestUnanswered,
 )
 from sip.headers import from_header
 from sip.message import Request, Response, make_response
-from sip.transaction import ClientTransaction, ResponseReceived, TransactionTimedOut
+from sip.transaction import (
+    ClientTransaction,
+    ResponseReceived,
+    ServerTransaction,
+    State,
+    TransactionTimedOut,
+)
 
 if TYPE_CHECKING:
     from gbplatform.devices import DeviceManager
@@ -40,6 +51,9 @@ if TYPE_CHECKING:
 log = Logger()
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
+# Non-strict device IDs (sip.strict_id off): printable ASCII without spaces,
+# as long as the registry's column (db.queries.MAX_ID_LENGTH).
+_LOOSE_ID = re.compile(rf"[!-~]{{1,{MAX_ID_LENGTH}}}")
 ALLOW = "REGISTER, MESSAGE, OPTIONS, INVITE, ACK, BYE, CANCEL, INFO, NOTIFY, SUBSCRIBE"
 
 
@@ -77,6 +91,8 @@ class SipApp:
         # In-dialog requests (BYE, INFO) go to the service owning the dialog.
         self.on_in_dialog: Callable[[Request, Any], bool] | None = None
         self._pending: dict[int, Deferred[Response]] = {}
+        # INVITE senders that must see 1xx: CANCEL waits for one (RFC 3261 §9.1).
+        self._provisional: dict[int, Callable[[Response], None]] = {}
         self._answers: dict[tuple[str, str, int], _Waiter] = {}
         self._response_hooks: dict[str, Callable[[str, manscdp.ManscdpMessage], bool]] = {}
         self._cseq = itertools.count(1)
@@ -89,21 +105,45 @@ class SipApp:
                 self._handle(event)
             except Exception:  # noqa: BLE001 - one bad event must not drop the others
                 log.failure("handling SIP event {event!r} failed", event=event)
+                if isinstance(event, RequestReceived) and event.transaction is not None:
+                    self._answer_500(event.request, event.transaction)
+
+    def _answer_500(self, req: Request, tx: ServerTransaction) -> None:
+        """Give a request no handler answered its final response (RFC 3261 §8.2.6)."""
+        if tx.state not in (State.TRYING, State.PROCEEDING):
+            return
+        try:
+            self.respond(tx, make_response(req, 500, to_tag=self.endpoint.new_tag()))
+        except Exception:  # noqa: BLE001 - a request too broken to copy headers from
+            log.failure("answering 500 to {method} failed", method=req.method)
 
     def _handle(self, event: EndpointEvent) -> None:
         if isinstance(event, RequestReceived):
             self.request_received(event)
+        elif isinstance(event, RequestUnanswered):
+            tx = event.transaction
+            log.error(
+                "{method} from {peer} unanswered after {timeout:g} s: answering 500 (a handler lost it)",
+                method=tx.request.method, peer=_peer(event.source), timeout=self.endpoint.answer_timeout,
+            )
+            self._answer_500(tx.request, tx)
         elif isinstance(event, ResponseReceived):
             if event.response.status >= 200:
+                self._provisional.pop(id(event.transaction), None)
                 d = self._pending.pop(id(event.transaction), None)
                 if d is not None:
                     d.callback(event.response)
+            elif (hook := self._provisional.get(id(event.transaction))) is not None:
+                hook(event.response)
         elif isinstance(event, TransactionTimedOut):
+            self._provisional.pop(id(event.transaction), None)
             d = self._pending.pop(id(event.transaction), None)
             if d is not None:
                 d.errback(SipTimeout(f"no answer to {event.transaction.method}"))
         elif isinstance(event, MessageDropped):
-            log.info("SIP message from {peer} dropped: {reason}", peer=_peer(event.source), reason=event.reason)
+            if self.devices is not None:
+                self.devices.log_refusal("dropped", "SIP message from {peer} dropped: {reason}",
+                                         peer=_peer(event.source), reason=event.reason)
         elif isinstance(event, CancelReceived):
             log.info("INVITE cancelled by {peer}", peer=_peer(event.source))
 
@@ -112,29 +152,60 @@ class SipApp:
         if tx is None:  # ACK for a 2xx: dialogs are the live-video layer's business
             return
         method = req.method
+        if method in ("REGISTER", "MESSAGE") and not self._device_id_ok(req, tx, event.source):
+            return
         if method == "REGISTER":
             assert self.devices is not None
             self.devices.handle_register(req, tx, event.source)
         elif method == "MESSAGE":
             self._handle_message(req, tx, event.source)
         elif method == "OPTIONS":
-            self.respond(tx, make_response(req, 200, to_tag=self.endpoint.new_tag(), headers=[("Allow", ALLOW)]))
+            # The same answer for everyone, no state: scanners (svmap) send OPTIONS by the thousand.
+            self.respond(tx, make_response(req, 200, to_tag=self.endpoint.new_tag(), headers=[("Allow", ALLOW)]),
+                         stateless=True)
         elif method in ("INVITE", "SUBSCRIBE"):
             # No media or subscription service is wired to answer a device's
             # INVITE (voice broadcast) or a SUBSCRIBE yet: refuse clearly.
-            self.respond(tx, make_response(req, 603 if method == "INVITE" else 489, to_tag=self.endpoint.new_tag()))
+            self.respond(tx, make_response(req, 603 if method == "INVITE" else 489, to_tag=self.endpoint.new_tag()),
+                         stateless=True)
         elif method in ("BYE", "INFO", "NOTIFY"):
             if self.on_in_dialog is not None and self.on_in_dialog(req, tx):
                 return
-            self.respond(tx, make_response(req, 481, to_tag=self.endpoint.new_tag()))
+            self.respond(tx, make_response(req, 481, to_tag=self.endpoint.new_tag()), stateless=True)
         else:
-            self.respond(tx, make_response(req, 405, to_tag=self.endpoint.new_tag(), headers=[("Allow", ALLOW)]))
+            self.respond(tx, make_response(req, 405, to_tag=self.endpoint.new_tag(), headers=[("Allow", ALLOW)]),
+                         stateless=True)
+
+    def _device_id_ok(self, req: Request, tx: Any, source: Addr) -> bool:
+        """Check the From user of a device's request once, before any service sees it.
+
+        A device is named by a 20-digit code (GB/T 28181-2016 Annex D; any
+        printable ASCII up to the registry's length with ``sip.strict_id``
+        off). The header is decoded with surrogate escapes, so a user with
+        non-UTF-8 bytes would otherwise reach the registry and fail there.
+        """
+        assert self.devices is not None
+        user = from_header(req).user or ""  # From itself was validated by the endpoint
+        if self.devices.config.strict_id:
+            ok = is_gb_id(user)
+        else:
+            ok = _LOOSE_ID.fullmatch(user) is not None
+        if not ok:
+            if req.method == "REGISTER":
+                self.devices.stats["rejected"] += 1
+            # Once per interval with a count: forged REGISTERs come 20,000 a second.
+            self.devices.log_refusal(f"bad_id {req.method}", "{method} from {peer} refused: bad device ID {id!r}",
+                                     method=req.method, peer=_peer(source), id=user)
+            self.respond(tx, make_response(req, 403, "Invalid Device ID", to_tag=self.endpoint.new_tag()),
+                         stateless=True)
+        return ok
 
     def _handle_message(self, req: Request, tx: Any, source: Addr) -> None:
         assert self.devices is not None
-        device_id = from_header(req).user  # validated by the endpoint
+        device_id = from_header(req).user or ""  # checked by _device_id_ok
         if "manscdp" not in req.content_type:
-            self.respond(tx, make_response(req, 415, to_tag=self.endpoint.new_tag(), headers=[("Accept", MANSCDP_TYPE)]))
+            self.respond(tx, make_response(req, 415, to_tag=self.endpoint.new_tag(), headers=[("Accept", MANSCDP_TYPE)]),
+                         stateless=True)
             return
         charset = self.devices.charset_of(device_id)
         try:
@@ -143,21 +214,32 @@ class SipApp:
             log.info("bad MANSCDP body from {device}: {reason}", device=device_id, reason=str(e))
             resp = make_response(req, 400, to_tag=self.endpoint.new_tag())
             resp.headers.add("Warning", f'399 gbplatform "{str(e)[:100]}"')
-            self.respond(tx, resp)
+            self.respond(tx, resp, stateless=True)
             return
-        if isinstance(msg, manscdp.Keepalive) or (msg.kind == "Notify" and msg.cmd_type == "Keepalive"):
+        if isinstance(msg, manscdp.Keepalive) or (msg.kind == "Notify" and msg.cmd_type.lower() == "keepalive"):
             self.devices.handle_keepalive(req, tx, source, device_id, msg)
             return
         if not self.devices.is_known(device_id):
-            self.respond(tx, make_response(req, 403, "Not Registered", to_tag=self.endpoint.new_tag()))
+            self.respond(tx, make_response(req, 403, "Not Registered", to_tag=self.endpoint.new_tag()), stateless=True)
+            return
+        if not self.devices.speaks_for(device_id, source):
+            # Answers, alarms and catalogs are accepted only from where the
+            # device registered: anyone can put its ID in a From header.
+            live = self.devices.live_info(device_id)
+            assert live is not None
+            self.devices.refused_stranger(f"{msg.kind} {msg.cmd_type}", device_id, live.addr, source)
+            self.respond(tx, make_response(req, 403, "Not Registered", to_tag=self.endpoint.new_tag(),
+                                           headers=[NOT_FROM_HERE]), stateless=True)
             return
         self.devices.touch(device_id, source, msg.charset)
         self.respond(tx, make_response(req, 200, to_tag=self.endpoint.new_tag()))
         if msg.kind == "Response":
-            hook = self._response_hooks.get(msg.cmd_type)
+            # CmdType is decoded case-insensitively (sip.manscdp), so it is
+            # routed that way too: some devices answer "catalog".
+            hook = self._response_hooks.get(msg.cmd_type.lower())
             if hook is not None and hook(device_id, msg):
                 return
-            waiter = self._answers.pop((device_id, msg.cmd_type, msg.sn), None)
+            waiter = self._answers.pop((device_id, msg.cmd_type.lower(), msg.sn), None)
             if waiter is None:
                 log.debug("unsolicited {cmd} response from {device}", cmd=msg.cmd_type, device=device_id)
                 return
@@ -168,8 +250,9 @@ class SipApp:
             log.info("{kind} {cmd} from {device} acknowledged", kind=msg.kind, cmd=msg.cmd_type, device=device_id)
 
     # -- responses ------------------------------------------------------------
-    def respond(self, tx: Any, resp: Response) -> None:
-        self.endpoint.respond(tx, resp, self.clock.seconds())
+    def respond(self, tx: Any, resp: Response, *, stateless: bool = False) -> None:
+        """Answer through ``tx``; ``stateless`` for a refusal that kept no state (``Endpoint.respond``)."""
+        self.endpoint.respond(tx, resp, self.clock.seconds(), stateless=stateless)
         self.flush()
 
     # -- outbound requests -------------------------------------------------
@@ -188,11 +271,19 @@ class SipApp:
         req.body = body
         return req
 
-    def send_request(self, req: Request, dest: Addr) -> Deferred[Response]:
-        """Send ``req`` in a client transaction; fires with the final response."""
+    def send_request(
+        self, req: Request, dest: Addr, *, on_provisional: Callable[[Response], None] | None = None
+    ) -> Deferred[Response]:
+        """Send ``req`` in a client transaction; fires with the final response.
+
+        ``on_provisional`` is called with each 1xx before it (an INVITE's
+        sender may CANCEL only after one, RFC 3261 §9.1).
+        """
         d: Deferred[Response] = Deferred()
         tx: ClientTransaction = self.endpoint.send_request(req, dest, self.clock.seconds())
         self._pending[id(tx)] = d
+        if on_provisional is not None:
+            self._provisional[id(tx)] = on_provisional
         self.flush()
         return d
 
@@ -201,7 +292,7 @@ class SipApp:
 
     def on_response(self, cmd_type: str, hook: Callable[[str, manscdp.ManscdpMessage], bool]) -> None:
         """Route Responses of ``cmd_type`` to ``hook`` (Catalog is answered in many parts)."""
-        self._response_hooks[cmd_type] = hook
+        self._response_hooks[cmd_type.lower()] = hook
 
     async def send_manscdp(self, device_id: str, body: bytes) -> None:
         """MESSAGE a MANSCDP body to a registered device; raise unless it answers 2xx."""
@@ -230,7 +321,7 @@ class SipApp:
         assert self.devices is not None
         sn = self.next_sn()
         d: Deferred[manscdp.ManscdpMessage] = Deferred()
-        key = (device_id, cmd_type, sn)
+        key = (device_id, cmd_type.lower(), sn)
         wait = timeout if timeout is not None else self.query_timeout
 
         def expire() -> None:

@@ -41,6 +41,7 @@ from typing import Final
 from media.depacketize import Depacketizer
 from media.frame import Codec, Frame
 from media.framing import FramingError, Rfc4571Framer
+from media.logthrottle import LogThrottle
 from media.pipeline import FrameDispatcher
 from media.ps import PsDemuxer
 from media.reorder import ReorderBuffer
@@ -119,6 +120,8 @@ class RtpIngest:
         self.ssrc = ssrc  # None: take the first one seen
         self.reorder: ReorderBuffer[Item] = reorder if reorder is not None else ReorderBuffer()
         self.demuxer = demuxer if demuxer is not None else PsDemuxer()
+        # Bad packets come in floods: one line per kind per interval, with the count.
+        self._log_throttle = LogThrottle(PsDemuxer.LOG_INTERVAL, max_keys=4)
         self.depacketizers: dict[Codec, Depacketizer] = {}
         self.framer = Rfc4571Framer()
         self.stats = IngestStats()
@@ -169,7 +172,7 @@ class RtpIngest:
                 packet = RtpPacket.parse(data)
             except RtpError as e:
                 self.stats.bad_packets += 1
-                if self.stats.bad_packets <= 10 or self.stats.bad_packets % 1000 == 0:
+                if self._log_throttle.hit("bad", now):
                     log.info("dropping a bad RTP packet (%d so far): %s", self.stats.bad_packets, e)
                 return
             b1 = packet.payload_type | (0x80 if packet.marker else 0)
@@ -177,8 +180,9 @@ class RtpIngest:
         if ssrc != self.ssrc:
             if self.ssrc is not None:
                 self.stats.foreign_ssrc += 1
-                if self.stats.foreign_ssrc <= 10 or self.stats.foreign_ssrc % 1000 == 0:
-                    log.info("dropping RTP with SSRC %d, expected %d", ssrc, self.ssrc)
+                if self._log_throttle.hit("ssrc", now):
+                    log.info("dropping RTP with SSRC %d, expected %d (%d so far)", ssrc, self.ssrc,
+                             self.stats.foreign_ssrc)
                 return
             self.ssrc = ssrc
         stats = self.stats
@@ -257,7 +261,7 @@ class RtpIngest:
     def _demux_ps(self, now: float) -> None:
         """Demux the PS payloads collected for one timestamp, joined in one copy."""
         chunks, self._ps_chunks = self._ps_chunks, []
-        frames = self.demuxer.feed(b"".join(chunks))
+        frames = self.demuxer.feed(b"".join(chunks), now)
         if frames:
             self._emit(frames, now)
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from media import nal
 from media.frame import Codec, Frame
+from media.logthrottle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +128,23 @@ def first_picture_is_key(codec: Codec, au: bytes) -> bool:
     return False
 
 
+def _times(times: int) -> str:
+    return f" ({times} times since the last such line)" if times > 1 else ""
+
+
 class PsDemuxer:
     """Streaming MPEG-PS demuxer: ``feed(bytes) -> list[Frame]``.
 
     ``max_frame_bytes`` bounds one access unit (the buffer is otherwise bounded
     by the 16-bit PES/PSM length fields); a larger frame is dropped and counted.
+
+    Garbage and broken units are counted in ``stats`` and logged once per
+    ``LOG_INTERVAL`` seconds of the ``now`` given to ``feed`` with a count: a
+    camera sending junk in every packet would otherwise write a line per
+    packet. Without ``now`` (files) only the first line of each kind comes.
     """
+
+    LOG_INTERVAL = 10.0
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
@@ -144,15 +156,19 @@ class PsDemuxer:
         self._sniffed: dict[int, Codec] = {}
         self._in_garbage = False
         self._unknown_types_logged: set[int] = set()
+        self._log_throttle = LogThrottle(self.LOG_INTERVAL, max_keys=16)
+        self._now = 0.0
 
     # -- public ----------------------------------------------------------
 
-    def feed(self, data: bytes | memoryview) -> list[Frame]:
+    def feed(self, data: bytes | memoryview, now: float | None = None) -> list[Frame]:
         """Append bytes of the program stream; return the frames now complete.
 
         A ``memoryview`` (an RTP packet's payload) is appended without an
-        intermediate copy.
+        intermediate copy. ``now`` (seconds) only paces the log.
         """
+        if now is not None:
+            self._now = now
         self.stats.bytes += len(data)
         out: list[Frame] = []
         if not self._buf and type(data) is bytes:
@@ -239,7 +255,8 @@ class PsDemuxer:
                     self._pes(code, body, out, stable)
                 # BB system header, BD/BF private, BE padding and other ids: skipped by length.
             except PsError as exc:
-                log.warning("dropping PS unit 00 00 01 %02X: %s", code, exc)
+                if times := self._log_throttle.hit("unit", self._now):
+                    log.warning("dropping PS unit 00 00 01 %02X: %s%s", code, exc, _times(times))
             finally:
                 body.release()
             pos = end
@@ -250,7 +267,8 @@ class PsDemuxer:
         if not self._in_garbage:
             self._in_garbage = True
             self.stats.resyncs += 1
-            log.info("PS resync at garbage %s", bytes(buf[pos : pos + 8]).hex())
+            if times := self._log_throttle.hit("resync", self._now):
+                log.info("PS resync at garbage %s%s", bytes(buf[pos : pos + 8]).hex(), _times(times))
         m = _RESYNC.search(buf, pos + 1)
         if m is not None:
             return m.start()

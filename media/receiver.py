@@ -190,8 +190,9 @@ class RtpReceiver:
     def start(self) -> None:
         """Bind (udp) or listen (tcp-passive) and arm the no-RTP watchdog.
 
-        ``CannotListenError`` propagates: the caller marks the lease unusable
-        (``PortPool.unusable``) and tries another.
+        ``CannotListenError`` propagates: another program holds the port, so
+        the caller logs it, gives the lease back and tries the next pair
+        (``gbplatform.live.LiveStreams._bind``).
         """
         if self._stopped:
             raise RuntimeError("RtpReceiver already stopped")

@@ -25,11 +25,16 @@ nothing. A session not refreshed by any request for ``session_timeout``
 seconds (§12.37, announced as ``Session: id;timeout=60``) expires like a
 TEARDOWN.
 
-Authentication: the platform's API token, either as ``?token=`` in the URL
-(players cannot set headers) or as the password of RTSP Basic auth (§D.1,
-RFC 7617; the user name is ignored). Once a request on a connection has
-passed, the connection is trusted: clients build SETUP/PLAY URLs from the
-SDP's control attributes and may drop the query.
+Authentication: a token, either as ``?token=`` in the URL (players cannot
+set headers) or as the password of RTSP Basic auth (§D.1, RFC 7617; the user
+name is ignored): the platform's API token, or a playback token valid for the
+request's URL kind and channel (the ``playback`` check the adapter injects,
+``gbplatform.play_tokens``). Every request but OPTIONS is checked, not just the
+first of a connection: a token for one channel must not open another on the
+same connection. Players keep the token: they build SETUP/PLAY URLs by
+appending the SDP's relative control to the whole request URL, query included
+(``...?token=t/trackID=0``, RFC 2326 §C.1.1), and resend Basic credentials on
+every request. Logged request URLs have the token's value replaced by ``***``.
 
 Recordings: ``/vod/<channel>?start=<epoch>&end=<epoch>`` names a time range
 of a channel's recordings (``RtspUrl.vod``). Its PLAY may carry ``Range:
@@ -95,6 +100,7 @@ __all__ = [
     "parse_rtsp_url",
     "parse_scale",
     "parse_transport",
+    "redact_token",
     "serialize_response",
 ]
 
@@ -251,10 +257,10 @@ def _parse_head(head: bytes) -> RtspRequest:
     lines = text.split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not all(parts):
-        raise RtspParseError(f"bad request line {lines[0][:80]!r}")
+        raise RtspParseError(f"bad request line {redact_token(lines[0])[:80]!r}")
     method, uri, version = parts
     if not version.startswith("RTSP/"):
-        raise RtspParseError(f"bad request line {lines[0][:80]!r}")
+        raise RtspParseError(f"bad request line {redact_token(lines[0])[:80]!r}")
     if version != VERSION:
         raise RtspParseError(f"unsupported version {version[:20]!r}", status=505)
     headers: list[tuple[str, str]] = []
@@ -279,6 +285,23 @@ def serialize_response(status: int, headers: list[tuple[str, str]], body: bytes 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
 
 
+def redact_token(uri: str) -> str:
+    """``uri`` for a log line: every ``token`` query parameter's value replaced by ``***``.
+
+    The name is compared percent-decoded, as ``parse_rtsp_url`` reads it.
+    """
+    head, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and urllib.parse.unquote_plus(name).strip().lower() == "token":
+            part = name + "=***"
+        parts.append(part)
+    return head + "?" + "&".join(parts)
+
+
 def interleave(channel: int, packet: bytes) -> bytes:
     """``$``, channel, 16-bit length, packet (RFC 2326 §10.12)."""
     if not 0 <= channel <= 255:
@@ -297,6 +320,14 @@ class RtspUrl:
     vod: tuple[float, float] | None = None  # (start, end) epoch seconds of a /vod/ URL
 
 
+def _track_number(digits: str) -> int:
+    # int() refuses a literal past sys.get_int_max_str_digits() (ValueError);
+    # a track number is 0 or 1, so anything long is simply a bad request.
+    if len(digits) > 9:
+        raise RtspError(400, f"bad trackID {digits[:20]!r}...")
+    return int(digits)
+
+
 def parse_rtsp_url(uri: str) -> RtspUrl:
     """``rtsp://host[:port]/{live,vod}/<channel>[/trackID=N][?token=...]``.
 
@@ -305,18 +336,24 @@ def parse_rtsp_url(uri: str) -> RtspUrl:
     the query: ``...?token=abc/trackID=0``. A ``/vod/`` URL carries
     ``start`` and ``end`` (epoch seconds); players may drop the query from
     later requests, so ``vod`` is None without it. Raises ``RtspError(404)``
-    for an unknown path, 400 for a bad time range.
+    for an unknown path, 400 (RFC 2326 §11.3.1 Bad Request) for a bad time
+    range or a URL that does not parse.
     """
-    parsed = urllib.parse.urlsplit(uri)
+    try:
+        parsed = urllib.parse.urlsplit(uri)
+    except ValueError as e:
+        # An unbalanced '[' or ']' in the host ("Invalid IPv6 URL"), or a
+        # host that changes under NFKC: the request is bad, the connection is not.
+        raise RtspError(400, f"unparseable request URL: {e}") from None
     path, query = parsed.path, parsed.query
     track: int | None = None
     m = _TRACK.search(query) if query else None
     if m is not None:
-        track, query = int(m.group(1)), query[: m.start()]
+        track, query = _track_number(m.group(1)), query[: m.start()]
     else:
         m = _TRACK.search(path)
         if m is not None:
-            track, path = int(m.group(1)), path[: m.start()]
+            track, path = _track_number(m.group(1)), path[: m.start()]
     segments = [s for s in path.split("/") if s]
     if len(segments) != 2 or segments[0] not in ("live", "vod") or not _CHANNEL_ID.fullmatch(segments[1]):
         raise RtspError(404, f"no stream at {path[:80]!r}")
@@ -540,6 +577,7 @@ class SessionExpired:
 
 
 RtspEvent = Describe | Setup | Play | Pause | Teardown | SessionExpired
+PlaybackCheck = Callable[[str, str, str], bool]
 
 
 @dataclass
@@ -551,7 +589,8 @@ class RtspServerConnection:
     session_timeout: float = SESSION_TIMEOUT
     server: str = "gbplatform"
     session: RtspSession | None = None
-    authorized: bool = False
+    # (token, "live" | "vod", channel_id) -> valid: playback tokens, checked by the application.
+    playback: PlaybackCheck | None = None
     closing: bool = False  # a fatal error was answered: write, then close
     _parser: RtspParser = field(default_factory=RtspParser)
     _out: bytearray = field(default_factory=bytearray)
@@ -638,7 +677,7 @@ class RtspServerConnection:
         self.respond(event.request, 200, [("Range", f"npt={npt:.3f}-")])
 
     def _error(self, request: RtspRequest, e: RtspError) -> None:
-        log.info("RTSP %s %s: %d %s", request.method, request.uri[:80], e.status, e)
+        log.info("RTSP %s %s: %d %s", request.method, redact_token(request.uri)[:80], e.status, e)
         headers: list[tuple[str, str]] = []
         if e.status == 401:
             headers.append(("WWW-Authenticate", f'Basic realm="{REALM}"'))
@@ -714,8 +753,7 @@ class RtspServerConnection:
         return self.session
 
     def _authorize(self, request: RtspRequest, url: RtspUrl | None) -> None:
-        if self.authorized:
-            return
+        """Every request: the API token, or a playback token for this URL's kind and channel."""
         candidates: list[str] = []
         if url is not None and url.token is not None:
             candidates.append(url.token)
@@ -729,11 +767,13 @@ class RtspServerConnection:
                     raise RtspError(400, "malformed Basic credentials") from None
                 candidates.append(decoded.partition(":")[2])
         expected = self.token.encode()
-        # An empty configured token never matches; compare_digest: no timing leak.
-        if expected and any(hmac.compare_digest(c.encode(), expected) for c in candidates):
-            self.authorized = True
-            return
-        raise RtspError(401, "the API token is required (?token= or Basic auth)")
+        for candidate in candidates:
+            # An empty configured token never matches; compare_digest: no timing leak.
+            if expected and hmac.compare_digest(candidate.encode(), expected):
+                return
+            if url is not None and self.playback is not None and self.playback(candidate, url.app, url.channel_id):
+                return
+        raise RtspError(401, "a playback token for this stream or the API token is required (?token= or Basic auth)")
 
 
 Packetizer = H264Packetizer | H265Packetizer

@@ -70,6 +70,7 @@ from media.rtsp import (
     Packetizer,
     Pause,
     Play,
+    PlaybackCheck,
     RtpSender,
     RtspError,
     RtspEvent,
@@ -231,7 +232,7 @@ async def _await(awaitable: Any) -> Any:
 class RtspProtocol(protocol.Protocol):
     def __init__(self, factory: RtspFactory) -> None:
         self.factory = factory
-        self.core = RtspServerConnection(token=factory.token, rng=factory.rng)
+        self.core = RtspServerConnection(token=factory.token, rng=factory.rng, playback=factory.playback)
         self.viewer: _Viewer | None = None
         self._queue: defer.Deferred[None] = defer.succeed(None)
         self._timer: Any = None
@@ -604,9 +605,10 @@ class RtspFactory(protocol.Factory):
     def __init__(
         self, source: StreamSource, *, reactor: Any, token: str, rng: random.Random,
         listen_udp: ListenUdp | None = None, keyframe_timeout: float = KEYFRAME_TIMEOUT,
-        vod: VodSource | None = None,
+        vod: VodSource | None = None, playback: PlaybackCheck | None = None,
     ) -> None:
         self.source = source
+        self.playback = playback  # (token, "live" | "vod", channel) -> valid, on every request
         self.vod = vod
         self.reactor = reactor
         self.token = token

@@ -15,6 +15,7 @@ anyone direct our traffic at a third party.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import random
@@ -25,6 +26,7 @@ from sip.headers import top_via, validate_request
 from sip.message import Message, Request, Response, make_response, split_list
 from sip.parser import parse_datagram
 from sip.transaction import (
+    T1,
     AckTimedOut,
     ClientTransaction,
     ResponseReceived,
@@ -74,7 +76,21 @@ class MessageDropped:
     source: Addr
 
 
-EndpointEvent = RequestReceived | CancelReceived | MessageDropped | TransactionEvent
+@dataclass(frozen=True)
+class RequestUnanswered:
+    """The transaction user sent no final response to a request in ``answer_timeout`` seconds.
+
+    The client gave up at its timer F or B (64*T1, RFC 3261 §17.1.2.2,
+    §17.1.1.2) by then; the adapter answers 500 and logs it, which also ends
+    the server transaction, so a handler that forgets a request cannot leak
+    transactions until the table is full.
+    """
+
+    transaction: ServerTransaction
+    source: Addr
+
+
+EndpointEvent = RequestReceived | CancelReceived | MessageDropped | RequestUnanswered | TransactionEvent
 
 
 class Endpoint:
@@ -86,10 +102,15 @@ class Endpoint:
         rng: random.Random,
         user_agent: str = "gbplatform",
         max_transactions: int = 100_000,
+        answer_timeout: float = 64 * T1,
     ) -> None:
         self.rng = rng
         self.user_agent = user_agent
         self.max_transactions = max_transactions
+        self.answer_timeout = answer_timeout
+        # Server transactions by the time they must have a final response
+        # (RequestUnanswered); answered ones are dropped when they reach the top.
+        self._unanswered: list[tuple[float, int, ServerTransaction]] = []
         self.local: dict[str, tuple[str, int]] = {}
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}
@@ -184,6 +205,12 @@ class Endpoint:
         if raw is not None:
             self._by_bytes[(raw, source)] = tx
             self._raw_of[id(tx)] = (raw, source)
+        heapq.heappush(self._unanswered, (now + self.answer_timeout, self._next_seq(), tx))
+        if len(self._unanswered) > 2 * len(self._server) + 1024:
+            # Answered entries leave when they reach the top; one request a handler is
+            # still working on sits there, and a flood answered meanwhile piles up behind it.
+            self._unanswered = [item for item in self._unanswered if self._awaits_answer(item[2])]
+            heapq.heapify(self._unanswered)
         return [RequestReceived(msg, tx, source, now)]
 
     def _receive_cancel(self, cancel: Request, source: Addr, now: float) -> list[EndpointEvent]:
@@ -200,7 +227,8 @@ class Endpoint:
         self._dest[id(cancel_tx)] = source
         self._server[cancel_tx.key] = cancel_tx
         if invite is None:
-            self.respond(cancel_tx, make_response(cancel, 481), now)
+            # Nothing to cancel, nothing to remember: a flood of these costs no memory.
+            self.respond(cancel_tx, make_response(cancel, 481), now, stateless=True)
             return []
         if invite.last_response is not None and invite.last_response.status >= 200:
             # RFC 3261 §9.2: a CANCEL matching a transaction is answered 200
@@ -255,11 +283,26 @@ class Endpoint:
             )
         self._emit(req.serialize(), dest)
 
-    def respond(self, tx: ServerTransaction, resp: Response, now: float) -> None:
-        """Send ``resp`` through the server transaction ``tx``."""
+    def respond(self, tx: ServerTransaction, resp: Response, now: float, *, stateless: bool = False) -> None:
+        """Send ``resp`` through the server transaction ``tx``.
+
+        ``stateless``: the TU answered without keeping any state for the
+        request and would answer a retransmission the same way (a refusal of a
+        bad or unknown ID, a banned source, a challenge; OPTIONS). A final
+        response to a non-INVITE request, or a non-2xx one to an INVITE, then
+        ends the transaction at once instead of holding the request and
+        response for timer J or H (32 s), so a flood of such requests costs no
+        memory (RFC 3261 §8.2.7 stateless UAS, allowed when processing always
+        gives the same response; ``ServerTransaction.send``). Its To tag is
+        derived from the transaction key, so a retransmission gets the same
+        bytes back (§8.2.7). Ignored for 1xx and for a 2xx to an INVITE.
+        """
         if "User-Agent" not in resp.headers and "Server" not in resp.headers:
             resp.headers.add("User-Agent", self.user_agent)
-        tx.send(resp, now)
+        stateless = stateless and resp.status >= (300 if tx.invite else 200)
+        if stateless:
+            _stateless_to_tag(tx, resp)
+        tx.send(resp, now, stateless=stateless)
         if tx.invite and tx.state is State.ACCEPTED:
             self._accepted[(tx.request.call_id, tx.request.cseq[0])] = tx
         self._after(tx)
@@ -273,6 +316,7 @@ class Endpoint:
 
     # -- timers ------------------------------------------------------------
     def next_timer(self) -> float | None:
+        answer_by = self._next_answer_deadline()
         while self._heap:
             at, _, tx = self._heap[0]
             nt = tx.next_timer()
@@ -283,11 +327,25 @@ class Endpoint:
             if nt != at:
                 heapq.heapreplace(self._heap, (nt, self._next_seq(), tx))
                 continue
-            return at
-        return None
+            return at if answer_by is None else min(at, answer_by)
+        return answer_by
+
+    def _awaits_answer(self, tx: ServerTransaction) -> bool:
+        return tx.state in (State.TRYING, State.PROCEEDING) and self._server.get(tx.key) is tx
+
+    def _next_answer_deadline(self) -> float | None:
+        while self._unanswered and not self._awaits_answer(self._unanswered[0][2]):
+            heapq.heappop(self._unanswered)
+        return self._unanswered[0][0] if self._unanswered else None
 
     def handle_timers(self, now: float) -> list[EndpointEvent]:
         events: list[EndpointEvent] = []
+        while self._unanswered and self._unanswered[0][0] <= now:
+            _, _, server_tx = heapq.heappop(self._unanswered)
+            if self._awaits_answer(server_tx):
+                source = self._dest.get(id(server_tx))
+                if source is not None:
+                    events.append(RequestUnanswered(server_tx, source))
         while self._heap and self._heap[0][0] <= now:
             _, _, tx = heapq.heappop(self._heap)
             nt = tx.next_timer()
@@ -389,6 +447,15 @@ def _split_first(value: str) -> tuple[str, str, str]:
     return items[0], ", ", ", ".join(items[1:])
 
 
+def _stateless_to_tag(tx: ServerTransaction, resp: Response) -> None:
+    """Give ``resp`` a To tag that is the same for every copy of the request (RFC 3261 §8.2.7)."""
+    to = tx.request.headers.get("To")
+    if to is None or ";tag=" in to.replace(" ", "").lower():
+        return  # in-dialog: the request's own tag is kept
+    tag = hashlib.blake2b(repr(tx.key).encode(errors="surrogateescape"), digest_size=4).hexdigest()
+    resp.headers.set("To", f"{to};tag={tag}")
+
+
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')[:120]
 
@@ -401,6 +468,7 @@ __all__ = [
     "EndpointEvent",
     "MessageDropped",
     "RequestReceived",
+    "RequestUnanswered",
     "ResponseReceived",
     "TransactionTimedOut",
 ]

@@ -380,12 +380,16 @@ class SessionDescription:
             "a": [_attribute_line(a) for a in self.attributes],
         }
         out = _ordered_lines(session_fields, self.extra, _SESSION_ORDER, _KNOWN_SESSION_EXTRA)
+        # After the last m= a session y=/f= reads back as that section's own; when a
+        # section has its own, the session one stays before the first m= instead.
+        tail: list[str] = []
+        for kind, value, media_has in (("y", self.ssrc, any(m.ssrc is not None for m in self.media)),
+                                       ("f", self.format, any(m.format is not None for m in self.media))):
+            if value is not None:
+                (out if media_has else tail).append(f"{kind}={value}")
         for media in self.media:
             out.extend(media.lines())
-        if self.ssrc is not None:
-            out.append(f"y={self.ssrc}")
-        if self.format is not None:
-            out.append(f"f={self.format}")
+        out.extend(tail)
         return "".join(line + "\r\n" for line in out).encode("utf-8", "surrogateescape")
 
 

@@ -256,8 +256,18 @@ class ServerTransaction(_Base):
         self._encoded_response: bytes | None = None
         self._interval = T1
 
-    def send(self, response: Response, now: float) -> None:
-        """Send a response from the TU (§17.2.1, §17.2.2)."""
+    def send(self, response: Response, now: float, *, stateless: bool = False) -> None:
+        """Send a response from the TU (§17.2.1, §17.2.2).
+
+        ``stateless``: the TU answered without keeping any state and will
+        answer a retransmission the same way (RFC 3261 §8.2.7). A final
+        response to a non-INVITE request then ends the transaction at once
+        instead of waiting for timer J, and so does a non-2xx final response to
+        an INVITE, without timer G retransmissions or waiting for the ACK
+        (§17.2.1): the client retransmits the INVITE until a response arrives,
+        and its ACK, matching nothing, is absorbed by the endpoint. A 2xx to an
+        INVITE always keeps its transaction (RFC 6026 §7.1).
+        """
         if self.state in (State.TERMINATED, State.CONFIRMED, State.COMPLETED):
             return
         if self.state is State.ACCEPTED and not 200 <= response.status < 300:
@@ -278,6 +288,8 @@ class ServerTransaction(_Base):
                 if not self.reliable:
                     self._arm("G2xx", now + T1)
                 self._arm("L", now + 64 * T1)
+            elif stateless:
+                self._terminate()
             else:
                 self.state = State.COMPLETED
                 if not self.reliable:
@@ -290,7 +302,7 @@ class ServerTransaction(_Base):
             # alive for the cyclic GC to walk during a registration storm.
             self.request.memo.clear()
             response.memo.clear()
-            if self.reliable:
+            if self.reliable or stateless:
                 self._terminate()
             else:
                 self._arm("J", now + 64 * T1)

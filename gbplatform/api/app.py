@@ -4,12 +4,21 @@ Every route is ``async def``: parse (``schemas``) → service → serialize.
 Errors are mapped once, at the bottom of the class, with
 ``@app.handle_errors``: domain errors carry their own status and code,
 routing misses become JSON 404/405, and anything unexpected is logged and
-answered with a bare 500 (no traceback leaves the process).
+answered with a bare 500 (no traceback leaves the process). Client input
+never gets that far: a URL that is not UTF-8 is a JSON 400 (``_Resource``),
+path integers past 64 bits a 400 naming the field (``schemas.path_id``),
+and werkzeug's slash-merging redirect a relative ``Location``, never one
+built from the client's Host header.
 
 Authentication is one bearer token (RFC 6750 §2.1) compared in constant
 time; every route but ``GET /api/v1/health`` requires it, so a load balancer
 can probe the platform without a secret. The health route touches neither
 the database nor the devices: it must answer while the database is slow.
+The media routes (live FLV/HLS/snapshot, VOD HLS/MP4) also take a playback
+token for their channel (``gbplatform.play_tokens``): what the URLs that
+``play`` and the recording timeline answer carry, so a player opens them as
+given and never holds the API token. The access log (``access_log_line``)
+writes ``token=***`` in place of any token's value, on every route.
 
 Live video (GB/T 28181-2016 §9.2) has the play/stop/list routes under
 ``/api/v1`` and one media route outside it, ``GET /live/<channel>.flv``:
@@ -24,7 +33,7 @@ response when the stream ends.
 stream's latest keyframe (kept whether or not the GOP cache is on), starting
 the stream on demand like the FLV route and waiting up to ``SNAPSHOT_WAIT``
 seconds for a first keyframe. Decoding and
-encoding run in a worker thread (``deferToThread``), never on the reactor.
+encoding run in a worker thread (the ``snapshot`` pool of ``gbplatform.workers``), never on the reactor.
 
 HLS (RFC 8216) is ``GET /live/<channel>/index.m3u8`` and
 ``GET /live/<channel>/seg<n>.ts``, with the same token rules. The playlist
@@ -43,16 +52,22 @@ import hmac
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from klein import Klein
+from klein.interfaces import IKleinRequest
+from klein.resource import KleinResource
 from sqlalchemy.orm import Session
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import combinedLogFormatter
+from twisted.web.iweb import IAccessLogFormatter, IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import IntegerConverter, RequestRedirect
+from zope.interface import provider
 
 from gbplatform import __version__
 from gbplatform.api import schemas
@@ -62,9 +77,10 @@ from gbplatform.db import queries as q
 from gbplatform.errors import DeviceOffline, DomainError
 from gbplatform.errors import NotFound as Missing
 from gbplatform.live import LiveStream, LiveStreams
+from gbplatform.play_tokens import LIVE, VOD
 from gbplatform.recording import queries as rq
 from gbplatform.recording.http import MP4_TYPE, RecordingOff
-from gbplatform.recording.http import Pacer as _Pacer
+from gbplatform.recording.http import Spool as _Spool
 from gbplatform.recording.http import byte_range as _byte_range
 from gbplatform.recording.playback import (
     Cancelled,
@@ -192,10 +208,47 @@ def _set_header(request: Request, name: bytes, value: bytes) -> None:
     request.responseHeaders.setRawHeaders(name, [value])
 
 
-def _without_token(uri: bytes) -> bytes:
-    path, _, query = uri.partition(b"?")
-    kept = [p for p in query.split(b"&") if p and not p.startswith(b"token=")]
-    return path + (b"?" + b"&".join(kept) if kept else b"")
+def redact_token(uri: bytes) -> bytes:
+    """``uri`` with the value of every ``token`` query parameter replaced by ``***``.
+
+    The name is compared as the query parser reads it (percent-decoded,
+    RFC 3986 §2.1), so ``%74oken=`` is caught too; other parameters stay.
+    """
+    head, sep, query = uri.partition(b"?")
+    if not sep:
+        return uri
+    parts = []
+    for part in query.split(b"&"):
+        name, eq, _ = part.partition(b"=")
+        if eq and urllib.parse.unquote_to_bytes(name.replace(b"+", b" ")).strip().lower() == b"token":
+            part = name + b"=***"
+        parts.append(part)
+    return head + b"?" + b"&".join(parts)
+
+
+class _Redacted:
+    """The request as the access log sees it: URI and Referer without token values."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.uri = redact_token(request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+    def getHeader(self, name: bytes) -> bytes | None:  # noqa: N802 - twisted.web's name
+        value = self._request.getHeader(name)
+        return redact_token(value) if value is not None and name.lower() == b"referer" else value
+
+
+def _access_log_line(timestamp: str, request: Request) -> str:
+    """Twisted's combined log line, minus tokens: players can only pass theirs as ``?token=``
+    (RFC 6750 §2.3), and §5.3 of that RFC warns that URLs end up in logs."""
+    line: str = combinedLogFormatter(timestamp, _Redacted(request))
+    return line
+
+
+access_log_line: Callable[[str, Request], str] = provider(IAccessLogFormatter)(_access_log_line)
 
 
 def _peer(request: Request) -> str:
@@ -203,10 +256,64 @@ def _peer(request: Request) -> str:
     return f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
 
 
+# -- routing hardening (issue 8 items 5 and 6) ---------------------------------------
+
+# Redirects are matched again under this name and only their path is kept:
+# werkzeug builds the URL from the client's Host header.
+_REDIRECT_HOST = "redirect.invalid"
+
+
+class _Int64Converter(IntegerConverter):
+    """``<int:...>`` that cannot fail on length.
+
+    werkzeug's ``int()`` raises ValueError past 4,300 digits, during routing
+    (a 500). A longer number becomes ``INT64_MAX + 1``, which the route's
+    ``schemas.path_id`` refuses with a 400 naming the field.
+    """
+
+    def to_python(self, value: str) -> Any:
+        if len(value) > 20:
+            return schemas.INT64_MAX + 1
+        return super().to_python(value)
+
+
+class _Resource(KleinResource):
+    """Klein's resource, answering a URL that is not UTF-8 with a JSON 400.
+
+    Klein refuses such a URL itself, before routing and so before
+    ``handle_errors``: a text/plain 400 and a logged traceback for one bad
+    byte from a client.
+    """
+
+    def render(self, request: IRequest) -> Any:
+        req = cast(Request, request)
+        host: bytes = req.getRequestHostname()  # type: ignore[no-untyped-call]
+        parts = (("host", host), ("path", b"/".join([*(req.prepath or []), *(req.postpath or [])])))
+        for name, raw in parts:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                log.info("API {method}: refused a request whose {field} is not UTF-8",
+                         method=req.method.decode("ascii", "replace"), field=name)
+                req.setResponseCode(400)
+                _set_header(req, b"Content-Type", JSON_TYPE)
+                return schemas.dumps(schemas.error_json("invalid", f"{name}: is not UTF-8", name))
+        return super().render(request)
+
+
+class _Klein(Klein):
+    def __init__(self) -> None:
+        super().__init__()
+        self.url_map.converters["int"] = _Int64Converter
+
+    def resource(self) -> KleinResource:
+        return _Resource(self)
+
+
 class Api:
     """``Api(platform).app.resource()`` is the whole API under ``/api/v1``."""
 
-    app = Klein()
+    app = _Klein()
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -216,16 +323,26 @@ class Api:
         self.run_in_thread: Callable[..., Deferred[Any]] = deferToThread
         self._hls: dict[str, _Hls] = {}
 
+    def _blocking(self, kind: str) -> Callable[..., Deferred[Any]]:
+        """The thread pool of ``kind`` (``gbplatform.workers``): a snapshot never queues behind
+        downloads. A platform built without pools (unit tests) uses ``run_in_thread``."""
+        workers = getattr(self.platform, "workers", None)
+        return workers.runner(kind) if workers is not None else self.run_in_thread
+
     # -- helpers ---------------------------------------------------------------
-    def authorize(self, request: Request, *, query_token: bool = False) -> None:
+    def authorize(self, request: Request, *, query_token: bool = False, media: tuple[str, str] | None = None) -> None:
         """Check the bearer token (RFC 6750 §2.1), or with ``query_token`` also
-        ``?token=`` (RFC 6750 §2.3) for media URLs that players open."""
+        ``?token=`` (RFC 6750 §2.3) for media URLs that players open. On a media
+        route, ``media`` is ``(scope, channel_id)`` and a playback token for it
+        (``gbplatform.play_tokens``) is as good as the API token."""
         header = request.getHeader(b"authorization")
-        if query_token and b"token" in request.args:
-            if not header:
-                header = b"Bearer " + request.args[b"token"][0]
-            # The access log writes request.uri: keep the secret out of it.
-            request.uri = _without_token(request.uri)
+        if query_token and b"token" in request.args and not header:
+            header = b"Bearer " + request.args[b"token"][0]
+        if header and media is not None:
+            scheme, _, given = header.partition(b" ")
+            if scheme.lower() == b"bearer" and self.platform.play_tokens.verify(
+                    given.strip().decode("ascii", "replace"), *media):
+                return
         if not header:
             _set_header(request, b"WWW-Authenticate", b'Bearer realm="gbplatform"')
             raise schemas.Unauthorized("an Authorization: Bearer <token> header is required")
@@ -292,6 +409,27 @@ class Api:
             },
         })
 
+    # -- security: digest-guessing bans (gbplatform/auth_guard.py) --------------
+    @app.route("/api/v1/security/bans", methods=["GET"])
+    @authenticated
+    async def list_bans(self, request: Request) -> bytes:
+        p = self.platform
+        now, wall = p.clock.seconds(), p.clock.time()
+        items = [{
+            "key": b.key, "kind": b.kind, "value": b.value, "failures": b.failures, "refused": b.refused,
+            "since": schemas.iso_epoch(wall - b.banned_for), "until": schemas.iso_epoch(wall + b.remaining),
+        } for b in p.devices.guard.bans(now)]
+        return self._json(request, {"items": items, "stats": dict(p.devices.guard.stats)})
+
+    @app.route("/api/v1/security/bans/<key>", methods=["DELETE"])
+    @authenticated
+    async def clear_ban(self, request: Request, key: str) -> bytes:
+        if not self.platform.devices.guard.clear(key):
+            raise Missing(f"no ban on {key[:80]!r}")
+        log.info("ban on {key} lifted through the API", key=key)
+        request.setResponseCode(204)
+        return b""
+
     @app.route("/api/v1/openapi.json", methods=["GET"])
     @authenticated
     async def openapi(self, request: Request) -> bytes:
@@ -348,6 +486,7 @@ class Api:
         p = self.platform
         await p.db.run("delete_device", q.delete_device_txn, device_id)
         p.devices.forget(device_id)
+        p.catalog.forget(device_id)
         log.info("device {device_id} deleted through the API", device_id=device_id)
         request.setResponseCode(204)
         return b""
@@ -443,17 +582,22 @@ class Api:
         if not host:
             addr = request.getHost()  # type: ignore[no-untyped-call]
             host = f"{addr.host}:{addr.port}"
+        # Players open these as given and cannot set headers: they carry a playback
+        # token for this channel's live media (RFC 6750 §2.3), never the API token.
+        tokens = self.platform.play_tokens
+        query = "?token=" + tokens.issue(LIVE, channel_id)
         urls = {
-            "http_flv": f"http://{host}/live/{channel_id}.flv",
-            "hls": f"http://{host}/live/{channel_id}/index.m3u8",
-            "snapshot": f"http://{host}/api/v1/channels/{channel_id}/snapshot",
+            "http_flv": f"http://{host}/live/{channel_id}.flv{query}",
+            "hls": f"http://{host}/live/{channel_id}/index.m3u8{query}",
+            "snapshot": f"http://{host}/api/v1/channels/{channel_id}/snapshot{query}",
         }
         rtsp_port = self.platform.config.media.rtsp_port
         if rtsp_port:
             # The RTSP server listens beside the API: same host name, its own port.
             hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            urls["rtsp"] = f"rtsp://{hostname}:{rtsp_port}/live/{channel_id}"
-        return self._json(request, {"stream": stream.to_json(self.platform.clock), "urls": urls})
+            urls["rtsp"] = f"rtsp://{hostname}:{rtsp_port}/live/{channel_id}{query}"
+        return self._json(request, {"stream": stream.to_json(self.platform.clock), "urls": urls,
+                                    "expires_at": schemas.iso_epoch(tokens.expires_at())})
 
     @app.route("/api/v1/channels/<channel_id>/stop", methods=["POST"])
     @authenticated
@@ -495,11 +639,11 @@ class Api:
 
     @app.route("/api/v1/channels/<channel_id>/snapshot", methods=["GET"])
     async def snapshot(self, request: Request, channel_id: str) -> bytes:
-        self.authorize(request, query_token=True)
+        self.authorize(request, query_token=True, media=(LIVE, channel_id))
         stream = await self._play(channel_id)
         frame = await self._keyframe(stream)
         try:
-            jpeg: bytes = await self.run_in_thread(snapshot_jpeg, frame)
+            jpeg: bytes = await self._blocking("snapshot")(snapshot_jpeg, frame)
         except SnapshotError as e:
             log.warn("channel {id}: no snapshot from its keyframe: {error}", id=channel_id, error=e)
             raise BadPicture(f"channel {channel_id}: the keyframe does not decode ({e})") from e
@@ -510,7 +654,7 @@ class Api:
 
     @app.route("/live/<channel_id>.flv", methods=["GET"])
     async def live_flv(self, request: Request, channel_id: str) -> bytes:
-        self.authorize(request, query_token=True)
+        self.authorize(request, query_token=True, media=(LIVE, channel_id))
         live = self._live()
         stream = await self._play(channel_id)
         request.setResponseCode(200)
@@ -603,7 +747,7 @@ class Api:
     @app.route("/live/<channel_id>/index.m3u8", methods=["GET"])
     async def live_hls(self, request: Request, channel_id: str) -> bytes:
         token = request.args.get(b"token", [None])[0]
-        self.authorize(request, query_token=True)
+        self.authorize(request, query_token=True, media=(LIVE, channel_id))
         stream = await self._play(channel_id)
         entry = self._hls_for(stream)
         self._hls_touch(entry)
@@ -618,7 +762,7 @@ class Api:
 
     @app.route("/live/<channel_id>/seg<int:n>.ts", methods=["GET"])
     async def live_hls_segment(self, request: Request, channel_id: str, n: int) -> bytes:
-        self.authorize(request, query_token=True)
+        self.authorize(request, query_token=True, media=(LIVE, channel_id))
         entry = self._hls.get(channel_id)
         data = entry.segmenter.segment(n) if entry is not None else None
         if entry is None or data is None:
@@ -654,12 +798,14 @@ class Api:
     @app.route("/api/v1/record/plans/<int:plan_id>", methods=["GET"])
     @authenticated
     async def get_record_plan(self, request: Request, plan_id: int) -> bytes:
+        plan_id = schemas.path_id("plan_id", plan_id)
         plan = await self.platform.db.run("get_plan", rq.get_plan_txn, plan_id)
         return self._json(request, schemas.plan_json(plan))
 
     @app.route("/api/v1/record/plans/<int:plan_id>", methods=["PUT"])
     @authenticated
     async def update_record_plan(self, request: Request, plan_id: int) -> bytes:
+        plan_id = schemas.path_id("plan_id", plan_id)
         body = schemas.parse_plan(self._body(request), partial=True)
         plan = await self.platform.db.run("update_plan", rq.update_plan_txn, plan_id, name=body.name,
                                           schedule=body.schedule, at=self._at())
@@ -669,6 +815,7 @@ class Api:
     @app.route("/api/v1/record/plans/<int:plan_id>", methods=["DELETE"])
     @authenticated
     async def delete_record_plan(self, request: Request, plan_id: int) -> bytes:
+        plan_id = schemas.path_id("plan_id", plan_id)
         await self.platform.db.run("delete_plan", rq.delete_plan_txn, plan_id)
         request.setResponseCode(204)
         return b""
@@ -711,8 +858,10 @@ class Api:
 
         rtsp_base = rtsp_vod_base(request.getHeader(b"host"), self.platform.config.media.rtsp_port)
 
+        token = self.platform.play_tokens.issue(VOD, channel_id)
+
         def urls(a: float, b: float) -> dict[str, str]:
-            return interval_urls(channel_id, a, b, rtsp_base)
+            return interval_urls(channel_id, a, b, rtsp_base, token)
 
         return self._json(request, schemas.timeline_json(channel_id, day, result, urls))
 
@@ -741,7 +890,7 @@ class Api:
     @app.route("/vod/<channel_id>/index.m3u8", methods=["GET"])
     async def vod_hls(self, request: Request, channel_id: str) -> bytes:
         token = request.args.get(b"token", [None])[0]
-        self.authorize(request, query_token=True)
+        self.authorize(request, query_token=True, media=(VOD, channel_id))
         _, _, ranges = await self._vod_ranges(request, channel_id)
         suffix = "" if token is None else "?token=" + urllib.parse.quote(token.decode("utf-8", "replace"), safe="")
         playlist = vod_playlist(ranges, lambda seg: f"seg/{seg.id}.ts{suffix}")
@@ -752,13 +901,14 @@ class Api:
 
     @app.route("/vod/<channel_id>/seg/<int:segment_id>.ts", methods=["GET"])
     async def vod_segment(self, request: Request, channel_id: str, segment_id: int) -> bytes:
-        self.authorize(request, query_token=True)
+        self.authorize(request, query_token=True, media=(VOD, channel_id))
         rec = self._recording()
+        segment_id = schemas.path_id("segment_id", segment_id)
         seg = await self.platform.db.run("get_segment", rq.get_segment_txn, segment_id)
         if seg is None or seg.channel_id != channel_id or seg.state == "open":
             raise Missing(f"channel {channel_id} has no recorded segment {segment_id}")
         first, last = _byte_range(request.getHeader(b"range"), seg.size)
-        data: bytes = await self.run_in_thread(rec.read, seg, first, last - first + 1)
+        data: bytes = await self._blocking("vod")(rec.read, seg, first, last - first + 1)
         if (first, last) != (0, seg.size - 1):
             request.setResponseCode(206)
             _set_header(request, b"Content-Range", f"bytes {first}-{first + len(data) - 1}/{seg.size}".encode())
@@ -770,10 +920,17 @@ class Api:
 
     @app.route("/vod/<channel_id>.mp4", methods=["GET"])
     async def vod_mp4(self, request: Request, channel_id: str) -> bytes:
-        self.authorize(request, query_token=True)
+        self.authorize(request, query_token=True, media=(VOD, channel_id))
         rec = self._recording()
         start, end, ranges = await self._vod_ranges(request, channel_id)
         total = sum(r.duration for r in ranges)
+        # The remux writes to a spool file at disk speed and gives its thread
+        # back; the client reads the spool at its own pace (issue 8, item 23).
+        try:
+            spool = _Spool(request, rec.call_from_thread)
+        except OSError as e:
+            log.error("download of {ch}: no spool file: {e}", ch=channel_id, e=e)
+            raise RecordingOff(f"no room to build the download: {e}") from e
         job = rec.new_download(channel_id, start, end, total)
         request.setResponseCode(200)
         _set_header(request, b"Content-Type", MP4_TYPE)
@@ -782,20 +939,25 @@ class Api:
         _set_header(request, b"X-Download-Id", str(job.id).encode())
         _set_header(request, b"X-Content-Duration", f"{total:.3f}".encode())
         request.write(b"")  # type: ignore[no-untyped-call]
-        pacer = _Pacer()
-        request.registerProducer(pacer, True)  # type: ignore[no-untyped-call]
+        request.registerProducer(spool, True)  # type: ignore[no-untyped-call]
         gone = request.notifyFinish()
-        gone.addErrback(lambda _: pacer.cancel())
-        call = rec.call_from_thread
+        gone.addErrback(lambda _: spool.cancel())
+        workers = getattr(self.platform, "workers", None)
+        forget = workers.on_stop(spool.cancel) if workers is not None else None
 
-        def emit(chunk: bytes) -> None:  # on the remux thread
-            pacer.wait()
-            call(request.write, chunk)
+        def produce() -> None:  # on a remux thread
+            try:
+                remux_mp4(ranges, rec.read, spool.write, job.progress)
+            finally:
+                spool.end()
 
         try:
-            await self.run_in_thread(remux_mp4, ranges, rec.read, emit, job.progress)
+            await self._blocking("remux")(produce)
+            await spool.drained()
+            if spool.cancelled:
+                raise Cancelled("the client went away")
             job.progress.state = "done"
-        except Cancelled:
+        except (Cancelled, CancelledError):
             job.progress.state = "cancelled"
             log.info("download {id} of {ch}: the client went away", id=job.id, ch=channel_id)
         except Exception as e:  # noqa: BLE001 - headers are sent: log, record, end the response
@@ -803,7 +965,10 @@ class Api:
             log.failure("download {id} of {ch} failed", id=job.id, ch=channel_id)
         finally:
             job.finished = self.platform.clock.time()
+            if forget is not None:
+                forget()
             request.unregisterProducer()  # type: ignore[no-untyped-call]
+            spool.close()
         return b""
 
     # -- errors, in the order Klein tries them --------------------------------------
@@ -839,14 +1004,36 @@ class Api:
 
     @app.handle_errors(HTTPException)
     def http_exception(self, request: Request, failure: Failure) -> bytes:
-        # Other routing outcomes, e.g. werkzeug's redirect for a missing slash.
+        # Other routing outcomes, e.g. werkzeug's redirect for merged slashes.
         e = failure.value
         assert isinstance(e, HTTPException)
         status = e.code or 400
-        for name, value in e.get_response().headers:
-            if name.lower() == "location":
-                _set_header(request, b"Location", value.encode())
+        if isinstance(e, RequestRedirect):
+            location = self._redirect_location(request)
+            _set_header(request, b"Location", location)
+            return self._error(request, status, "http_error", f"moved to {location.decode()}")
         return self._error(request, status, "http_error", e.description or e.name)
+
+    def _redirect_location(self, request: Request) -> bytes:
+        """The redirect's target as a relative reference (RFC 9110 §10.2.2).
+
+        werkzeug puts the client's Host header in its absolute URL: an open
+        redirect. The path is matched again under a fixed name and only the
+        path is kept, never ``//...`` (a network-path reference, RFC 3986
+        §4.2); the query is the request's own (werkzeug drops it).
+        """
+        mapper = cast(Any, IKleinRequest(request)).mapper
+        adapter = self.app.url_map.bind(_REDIRECT_HOST, mapper.script_name, path_info=mapper.path_info,
+                                        default_method=mapper.default_method, url_scheme="http")
+        path = "/"
+        try:
+            adapter.match()
+        except RequestRedirect as again:
+            path = again.new_url.removeprefix(f"http://{_REDIRECT_HOST}")
+        except HTTPException:
+            log.info("API: redirect of {path} not reproduced; sent to /", path=mapper.path_info)
+        query = request.uri.partition(b"?")[2]
+        return b"/" + path.lstrip("/\\").encode() + (b"?" + query if query else b"")
 
     @app.handle_errors(Exception)
     def unexpected(self, request: Request, failure: Failure) -> bytes:

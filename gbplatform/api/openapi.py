@@ -36,6 +36,9 @@ _STR = _nullable("string")
 _INT = _nullable("integer")
 
 
+_PT = "l.1733400000.Jm2uQ4Vb8c1oZ0vX9kT3yA"  # a playback token, gbplatform.play_tokens
+
+
 def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
     schema["required"] = list(properties) if required is None else required
@@ -56,6 +59,10 @@ def _schemas() -> dict[str, Any]:
         "charset": {"type": "string", "enum": list(CHARSETS), "description": "MANSCDP body charset."},
         "media_transport": {"type": "string", "enum": list(MEDIA_TRANSPORTS)},
         "stream_index": {**_STR, "maxLength": 32},
+        "sdp_y_line": {"type": "boolean", "default": True,
+                       "description": "Offer the GB/T 28181 `y=` SSRC line in the INVITE's SDP. false for "
+                                      "firmware whose SDP parser rejects it (osip2 5.x): the SSRC is then "
+                                      "taken from the answer, or from the first RTP packet."},
     }
     return {
         "Error": _obj({
@@ -99,6 +106,9 @@ def _schemas() -> dict[str, Any]:
             "total": {"type": "integer"},
             "received": {"type": "integer"},
             "synced_at": _TIME,
+            "error": {**_STR, "description": "Why the last sync did not end `done` (as in "
+                      "CatalogProgress); null while a sync runs and after one ends `done`.",
+                      "examples": ["device 34020000001180000001 answered 415 Unsupported Media Type"]},
         }),
         "Device": _obj({
             "device_id": {"type": "string"},
@@ -118,6 +128,7 @@ def _schemas() -> dict[str, Any]:
             "charset": {"type": "string"},
             "media_transport": {"type": "string", "enum": list(MEDIA_TRANSPORTS)},
             "stream_index": _STR,
+            "sdp_y_line": {"type": "boolean"},
             "registered_at": _TIME,
             "register_expires_at": _TIME,
             "last_keepalive_at": _TIME,
@@ -189,7 +200,10 @@ def _schemas() -> dict[str, Any]:
             "duplicates": _INT,
             "started_at": _TIME,
             "finished_at": _TIME,
-            "error": _STR,
+            "error": {**_STR, "description": "Why the sync did not end `done` (the device's answer to the "
+                      "query, or what was missing when it stopped waiting); null while it runs and when "
+                      "it ended `done`. Kept in the registry, so it is also shown without a session.",
+                      "examples": ["device 34020000001180000001 answered 415 Unsupported Media Type"]},
             "synced_at": _TIME,
         }),
         "DeviceInfo": _obj({
@@ -258,13 +272,18 @@ def _schemas() -> dict[str, Any]:
             "stream": _ref("Stream"),
             "urls": _obj({
                 "http_flv": {"type": "string", "format": "uri",
-                             "examples": ["http://192.0.2.1:8080/live/34020000001310000001.flv"]},
+                             "examples": [f"http://192.0.2.1:8080/live/34020000001310000001.flv?token={_PT}"]},
                 "hls": {"type": "string", "format": "uri",
-                        "examples": ["http://192.0.2.1:8080/live/34020000001310000001/index.m3u8"]},
+                        "examples": [f"http://192.0.2.1:8080/live/34020000001310000001/index.m3u8?token={_PT}"]},
                 "snapshot": {"type": "string", "format": "uri"},
                 "rtsp": {"type": "string", "format": "uri", "description": "Present when media.rtsp_port is set.",
-                         "examples": ["rtsp://192.0.2.1:8554/live/34020000001310000001"]},
-            }),
+                         "examples": [f"rtsp://192.0.2.1:8554/live/34020000001310000001?token={_PT}"]},
+            }, required=["http_flv", "hls", "snapshot"], description=(
+                "Play these as given: each carries a playback token (`?token=`) for this channel's live "
+                "media only, never the API token.")),
+            "expires_at": {"type": "string", "format": "date-time",
+                           "description": "When the URLs' playback token stops opening or controlling "
+                                          "playback (api.play_token_ttl); call play again for fresh URLs."},
         }),
     }
 
@@ -283,6 +302,10 @@ _RESPONSES = {
     "NotFound": _error("No such device (`not_found`)."),
     "DeviceOffline": _error("The device is not registered (`device_offline`)."),
     "DeviceRejected": _error("The device answered with a SIP error (`device_rejected`)."),
+    "PlayConflict": _error("The device is not registered (`device_offline`), or the stream was stopped "
+                           "while its INVITE was in flight (`stream_stopped`)."),
+    "PlayRejected": _error("The device answered the INVITE with a SIP error (`device_rejected`), or refused "
+                           "the TCP-active media connection (`media_connect_failed`); `message` says why."),
     "DeviceTimeout": _error("The device did not answer in time (`device_timeout`)."),
     "ChannelNotFound": _error("No such channel (`not_found`)."),
     "MediaUnavailable": _error("No media receiver on this platform (`media_unavailable`), or no free RTP "
@@ -307,7 +330,7 @@ _DEVICE_ID = {"name": "device_id", "in": "path", "required": True, "schema": {"t
               "description": "The device's GB/T 28181 ID."}
 _CHANNEL_ID = {"name": "channel_id", "in": "path", "required": True, "schema": {"type": "string"},
                "description": "The channel's GB/T 28181 ID (from the device's catalog)."}
-_PLAY_ERRORS = {"404": _r("ChannelNotFound"), "409": _r("DeviceOffline"), "502": _r("DeviceRejected"),
+_PLAY_ERRORS = {"404": _r("ChannelNotFound"), "409": _r("PlayConflict"), "502": _r("PlayRejected"),
                 "503": _r("MediaUnavailable"), "504": _r("DeviceTimeout")}
 
 
@@ -401,7 +424,9 @@ def _paths() -> dict[str, Any]:
                            _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_TRACE_LIMIT,
                                             "default": DEFAULT_TRACE_LIMIT}, "At most this many, newest last."),
                        ], description="Also for IDs with no registry entry: a device that fails to "
-                                      "register still leaves a trace."),
+                                      "register still leaves a trace. Includes the INVITE/ACK/BYE of its "
+                                      "channels; messages with its ID from other addresses are kept apart "
+                                      "(their own bound) and merged in by time."),
         },
         f"{PREFIX}/channels/{{channel_id}}/play": {
             "post": _op("playChannel", "live", "Start the channel's live stream (GB/T 28181-2016 §9.2)",
@@ -421,13 +446,15 @@ def _paths() -> dict[str, Any]:
                 "200": {"description": "The JPEG (ITU-T T.81) of the stream's latest keyframe, full size.",
                         "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                 **_PLAY_ERRORS,
-                "502": _error("The device answered with a SIP error (`device_rejected`), or its keyframe "
-                              "does not decode (`bad_picture`)."),
+                "502": _error("The device answered with a SIP error (`device_rejected`), refused the "
+                              "media connection (`media_connect_failed`), or its keyframe does not decode "
+                              "(`bad_picture`)."),
                 "503": _error("No media receiver (`media_unavailable`), no free RTP port (`no_media_ports`), "
                               "or no keyframe within 5 s (`no_keyframe`)."),
             }, device=False, params=[_CHANNEL_ID, _query(
                 "token", {"type": "string"},
-                "The API token, for clients that cannot send `Authorization` (RFC 6750 §2.3).",
+                "The playback token of the play response's snapshot URL, or the API token: for clients "
+                "that cannot send `Authorization` (RFC 6750 §2.3).",
             )], description="Waits up to 5 s for the stream's first keyframe. A stream started for the "
                             "snapshot alone is stopped after media.idle_timeout without a viewer."),
         },
@@ -444,7 +471,7 @@ def _paths() -> dict[str, Any]:
                 **_PLAY_ERRORS,
             }, device=False, params=[_CHANNEL_ID, _query(
                 "token", {"type": "string"},
-                "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).",
+                "The playback token of a URL the platform handed out (play, recording timeline), or the API token: for players that cannot send `Authorization` (RFC 6750 §2.3).",
             )], description="Outside `/api/v1`: give this URL to a player (ffplay, flv.js, VLC)."),
         },
         "/live/{channel_id}/index.m3u8": {
@@ -458,7 +485,7 @@ def _paths() -> dict[str, Any]:
                               "or no segment within 8 s (`no_segment`)."),
             }, device=False, params=[_CHANNEL_ID, _query(
                 "token", {"type": "string"},
-                "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).",
+                "The playback token of a URL the platform handed out (play, recording timeline), or the API token: for players that cannot send `Authorization` (RFC 6750 §2.3).",
             )], description="Outside `/api/v1`: give this URL to an HLS player (Safari, hls.js, ffplay, VLC). "
                             "Waits up to 8 s for the first segment. The HLS output counts as one viewer "
                             "until no playlist or segment request came for 20 s."),
@@ -473,7 +500,7 @@ def _paths() -> dict[str, Any]:
                 "description": "The media sequence number (RFC 8216 §4.3.3.2) from the playlist.",
             }, _query(
                 "token", {"type": "string"},
-                "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).",
+                "The playback token of a URL the platform handed out (play, recording timeline), or the API token: for players that cannot send `Authorization` (RFC 6750 §2.3).",
             )], description="Outside `/api/v1`: the playlist names these URLs."),
         },
     }
@@ -494,12 +521,60 @@ def build_openapi(version: str) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries", "live", "recording")],
-        "paths": {**_paths(), **_record_paths()},
+        "paths": {**_paths(), **_record_paths(), **_security_paths()},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "The token from `api.token` or <data_dir>/api_token."}},
-            "schemas": {**_schemas(), **_record_schemas()},
+            "schemas": {**_schemas(), **_record_schemas(), **_security_schemas()},
             "responses": _RESPONSES,
+        },
+    }
+
+
+# --- security: digest-guessing bans (issue 8) ------------------------------------------
+
+_BAN_KEY = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+            "examples": {"address": {"value": "address:192.0.2.66"},
+                         "device": {"value": "device:34020000001320000001"}},
+            "description": "The banned key, as listed: `address:<host>` or `device:<device ID>`."}
+
+
+def _security_schemas() -> dict[str, Any]:
+    return {
+        "Ban": _obj({
+            "key": {"type": "string", "examples": ["address:192.0.2.66"]},
+            "kind": {"type": "string", "enum": ["address", "device"]},
+            "value": {"type": "string", "description": "The source host or the device ID."},
+            "failures": {"type": "integer", "description": "Failed digests counted before the ban."},
+            "refused": {"type": "integer", "description": "REGISTERs refused unverified since the ban (and "
+                                                          "during its back-off)."},
+            "since": {"type": "string", "format": "date-time"},
+            "until": {"type": "string", "format": "date-time"},
+        }),
+        "BanList": _obj({
+            "items": {"type": "array", "items": _ref("Ban")},
+            "stats": {"type": "object", "additionalProperties": {"type": "integer"},
+                      "description": "Counters since start: failures, bans, refused_banned, refused_backoff."},
+        }, examples=[{"items": [{"key": "address:192.0.2.66", "kind": "address", "value": "192.0.2.66",
+                                 "failures": 10, "refused": 2990, "since": "2024-05-01T08:00:00.000Z",
+                                 "until": "2024-05-01T08:10:00.000Z"}],
+                      "stats": {"failures": 20, "bans": 2, "refused_banned": 2980, "refused_backoff": 16}}]),
+    }
+
+
+def _security_paths() -> dict[str, Any]:
+    return {
+        f"{PREFIX}/security/bans": {
+            "get": _op("listBans", "platform", "Source addresses and device IDs banned for failed digests",
+                       {"200": _ok("BanList")}, device=False,
+                       description="After `sip.auth_max_failures` failed REGISTER digests a source address or "
+                                   "device ID is banned for `sip.auth_ban_seconds`: its REGISTERs are answered "
+                                   "403 without digest verification."),
+        },
+        f"{PREFIX}/security/bans/{{key}}": {
+            "delete": _op("clearBan", "platform", "Lift a ban (and forget its failures)",
+                          {"204": {"description": "Lifted"}, "404": _error("No such ban (`not_found`).")},
+                          device=False, params=[_BAN_KEY]),
         },
     }
 
@@ -507,14 +582,17 @@ def build_openapi(version: str) -> dict[str, Any]:
 # --- recording (issue 4) -------------------------------------------------------------
 
 _TOKEN_QUERY = _query("token", {"type": "string"},
-                      "The API token, for players that cannot send `Authorization` (RFC 6750 §2.3).")
+                      "The playback token of a URL the platform handed out (play, recording timeline), or the API token: for players that cannot send `Authorization` (RFC 6750 §2.3).")
 _RANGE_QUERY = [
     {"name": "start", "in": "query", "required": True, "schema": {"type": "string"},
-     "description": "Range start: ISO 8601 (`2024-05-01T08:00:00Z`) or epoch seconds."},
+     "description": "Range start: ISO 8601 (`2024-05-01T08:00:00Z`) or epoch seconds, from "
+                    "1970-01-01T00:00:00Z to 2100-01-01T00:00:00Z (epoch 0-4102444800); NaN and infinities "
+                    "are refused (`invalid`, `field` start)."},
     {"name": "end", "in": "query", "required": True, "schema": {"type": "string"},
-     "description": "Range end (after start, at most 7 days later)."},
+     "description": "Range end (after start, at most 7 days later; same bounds as start)."},
 ]
-_PLAN_ID = {"name": "plan_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
+_PLAN_ID = {"name": "plan_id", "in": "path", "required": True,
+            "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
             "description": "The recording plan's id."}
 _WINDOW = _obj({
     "weekday": {"type": "integer", "minimum": 0, "maximum": 6, "description": "0 Monday … 6 Sunday."},
@@ -570,7 +648,9 @@ def _record_schemas() -> dict[str, Any]:
             "intervals": {"type": "array", "items": {"allOf": [_SPAN, _obj({"urls": _obj({
                 "hls": {"type": "string"}, "mp4": {"type": "string"},
                 "rtsp": {"type": "string", "format": "uri", "description": "RTSP VOD (Range/Scale); present when "
-                         "media.rtsp_port is set."}}, required=["hls", "mp4"])})]}},
+                         "media.rtsp_port is set."}}, required=["hls", "mp4"],
+                description="Each carries a playback token for this channel's recordings (`&token=`), "
+                            "valid for api.play_token_ttl: play them as given.")})]}},
             "gaps": {"type": "array", "items": _SPAN},
             "segments": {"type": "array", "items": _ref("RecordSegment")},
         }),
@@ -635,7 +715,8 @@ def _record_paths() -> dict[str, Any]:
                        {"200": _ok("RecordTimeline"), **off}, device=False, params=[_CHANNEL_ID, {
                            "name": "date", "in": "query", "required": True,
                            "schema": {"type": "string", "format": "date"},
-                           "description": "The day, YYYY-MM-DD, in record.timezone."}]),
+                           "description": "The day, YYYY-MM-DD, in record.timezone; 1970-01-01 to "
+                                          "2099-12-31."}]),
         },
         f"{PREFIX}/storage": {
             "get": _op("storageState", t, "Storage backends: used, free, write queue, dropped frames, uploads",
@@ -664,14 +745,17 @@ def _record_paths() -> dict[str, Any]:
                 "404": _error("No such segment of this channel."),
                 "416": _error("The range lies outside the segment (`range_not_satisfiable`)."), **off,
             }, device=False, params=[_CHANNEL_ID, {
-                "name": "segment_id", "in": "path", "required": True, "schema": {"type": "integer"},
+                "name": "segment_id", "in": "path", "required": True,
+                "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
                 "description": "The segment id from the playlist."}, _TOKEN_QUERY]),
         },
         "/vod/{channel_id}.mp4": {
             "get": _op("vodMp4", t, "Download a time range as MP4 (stream copy, streamed while built)", {
                 "200": {"description": "Fragmented MP4 (ISO/IEC 14496-12), chunked. `X-Download-Id` names the "
                                        "job in /api/v1/record/downloads (progress); `X-Content-Duration` is the "
-                                       "length in seconds.",
+                                       "length in seconds. The MP4 is built into a temporary file ahead of "
+                                       "a slow client (up to 1 GiB): the job's `percent` can reach 100 "
+                                       "before the last byte is sent; it is `done` once it is.",
                         "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
                 **missing, **off,
             }, device=False, params=[_CHANNEL_ID, *_RANGE_QUERY, _TOKEN_QUERY],

@@ -116,18 +116,88 @@ def iso_epoch(epoch: float | None) -> str | None:
 # --- inbound: bodies --------------------------------------------------------
 
 
+#: The registry's integers are SQL BIGINT (SQLite INTEGER): 64-bit signed.
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _BadNumber:
+    """A JSON number the API cannot store, kept until its object names the field."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _parse_int(text: str) -> int | _BadNumber:
+    # By length first: int() of a literal over 4,300 digits raises ValueError
+    # (CPython's int_max_str_digits), and 2^63 has 19 digits.
+    if len(text) > 20:
+        return _BadNumber(text)
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else _BadNumber(text)
+
+
+def _parse_float(text: str) -> float | _BadNumber:
+    value = float(text)
+    return value if math.isfinite(value) else _BadNumber(text)
+
+
+def _parse_constant(text: str) -> _BadNumber:
+    # NaN, Infinity and -Infinity, which json.loads takes: not JSON (RFC 8259 §6).
+    return _BadNumber(text)
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so that an error about it can be UTF-8 encoded."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _checked_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: refuse what a field cannot hold, naming the field.
+
+    A ``\\ud800`` escape decodes to a lone surrogate, which no UTF-8 column
+    can store (RFC 8259 §8.2: such a string is not interoperable). Objects
+    nested in this one were checked by their own call; lists are walked here.
+    """
+    for key, value in pairs:
+        if _SURROGATE.search(key):
+            raise ValidationError(printable(key), "a field name must not contain a lone surrogate escape")
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str) and _SURROGATE.search(item):
+                raise ValidationError(key, "must not contain a lone surrogate escape (\\ud800-\\udfff)")
+            if isinstance(item, _BadNumber):
+                raise ValidationError(key, f"number {item.text[:24]!r} out of range: integers are 64-bit "
+                                           "and numbers finite")
+            if isinstance(item, list):
+                stack.extend(item)
+    return dict(pairs)
+
+
 def parse_json_body(raw: bytes) -> dict[str, Any]:
-    """A JSON object from a request body; :class:`BadJson` otherwise."""
+    """A JSON object from a request body; :class:`BadJson` otherwise.
+
+    Numbers are bounded while parsing (integers to 64 bits, floats finite,
+    no NaN/Infinity) and strings must be Unicode scalar values: either is a
+    :class:`ValidationError` naming the field, never a 500 further on.
+    """
     if len(raw) > MAX_BODY:
         raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
     if not raw.strip():
         raise BadJson("request body is empty; a JSON object is expected")
     try:
-        value = json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.decode("utf-8"), parse_int=_parse_int, parse_float=_parse_float,
+                           parse_constant=_parse_constant, object_pairs_hook=_checked_object)
     except UnicodeDecodeError:
         raise BadJson("request body is not UTF-8") from None
     except json.JSONDecodeError as e:
         raise BadJson(f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise BadJson("request body nests too deeply") from None
     if not isinstance(value, dict):
         raise BadJson(f"a JSON object is expected, got {type(value).__name__}")
     return value
@@ -156,7 +226,9 @@ class DeviceCreate:
     changes: DeviceChanges
 
 
-_DEVICE_FIELDS: Final = ("name", "password", "enabled", "charset", "media_transport", "stream_index")
+_DEVICE_FIELDS: Final = (
+    "name", "password", "enabled", "charset", "media_transport", "stream_index", "sdp_y_line",
+)
 
 
 def _check_device_id(value: Any, *, strict: bool, name: str = "device_id") -> str:
@@ -223,6 +295,10 @@ def _device_changes(obj: Mapping[str, Any], *, patch: bool) -> DeviceChanges:
                 raise ValidationError("stream_index", str(e)) from None
             index = f"{name}:{'main' if number == 0 else 'sub'}" if name == "streamMode" else f"{name}:{number}"
         fields["stream_index"] = index
+    if "sdp_y_line" in obj:
+        if not isinstance(obj["sdp_y_line"], bool):
+            raise ValidationError("sdp_y_line", "true or false is required")
+        fields["sdp_y_line"] = obj["sdp_y_line"]
     if "password" in obj:
         password = _text(obj, "password", MAX_PASSWORD)
         if password == "":
@@ -375,8 +451,10 @@ def device_json(
         if live.last_keepalive_wall is not None:
             keepalive_at = iso_epoch(live.last_keepalive_wall)
     status, total, received = record.catalog_status, record.catalog_total, record.catalog_received
+    catalog_error = record.catalog_error
     if catalog is not None and catalog.get("status") == "running":
         status, total, received = "running", catalog.get("total") or 0, catalog.get("received") or 0
+        catalog_error = None  # the stored reason belongs to the previous sync
     return {
         "device_id": record.device_id,
         "name": record.name,
@@ -395,6 +473,7 @@ def device_json(
         "charset": charset,
         "media_transport": record.media_transport,
         "stream_index": record.stream_index,
+        "sdp_y_line": record.sdp_y_line,
         "registered_at": registered_at,
         "register_expires_at": expires_at,
         "last_keepalive_at": keepalive_at,
@@ -407,6 +486,7 @@ def device_json(
             "total": total,
             "received": received,
             "synced_at": iso(record.catalog_synced_at),
+            "error": catalog_error,
         },
         "channel_count": record.channel_count,
         "has_password": record.has_password,
@@ -495,7 +575,7 @@ def catalog_progress_json(
         "duplicates": None,
         "started_at": None,
         "finished_at": None,
-        "error": None,
+        "error": record.catalog_error,
         "synced_at": synced_at,
     }
 
@@ -560,7 +640,8 @@ def parse_policy(obj: Mapping[str, Any]) -> PolicyBody:
     if mode not in RECORD_MODES:
         raise ValidationError("mode", f"must be one of {', '.join(RECORD_MODES)}")
     plan_id = obj.get("plan_id")
-    if plan_id is not None and (isinstance(plan_id, bool) or not isinstance(plan_id, int) or plan_id < 1):
+    if plan_id is not None and (isinstance(plan_id, bool) or not isinstance(plan_id, int)
+                                or not 1 <= plan_id <= INT64_MAX):
         raise ValidationError("plan_id", "must be a plan id (a positive integer) or null")
     if mode == "plan" and plan_id is None:
         raise ValidationError("plan_id", "is required when mode is plan")
@@ -572,22 +653,38 @@ def parse_policy(obj: Mapping[str, Any]) -> PolicyBody:
     return PolicyBody(mode, plan_id, days)
 
 
+#: Recording times the API takes: 1970-01-01 up to 2100-01-01 (UTC). Outside
+#: them no segment can exist, and datetime arithmetic overflows (year 10000).
+MIN_EPOCH: Final = 0
+MAX_EPOCH: Final = 4102444800
+MIN_YEAR: Final = 1970
+MAX_YEAR: Final = 2099
+
+
 def parse_time_arg(args: Args, name: str) -> float:
-    """A required time: ISO 8601 (with offset or Z; naive means UTC) or epoch seconds."""
+    """A required time: ISO 8601 (with offset or Z; naive means UTC) or epoch seconds,
+    finite and between ``MIN_EPOCH`` and ``MAX_EPOCH``."""
     raw = _arg(args, name)
     if raw is None or raw == "":
         raise ValidationError(name, "is required (ISO 8601 or epoch seconds)")
     try:
-        return float(raw)
+        epoch = float(raw)
     except ValueError:
-        pass
-    try:
-        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
-        raise ValidationError(name, f"expected ISO 8601 or epoch seconds, got {raw[:40]!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+        try:
+            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+        except ValueError:
+            raise ValidationError(name, f"expected ISO 8601 or epoch seconds, got {raw[:40]!r}") from None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        try:
+            epoch = value.timestamp()
+        except (OverflowError, ValueError):  # year 9999 with a negative offset
+            epoch = math.inf
+    # float() takes "nan", "inf" and "1e999"; NaN compares false with everything.
+    if not (math.isfinite(epoch) and MIN_EPOCH <= epoch <= MAX_EPOCH):
+        raise ValidationError(name, "must be a time between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z "
+                                    f"(epoch {MIN_EPOCH}-{MAX_EPOCH}), got {raw[:40]!r}")
+    return epoch
 
 
 def parse_time_range(args: Args) -> tuple[float, float]:
@@ -604,9 +701,20 @@ def parse_day(args: Args) -> dt.date:
     if raw is None or raw == "":
         raise ValidationError("date", "is required (YYYY-MM-DD)")
     try:
-        return dt.date.fromisoformat(raw)
+        day = dt.date.fromisoformat(raw)
     except ValueError:
         raise ValidationError("date", f"expected YYYY-MM-DD, got {raw[:20]!r}") from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        # The timeline reads the next day too: 9999-12-31 would overflow.
+        raise ValidationError("date", f"must be between {MIN_YEAR}-01-01 and {MAX_YEAR}-12-31")
+    return day
+
+
+def path_id(name: str, value: int) -> int:
+    """A row id from the URL path: a positive 64-bit integer (the registry's BIGINT)."""
+    if not 1 <= value <= INT64_MAX:
+        raise ValidationError(name, f"must be an id between 1 and {INT64_MAX}")
+    return value
 
 
 def plan_json(plan: Any) -> dict[str, Any]:

@@ -139,6 +139,9 @@ class Device(Base):
     charset: Mapped[Code] = mapped_column(default="GB2312", server_default="GB2312")
     media_transport: Mapped[Code] = mapped_column(default="UDP", server_default="UDP")
     stream_index: Mapped[GbId | None]
+    # False for firmware whose SDP parser rejects y= (osip2 5.x): the INVITE
+    # then leaves it out and the SSRC comes from the answer or the first RTP.
+    sdp_y_line: Mapped[bool] = mapped_column(default=True, server_default=true())
     register_expires: Mapped[int | None]
     registered_at: Mapped[dt.datetime | None]
     register_expires_at: Mapped[dt.datetime | None]
@@ -151,6 +154,9 @@ class Device(Base):
     catalog_total: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     catalog_received: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     catalog_synced_at: Mapped[dt.datetime | None]
+    # Why the last sync did not end "done" (the device's answer, or what was
+    # missing): without it the API could only say "error".
+    catalog_error: Mapped[str | None]
     channel_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

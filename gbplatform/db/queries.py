@@ -88,6 +88,7 @@ SIP_TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS"})
 MEDIA_TRANSPORTS: Final = frozenset({"UDP", "TCP-PASSIVE", "TCP-ACTIVE"})
 CATALOG_STATUSES: Final = frozenset({"idle", "running", "done", "partial", "timeout", "error"})
 CHANNEL_KINDS: Final = ("civil_code", "business_group", "virtual_org", "device", "channel")
+MAX_CATALOG_ERROR: Final = 500  # characters of a stored catalog sync reason
 
 MAX_ID_LENGTH: Final = 32
 MAX_PAGE_LIMIT: Final = 1000
@@ -138,6 +139,7 @@ class DeviceRecord:
     charset: str
     media_transport: str
     stream_index: str | None
+    sdp_y_line: bool
     register_expires: int | None
     registered_at: dt.datetime | None
     register_expires_at: dt.datetime | None
@@ -150,6 +152,7 @@ class DeviceRecord:
     catalog_total: int
     catalog_received: int
     catalog_synced_at: dt.datetime | None
+    catalog_error: str | None
     channel_count: int
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -852,12 +855,24 @@ def set_basic_param_txn(
 
 
 def set_catalog_progress_txn(
-    s: Session, device_id: str, status: str, total: int, received: int, at: dt.datetime
+    s: Session, device_id: str, status: str, total: int, received: int, at: dt.datetime,
+    error: str | None = None,
 ) -> None:
     """Record catalog sync progress (GB/T 28181-2016 §A.2.6.6: SumNum vs items
-    received).  ``done`` and ``partial`` stamp ``catalog_synced_at``."""
+    received).  ``done`` and ``partial`` stamp ``catalog_synced_at``.
+
+    ``error`` (why a sync ended ``error``, ``timeout`` or ``partial``) is
+    stored as ``catalog_error``; ``running`` and ``done`` clear it, so a
+    reason never outlives the sync it belongs to.
+    """
+    if status in ("running", "done"):
+        error = None
+    elif error is not None:
+        # The reason can quote a device's SIP reason phrase: keep the row small.
+        error = error[:MAX_CATALOG_ERROR]
     values = _checked_device_values(
-        {"catalog_status": status, "catalog_total": total, "catalog_received": received}
+        {"catalog_status": status, "catalog_total": total, "catalog_received": received,
+         "catalog_error": error}
     )
     if status in ("done", "partial"):
         values["catalog_synced_at"] = at

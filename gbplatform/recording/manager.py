@@ -23,6 +23,11 @@ configured. Retention runs every ``record.retention_interval``: by age
 (global and per channel), by quota (oldest first across all channels, as an
 NVR loops), and by free disk space; file deletion runs in a thread.
 
+Blocking work runs on the platform's pools (``gbplatform.workers``): file
+deletion and disk usage on ``retention``, recovery scans and the bucket
+check on ``storage``, so neither waits behind downloads or snapshots.
+Shutdown's joins (writer, uploader) use ``run_in_thread``.
+
 On start, before any recording, crash recovery reconciles the index with the
 files (``gbplatform.recording.recovery``). On stop, sinks are detached and
 the writer closes every open segment; stop waits for that and for the last
@@ -115,7 +120,8 @@ class RecordingManager:
 
     def __init__(self, config: RecordConfig, *, data_dir: Path, db: Database, clock: Clock, live: Any,
                  devices: Any, call_from_thread: Callable[..., Any], run_in_thread: Callable[..., Deferred[Any]],
-                 s3: S3Storage | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 s3: S3Storage | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 workers: Any = None) -> None:
         self.config = config
         self.db = db
         self.clock = clock
@@ -123,6 +129,7 @@ class RecordingManager:
         self.devices = devices
         self.call_from_thread = call_from_thread
         self.run_in_thread = run_in_thread
+        self.workers = workers  # gbplatform.workers.Workers, or None: everything on run_in_thread
         root = Path(config.directory) if config.directory else data_dir / "recordings"
         self.storage = LocalStorage(root, timeout=config.nas_timeout, monotonic=monotonic)
         self.backend = config.backend
@@ -144,6 +151,9 @@ class RecordingManager:
         self._pending: set[Deferred[Any]] = set()
         self._usage: dict[str, dict[str, int]] = {}
 
+    def _pool(self, kind: str) -> Callable[..., Deferred[Any]]:
+        return self.workers.runner(kind) if self.workers is not None else self.run_in_thread
+
     # -- life cycle -----------------------------------------------------------------
     async def start(self) -> None:
         self.running = True
@@ -151,7 +161,7 @@ class RecordingManager:
         if self.uploader is not None:
             assert self.s3 is not None
             try:
-                await self.run_in_thread(self.s3.ensure_bucket)
+                await self._pool("storage")(self.s3.ensure_bucket)
             except Exception as e:  # noqa: BLE001 - a missing bucket must not stop the platform
                 log.error("S3 bucket {bucket} unusable: {e}", bucket=self.s3.bucket, e=e)
             self.uploader.start()
@@ -220,7 +230,7 @@ class RecordingManager:
     async def recover(self) -> None:
         open_rows = await self.db.run("open_segments", rq.open_segments_txn)
         for seg in open_rows:
-            fixed = await self.run_in_thread(repair, self.storage, seg.key, seg.start)
+            fixed = await self._pool("storage")(repair, self.storage, seg.key, seg.start)
             if fixed is None:
                 await self.db.run("delete_segment", rq.delete_segment_by_key_txn, seg.key)
                 log.warn("recovery: segment {key} was open and its file is gone; row removed", key=seg.key)
@@ -233,7 +243,7 @@ class RecordingManager:
             log.info("recovery: segment {key} was open at a crash: cut {cut} torn bytes, {n} keyframes, "
                      "{s:.1f} s, closed", key=seg.key, cut=fixed.truncated, n=len(fixed.keyframes),
                      s=fixed.end - fixed.start)
-        files = await self.run_in_thread(self.storage.files)
+        files = await self._pool("storage")(self.storage.files)
         known = await self.db.run("known_keys", rq.known_keys_txn)
         for key in files:
             if key in known:
@@ -244,7 +254,7 @@ class RecordingManager:
                 log.warn("recovery: {key} is not a recording this platform names; left alone, not indexed", key=key)
                 continue
             channel_id, start = parsed
-            fixed = await self.run_in_thread(repair, self.storage, key, start)
+            fixed = await self._pool("storage")(repair, self.storage, key, start)
             if fixed is None or not fixed.keyframes:
                 self.stats.unindexed.append(key)
                 log.warn("recovery: {key} holds no keyframe; left alone, not indexed", key=key)
@@ -396,7 +406,8 @@ class RecordingManager:
                                 keep_local=keep), f"marking segment {segment_id} uploaded")
         if not keep:
             d = self.db.run("get_segment", rq.get_segment_txn, segment_id)
-            d.addCallback(lambda seg: self.run_in_thread(self.storage.delete, seg.key) if seg is not None else None)
+            d.addCallback(lambda seg: self._pool("retention")(self.storage.delete, seg.key) if seg is not None
+                          else None)
             self._track(d, f"removing the local copy of segment {segment_id}")
 
     # -- retention -------------------------------------------------------------------------
@@ -429,7 +440,7 @@ class RecordingManager:
                     total -= seg.size
                 deleted += await self._delete(batch, f"over the quota of {cfg.quota_bytes} bytes")
         if cfg.min_free_bytes:
-            disk = await self.run_in_thread(self.storage.disk)
+            disk = await self._pool("retention")(self.storage.disk)
             need = cfg.min_free_bytes - disk.free
             while need > 0:
                 oldest = [s for s in await self.db.run("oldest_segments", rq.oldest_segments_txn, 50) if s.local]
@@ -453,7 +464,7 @@ class RecordingManager:
                         for seg in old:
                             self.storage.delete(seg.key)
 
-                    await self.run_in_thread(drop_local)
+                    await self._pool("retention")(drop_local)
                     await self.db.run("mark_local_removed", rq.mark_local_removed_txn, [s.id for s in old])
             for seg in await self.db.run("pending_uploads", rq.pending_uploads_txn):
                 self.uploader.submit(seg.id, seg.key)
@@ -470,7 +481,7 @@ class RecordingManager:
                 if seg.state == "uploaded" and self.s3 is not None:
                     self.s3.delete(seg.key)
 
-        await self.run_in_thread(remove)
+        await self._pool("retention")(remove)
         await self.db.run("delete_segments", rq.delete_segments_txn, [s.id for s in segs])
         for seg in segs:
             self.cache.invalidate(seg.channel_id)

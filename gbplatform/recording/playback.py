@@ -137,9 +137,13 @@ def rtsp_vod_base(host_header: bytes | None, rtsp_port: int) -> str | None:
     return f"rtsp://{hostname}:{rtsp_port}"
 
 
-def interval_urls(channel_id: str, start: float, end: float, rtsp_base: str | None) -> dict[str, str]:
-    """Playback URLs of one timeline interval: HLS VOD, MP4 download and, with RTSP on, RTSP VOD."""
-    query = f"start={start:.3f}&end={end:.3f}"
+def interval_urls(channel_id: str, start: float, end: float, rtsp_base: str | None,
+                  token: str | None = None) -> dict[str, str]:
+    """Playback URLs of one timeline interval: HLS VOD, MP4 download and, with RTSP on, RTSP VOD.
+
+    ``token`` (a playback token for the channel's recordings, URL-safe) makes them
+    work as given in a player."""
+    query = f"start={start:.3f}&end={end:.3f}" + (f"&token={token}" if token else "")
     urls = {"hls": f"/vod/{channel_id}/index.m3u8?{query}", "mp4": f"/vod/{channel_id}.mp4?{query}"}
     if rtsp_base is not None:
         urls["rtsp"] = f"{rtsp_base}/vod/{channel_id}?{query}"

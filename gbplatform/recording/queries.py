@@ -227,10 +227,14 @@ def open_segment_txn(session: Session, channel_id: str, key: str, start: float, 
 
 def close_segment_txn(session: Session, channel_id: str, key: str, *, start: float, end: float, size: int,
                       keyframes: Sequence[Sequence[float]], has_audio: bool, backend: str) -> int:
-    """Mark a segment closed (inserting it if its 'opened' row never made it)."""
+    """Mark a segment closed (inserting it if its 'opened' row never made it).
+
+    ``start`` replaces the one given at opening: the writer dates the first
+    frame better once it has seen the frames after it (a replayed GOP cache).
+    """
     seg_id = open_segment_txn(session, channel_id, key, start, backend)
     session.execute(segments.update().where(segments.c.id == seg_id).values(
-        end_at=_at(max(end, start)), size=size, keyframes=[list(k) for k in keyframes], has_audio=has_audio,
+        start_at=_at(start), end_at=_at(max(end, start)), size=size, keyframes=[list(k) for k in keyframes], has_audio=has_audio,
         state="closed",
     ))
     return seg_id

@@ -36,7 +36,7 @@ def make_recording(platform: Any, reactor: Any) -> RecordingManager:
         cfg, data_dir=Path(platform.config.storage.data_dir), db=platform.db, clock=platform.clock,
         live=platform.live, devices=platform.devices,
         call_from_thread=lambda f, *args: reactor.callFromThread(f, *args),
-        run_in_thread=deferToThread, s3=s3,
+        run_in_thread=deferToThread, s3=s3, workers=platform.workers,
     )
 
 

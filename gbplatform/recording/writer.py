@@ -24,6 +24,18 @@ video for an audio frame, so that a stream with audio starts its recording
 with an audio track (MPEG-TS streams are fixed once the header is written).
 Audio that appears later joins at the next segment. G.711 is converted to
 AAC here, in the writer thread (``media.transcode.G711ToAac``).
+
+Dating a segment: a frame's wall time is when it reached the reactor, when
+it was captured plus the network's delay, except for the GOP cache that a
+recording joining a stream is handed first (all of it at once, its keyframe
+up to a GOP old by then). So a segment's ``start`` is the
+earliest ``wall - (dts - first dts)`` over its video frames, the time its
+first frame would have arrived had every frame come as early as the
+earliest: a replayed keyframe is dated by the live frames that follow it,
+and a late frame never moves the start. The index holds what the file holds
+(issue 8, item 20). A segment also never starts before the previous one of
+its channel ends (``_OVERLAP_LIMIT``), so consecutive intervals do not
+overlap by the few milliseconds of jitter between two estimates.
 """
 
 from __future__ import annotations
@@ -65,6 +77,9 @@ AUDIO_PROBE = 1.0  # seconds of video the first segment waits for audio
 RETRY_AFTER = 5.0  # seconds before a channel whose file failed opens a new one
 JUMP = 10 * CLOCK_RATE  # a DTS jump this large (or backwards) starts a new segment
 LOG_EVERY = 10.0  # rate limit for repeated warnings, seconds
+# A new segment is moved to start where the previous one ended when it would
+# overlap it by less than this; more is a wall clock stepped back, left alone.
+_OVERLAP_LIMIT = JUMP / CLOCK_RATE
 
 
 @dataclass(frozen=True)
@@ -199,7 +214,7 @@ class _Open:
     key: str
     file: Any
     muxer: TsRecordMuxer
-    start: float
+    start: float  # epoch seconds of the first frame, estimated (see the module docstring)
     first_dts: int
     last_dts: int
     step: int = 3600  # last video frame interval, 90 kHz
@@ -223,6 +238,7 @@ class ChannelRecorder:
     transcoder: Any = None
     transcoder_codec: Codec | None = None
     written: int = 0  # bytes, over the channel's lifetime
+    last_end: float | None = None  # end of the channel's previous segment, epoch seconds
 
     def frame(self, frame: Frame, wall: float) -> None:
         if frame.codec in (Codec.G711A, Codec.G711U):
@@ -248,7 +264,7 @@ class ChannelRecorder:
                 return
             self._open(frame, wall)
         if self.current is not None:
-            self._write(frame)
+            self._write(frame, wall)
 
     def _should_cut(self, frame: Frame) -> bool:
         cur = self.current
@@ -266,11 +282,7 @@ class ChannelRecorder:
             return
         frames, self.probe = self.probe, []
         self.audio_probed = True
-        self._open(first, frames[0][1])
-        for f, _ in frames:
-            if self.current is None:
-                break
-            self._write(f)
+        self._open_with(frames)
 
     def _transcode(self, frame: Frame) -> list[Frame]:
         if self.transcoder is None or self.transcoder_codec is not frame.codec:
@@ -290,7 +302,23 @@ class ChannelRecorder:
             return []
         return out
 
+    def _open_with(self, frames: list[tuple[Frame, float]]) -> None:
+        """Open a segment on the probed ``frames`` (the first a video keyframe) and write them."""
+        first = frames[0][0]
+        self._open(first, min(_start_estimate(first, f, w) for f, w in frames if f.codec.is_video))
+        for f, w in frames:
+            if self.current is None:
+                break
+            self._write(f, w)
+
+    def _after_last(self, start: float) -> float:
+        """``start``, moved to the end of the previous segment if it would overlap it slightly."""
+        if self.last_end is not None and 0 < self.last_end - start < _OVERLAP_LIMIT:
+            return self.last_end
+        return start
+
     def _open(self, frame: Frame, wall: float) -> None:
+        wall = self._after_last(wall)
         key = segment_key(self.channel_id, wall)
         path = self.root / key
         try:
@@ -319,9 +347,11 @@ class ChannelRecorder:
         self.current = _Open(key=key, file=f, muxer=muxer, start=wall, first_dts=frame.dts, last_dts=frame.dts - 1)
         self.report(SegmentOpened(self.channel_id, key, wall))
 
-    def _write(self, frame: Frame) -> None:
+    def _write(self, frame: Frame, wall: float) -> None:
         cur = self.current
         assert cur is not None
+        if frame.codec.is_video and frame.dts >= cur.first_dts:
+            cur.start = min(cur.start, self._after_last(wall - (frame.dts - cur.first_dts) / CLOCK_RATE))
         try:
             before = cur.muxer.size
             if cur.muxer.write(frame) and frame.codec.is_video:
@@ -337,11 +367,7 @@ class ChannelRecorder:
         if self.probe:
             frames, self.probe = self.probe, []
             self.audio_probed = True
-            self._open(frames[0][0], frames[0][1])
-            for f, _ in frames:
-                if self.current is None:
-                    break
-                self._write(f)
+            self._open_with(frames)
         cur, self.current = self.current, None
         if cur is None:
             return
@@ -360,8 +386,10 @@ class ChannelRecorder:
             except OSError as e:
                 error = error or f"closing {cur.key} failed: {e}"
         indexer = cur.muxer.indexer
-        self.report(_closed_event(self.channel_id, cur.key, cur.start, indexer, cur.muxer.size, cur.step,
-                                  cur.muxer.frames, cur.muxer.has_audio, error))
+        closed = _closed_event(self.channel_id, cur.key, cur.start, indexer, cur.muxer.size, cur.step,
+                               cur.muxer.frames, cur.muxer.has_audio, error)
+        self.last_end = closed.end
+        self.report(closed)
         if error is not None:
             self._failed(cur.key, error)
 
@@ -370,6 +398,11 @@ class ChannelRecorder:
         if self.throttle.ready(f"fail:{self.channel_id}"):
             log.error("recording {id}: {error}; retrying in {s:g} s", id=self.channel_id, error=error, s=RETRY_AFTER)
         self.report(WriteFailed(self.channel_id, key, error))
+
+
+def _start_estimate(first: Frame, frame: Frame, wall: float) -> float:
+    """When ``first`` would have arrived, judged by ``frame`` arriving at ``wall``."""
+    return wall - (frame.dts - first.dts) / CLOCK_RATE if frame.dts >= first.dts else wall
 
 
 def _closed_event(channel_id: str, key: str, start: float, indexer: TsIndexer, size: int, step: int,

@@ -21,7 +21,6 @@ import json
 import signal
 import subprocess
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,24 @@ def _packet_pts(data: bytes) -> list[int]:
         return [p.pts for p in c.demux(video=0) if p.size]
 
 
+def _open_segment_frames(platform: PlatformProcess) -> int:
+    """Video frames in the segment being written, as far as its file on disk goes."""
+    import av
+
+    channels = platform.api("GET", "/storage")[1]["channels"]
+    key = channels[0]["segment"] if channels else None
+    if not key:
+        return 0
+    try:
+        data = (platform.data_dir / "recordings" / key).read_bytes()
+    except FileNotFoundError:
+        return 0
+    try:
+        return len(_packet_pts(data[:len(data) // 188 * 188]))
+    except av.FFmpegError:
+        return 0
+
+
 def _decode_hls(url: str) -> list[int]:
     import av
 
@@ -151,8 +168,9 @@ def test_record_play_kill_recover_retain(tmp_path: Path) -> None:
         status, jobs = platform.api("GET", "/record/downloads")
         assert jobs["items"][-1]["state"] == "done"
 
-        # SIGKILL mid-segment: wait until the open segment has a couple of seconds in it.
-        time.sleep(2.0)
+        # SIGKILL mid-segment: once the open segment holds two seconds of video on disk.
+        wait_for(lambda: _open_segment_frames(platform) >= 50, 30, "two seconds in the open segment",
+                 interval=0.5)
         before = _segments(platform, channel_id)
         assert platform.proc is not None
         platform.proc.send_signal(signal.SIGKILL)
@@ -197,7 +215,8 @@ def test_unwritable_recordings_do_not_delay_signalling_or_live_video(tmp_path: P
     pytest.importorskip("av")
     blocker = tmp_path / "not-a-directory"
     blocker.write_bytes(b"x")
-    platform = PlatformProcess(tmp_path / "data", env={**ENV, "GBP_RECORD_DIRECTORY": str(blocker)}).start()
+    platform = PlatformProcess(tmp_path / "data", env={**ENV, "GBP_RECORD_DIRECTORY": str(blocker),
+                                                       "GBP_SIP_QUERY_TIMEOUT": "3"}).start()
     sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1",
                            "--first-id", DEVICE)
     try:
@@ -211,10 +230,10 @@ def test_unwritable_recordings_do_not_delay_signalling_or_live_video(tmp_path: P
         storage = wait_for(failing, 30, "recording to report its write errors")
         assert "cannot start segment" in (storage["channels"][0]["error"] or "")
 
-        # Signalling: a DeviceInfo query (SIP MESSAGE round trip) answers promptly.
-        started = time.monotonic()
+        # Signalling: a DeviceInfo query (SIP MESSAGE round trip) is answered within the
+        # platform's own sip.query_timeout, set short for this run (a late answer is a 504).
         status, info = platform.api("GET", f"/devices/{DEVICE}/info")
-        assert status == 200 and time.monotonic() - started < 3.0, info
+        assert status == 200, info
 
         # Live video: HTTP-FLV decodes 30 frames while recording keeps failing.
         import av

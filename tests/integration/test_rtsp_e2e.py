@@ -70,7 +70,9 @@ def test_rtsp_plays_the_simulated_camera_over_tcp_and_udp(tmp_path: Path) -> Non
 
         status, body = platform.api("POST", f"/channels/{channel_id}/play")
         assert status == 200
-        assert body["urls"]["rtsp"] == f"rtsp://127.0.0.1:{rtsp_port}/live/{channel_id}"
+        # With a playback token for this channel, never the API token (issue 8 item 4).
+        assert body["urls"]["rtsp"].startswith(f"rtsp://127.0.0.1:{rtsp_port}/live/{channel_id}?token=")
+        assert TOKEN not in body["urls"]["rtsp"]
 
         def detached() -> bool:
             status, body = platform.api("GET", "/streams")

@@ -271,7 +271,7 @@ def test_health_needs_no_token_and_no_database(env: Env) -> None:
 def test_every_route_but_health_refuses_a_missing_or_wrong_token(env: Env, header: str | None) -> None:
     add_device(env)
     routes = concrete_routes(env.api)
-    assert len(routes) == 34
+    assert len(routes) == 36
     for method, path in routes:
         if path == "/health":
             continue
@@ -357,7 +357,7 @@ def test_create_device_returns_201_and_stores_only_the_ha1(env: Env) -> None:
     assert device["media_transport"] == "TCP-PASSIVE"
     assert device["stream_index"] == "streamnumber:1"
     assert device["created_at"] == device["updated_at"] == WALL0
-    assert device["catalog"] == {"status": "idle", "total": 0, "received": 0, "synced_at": None}
+    assert device["catalog"] == {"status": "idle", "total": 0, "received": 0, "synced_at": None, "error": None}
     assert device["channel_count"] == 0
     assert device["address"] is None
     assert "password" not in device and "12345678" not in reply.body.decode()
@@ -692,7 +692,8 @@ def test_catalog_sync_end_to_end(env: Env) -> None:
     assert [(c["channel_id"], c["name"]) for c in page["items"]] == [(CAM1, "Cam 1"), (CAM2, "Cam 2")]
     dev = env.client("GET", f"/devices/{DEV}").json
     assert dev["channel_count"] == 2
-    assert dev["catalog"] == {"status": "done", "total": 2, "received": 2, "synced_at": "2023-11-14T22:13:21.500Z"}
+    assert dev["catalog"] == {"status": "done", "total": 2, "received": 2, "synced_at": "2023-11-14T22:13:21.500Z",
+                              "error": None}
 
 
 def test_catalog_sync_needs_a_registered_device(env: Env) -> None:
@@ -911,11 +912,14 @@ def test_play_starts_the_channels_stream(env: Env, live: FakeLive) -> None:
     reply = env.client("POST", f"/channels/{CAM1}/play")
     assert reply.code == 200
     assert live.plays == [(DEV, CAM1)]
+    # Issue 8 item 4: URLs that play as given, with a playback token (tests/unit/test_play_urls.py).
+    q = "?token=" + env.platform.play_tokens.issue("live", CAM1)
     assert reply.json == {
         "stream": {"device_id": DEV, "channel_id": CAM1, "state": "playing", "viewers": 0},
-        "urls": {"http_flv": f"http://gbp.test/live/{CAM1}.flv", "rtsp": f"rtsp://gbp.test:8554/live/{CAM1}",
-                 "hls": f"http://gbp.test/live/{CAM1}/index.m3u8",
-                 "snapshot": f"http://gbp.test/api/v1/channels/{CAM1}/snapshot"},
+        "urls": {"http_flv": f"http://gbp.test/live/{CAM1}.flv{q}", "rtsp": f"rtsp://gbp.test:8554/live/{CAM1}{q}",
+                 "hls": f"http://gbp.test/live/{CAM1}/index.m3u8{q}",
+                 "snapshot": f"http://gbp.test/api/v1/channels/{CAM1}/snapshot{q}"},
+        "expires_at": "2023-11-15T02:13:20.000Z",
     }
     # A running stream is shared: no second lookup, no second play.
     assert env.client("POST", f"/channels/{CAM1}/play").code == 200
@@ -1047,7 +1051,7 @@ def test_flv_viewer_that_disconnects_is_detached(env: Env, live: FakeLive) -> No
     written = channel.transport.written.getvalue()
     assert written.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in written
     assert b"FLV\x01" in written
-    assert request.uri == f"/live/{CAM1}.flv".encode()  # the token stays out of the access log
+    # The token stays out of the access log: tests/unit/test_secrets_in_logs.py.
     request.connectionLost(Failure(ConnectionDone()))  # the player went away
     assert stream.viewers == 0 and stream.on_closed == []
     assert live.streams[CAM1] is stream  # the stream itself lives on until it is idle

@@ -3,6 +3,7 @@ MESSAGEs aggregated by SN against SumNum, through the in-memory harness."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from gbplatform import catalog as catalog_module
 from gbplatform.catalog import CatalogSession, to_channel
+from gbplatform.db import queries as q
 from sip import manscdp
 from tests.unit.platform_harness import DEV, FakeDevice, Harness, has_fired
 
@@ -97,7 +99,7 @@ def test_duplicates_across_parts_are_counted_once(h: Harness, dev: FakeDevice) -
     answer(dev, 7, [item(5, name="renamed"), item(6), item(7)])
     session = session_of(h)
     assert session.status == "done"
-    assert (session.parts, session.duplicates, len(session.items)) == (3, 2, 7)
+    assert (session.parts, session.duplicates, session.received) == (3, 2, 7)
     assert {c.channel_id: c.name for c in h.channels()}[cam(5)] == "renamed"
 
 
@@ -341,3 +343,147 @@ def test_ptz_type_and_coordinates_reach_the_registry(h: Harness, dev: FakeDevice
     [channel] = h.channels()
     assert (channel.longitude, channel.latitude, channel.ptz_type) == (116.5, None, 3)
     assert channel.extra == {"info": {"PTZType": "3"}}
+
+
+# --- why a sync failed (issue 8 item 18) ------------------------------------------
+
+
+def api_client(h: Harness) -> Any:
+    from gbplatform.api.app import Api
+    from tests.unit.test_api import Client
+
+    return Client(Api(h.platform))
+
+
+def test_a_415_answer_says_why_through_the_api(h: Harness) -> None:
+    """baresip answers 415 to a MANSCDP MESSAGE: the sync shows that, not ``error: null``."""
+    dev = h.device()
+    dev.answer_status = 415
+    dev.register_auth()
+    progress = api_client(h)("GET", f"/devices/{DEV}/catalog").json
+    assert progress["status"] == "error"
+    assert progress["error"] == f"device {DEV} answered 415 Unsupported Media Type"
+
+
+def test_no_answer_says_how_long_was_waited(h: Harness, dev: FakeDevice) -> None:
+    h.advance(h.config.sip.catalog_timeout + 1)
+    progress = h.platform.catalog.progress(DEV)
+    assert progress is not None and progress["status"] == "timeout"
+    assert progress["error"] == f"no Catalog answer in {h.config.sip.catalog_timeout:g} s"
+
+
+def test_a_partial_sync_says_what_is_missing(h: Harness, dev: FakeDevice) -> None:
+    answer(dev, 5, [item(1), item(2)])
+    h.advance(h.platform.catalog.idle_timeout + 0.1)
+    progress = h.platform.catalog.progress(DEV)
+    assert progress is not None and progress["status"] == "partial"
+    assert progress["error"] == (
+        f"2 of 5 items: no part for {h.platform.catalog.idle_timeout:g} s after the last one")
+
+
+# --- finished sessions are not kept (issue 8 item 24) -------------------------------
+
+
+def test_a_finished_sync_keeps_its_summary_not_its_items(h: Harness, dev: FakeDevice) -> None:
+    session = session_of(h)
+    send_parts(dev, 7, 3)
+    assert session.status == "done" and not session.items
+    progress = h.platform.catalog.progress(DEV)
+    assert progress is not None
+    assert (progress["status"], progress["total"], progress["received"], progress["parts"]) == ("done", 7, 7, 3)
+
+
+def test_deleting_a_device_drops_its_catalog_sync(h: Harness, dev: FakeDevice) -> None:
+    send_parts(dev, 2, 2)
+    assert api_client(h)("DELETE", f"/devices/{DEV}").code == 204
+    assert h.platform.catalog.progress(DEV) is None
+    assert DEV not in h.platform.catalog.sessions
+
+
+def test_deleting_a_device_ends_its_running_sync(h: Harness, dev: FakeDevice) -> None:
+    session = session_of(h)
+    answer(dev, 5, [item(1)])
+    h.platform.catalog.forget(DEV)
+    assert has_fired(session.done) and session.status == "error"
+    assert h.platform.catalog.progress(DEV) is None
+    h.advance(60)  # no timer of the dropped sync fires, nothing is stored for it
+    assert h.platform.catalog.progress(DEV) is None
+    assert h.failures() == []
+
+
+def test_finished_summaries_are_bounded(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog_module, "MAX_FINISHED", 2)
+    devices = [h.registered_device(f"340200000013200000{n:02d}", ("UDP", "127.0.0.1", 5070 + n), seed=n)
+               for n in range(1, 4)]
+    for dev in devices:
+        assert dev.message(manscdp.encode_catalog_response(
+            dev.last_query("Catalog").sn, dev.device_id, 0, [])).status == 200
+    catalog = h.platform.catalog
+    assert [catalog.progress(d.device_id) is not None for d in devices] == [False, True, True]
+    assert len(catalog.sessions) == 2
+
+
+# --- why a sync failed, from the registry (issue 8 item 18) -------------------------
+
+
+def _why_415(device_id: str = DEV) -> str:
+    return f"device {device_id} answered 415 Unsupported Media Type"
+
+
+def test_a_415_answer_is_stored_and_shown_by_both_endpoints(h: Harness) -> None:
+    """baresip answers 415 to the Catalog MESSAGE: ``GET /devices/{id}`` and
+    ``GET /devices/{id}/catalog`` both say why, also once the in-memory
+    session is gone (a restarted platform over the same registry)."""
+    dev = h.device()
+    dev.answer_status = 415
+    dev.register_auth()
+    h.pump()
+    assert h.record().catalog_status == "error"
+    assert h.record().catalog_error == _why_415()
+    client = api_client(h)
+    assert client("GET", f"/devices/{DEV}").json["catalog"]["error"] == _why_415()
+    assert client("GET", f"/devices/{DEV}/catalog").json["error"] == _why_415()
+
+    h2 = h.restart()
+    assert h2.platform.catalog.progress(DEV) is None
+    client = api_client(h2)
+    device = client("GET", f"/devices/{DEV}").json
+    assert (device["catalog"]["status"], device["catalog"]["error"]) == ("error", _why_415())
+    progress = client("GET", f"/devices/{DEV}/catalog").json
+    assert (progress["status"], progress["error"]) == ("error", _why_415())
+    assert progress["sn"] is None  # read from the registry, not a session
+
+
+def test_timeout_and_partial_reasons_are_stored(h: Harness, dev: FakeDevice) -> None:
+    h.advance(h.config.sip.catalog_timeout + 1)
+    assert (h.record().catalog_status, h.record().catalog_error) == (
+        "timeout", f"no Catalog answer in {h.config.sip.catalog_timeout:g} s")
+    new_sync(h, dev)
+    answer(dev, 5, [item(1), item(2)])
+    h.advance(h.platform.catalog.idle_timeout + 0.1)
+    record = h.record()
+    assert (record.catalog_status, record.catalog_error) == (
+        "partial", f"2 of 5 items: no part for {h.platform.catalog.idle_timeout:g} s after the last one")
+
+
+def test_a_new_sync_clears_the_stored_reason(h: Harness, dev: FakeDevice) -> None:
+    h.advance(h.config.sip.catalog_timeout + 1)
+    assert h.record().catalog_error is not None
+    new_sync(h, dev)
+    answer(dev, 5, [item(1)])  # the first part writes "running" progress
+    assert (h.record().catalog_status, h.record().catalog_error) == ("running", None)
+    device = api_client(h)("GET", f"/devices/{DEV}").json
+    assert (device["catalog"]["status"], device["catalog"]["error"]) == ("running", None)
+    answer(dev, 5, [item(n) for n in range(2, 6)])
+    assert (h.record().catalog_status, h.record().catalog_error) == ("done", None)
+    assert api_client(h)("GET", f"/devices/{DEV}").json["catalog"]["error"] is None
+
+
+def test_a_stored_reason_is_bounded_and_cleared_by_done(h: Harness) -> None:
+    """The reason can quote a device's reason phrase: the row keeps a bounded prefix."""
+    h.create_device()
+    at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    h.call(q.set_catalog_progress_txn, DEV, "error", 0, 0, at, "x" * 5000)
+    assert h.record().catalog_error == "x" * q.MAX_CATALOG_ERROR
+    h.call(q.set_catalog_progress_txn, DEV, "done", 1, 1, at, "ignored")
+    assert h.record().catalog_error is None

@@ -58,8 +58,9 @@ from gbplatform.db.queries import (
     update_device_txn,
     upsert_device_txn,
 )
+from tests.conftest import postgres_admin_url, postgres_url, skip_or_fail
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_ADMIN_URL = postgres_admin_url()
 T0 = dt.datetime(2024, 5, 1, 8, 0, 0, tzinfo=dt.UTC)
 DEV = "34020000001320000001"
 NVR = "34020000001180000001"
@@ -92,8 +93,8 @@ def pg_url() -> Iterator[str]:
             c.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sa.exc.OperationalError as e:
         admin.dispose()
-        pytest.skip(f"PostgreSQL not available: {e.orig}")
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+        skip_or_fail(f"PostgreSQL not available: {e.orig}")
+    url = postgres_url(name)
     try:
         migrate.upgrade(url)
         yield url

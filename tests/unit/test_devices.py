@@ -468,10 +468,13 @@ def test_keepalive_after_restart_with_an_expired_registration_is_404(h: Harness)
     assert not h2.devices.is_known(DEV)
 
 
-def test_keepalive_from_a_new_address_updates_it(h: Harness) -> None:
+def test_keepalive_from_a_new_address_updates_it_after_the_register(h: Harness) -> None:
     h.registered_device()
     nat_rebind = ("UDP", "192.0.2.7", 40001)
     dev = h.device(DEV, nat_rebind, seed=21)
+    # Issue 8 item 1: only an authenticated REGISTER moves a device (test_device_address.py).
+    assert dev.keepalive().status == 404
+    assert dev.register_auth().status == 200
     assert dev.keepalive().status == 200
     assert h.devices.address_of(DEV) == nat_rebind
     record = h.record()
@@ -710,12 +713,12 @@ def test_notify_and_unsolicited_responses_from_a_device_are_acknowledged(h: Harn
     assert dev.message(manscdp.encode_response("DeviceControl", 77, DEV)).status == 200
 
 
-def test_a_message_refreshes_address_and_charset(h: Harness) -> None:
-    h.registered_device()
-    dev = h.device(DEV, ("UDP", "192.0.2.9", 6000), seed=3, charset="UTF-8")
+def test_a_message_refreshes_the_charset(h: Harness) -> None:
+    dev = h.registered_device()
+    dev.charset = "UTF-8"
     body = manscdp.encode_notify("Alarm", 5, DEV, charset="UTF-8", extra={"AlarmDescription": "入侵"})
     assert dev.message(body).status == 200
-    assert h.devices.address_of(DEV) == ("UDP", "192.0.2.9", 6000)
+    assert h.devices.address_of(DEV) == DEVICE_ADDR
     assert h.devices.charset_of(DEV) == "UTF-8"
     assert h.record().charset == "UTF-8"
 
@@ -768,7 +771,8 @@ def test_one_failing_event_does_not_stop_the_others(h: Harness) -> None:
     h.app.request_received = flaky
     h.app.handle_events(events)
     h.pump()
-    assert id(first) not in dev.finals
+    failed = dev.finals[id(first)]  # answered 500 at once, not leaked (issue 8 item 11)
+    assert failed is not None and failed.status == 500
     answer = dev.finals[id(second)]
     assert answer is not None and answer.status == 200
     assert len(h.log_failures) == 1  # logged, not raised into the reactor
@@ -876,7 +880,7 @@ def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     config = replace(config, storage=replace(config.storage, data_dir=str(tmp_path)),
                      media=replace(config.media, gop_cache_bytes=0))
     top = make_service(config, _Reactor())
-    assert [s.name for s in top] == ["database", "sip", "http", "rtsp", "recording"]
+    assert [s.name for s in top] == ["database", "workers", "sip", "http", "rtsp", "recording"]
     platform = top.platform  # type: ignore[attr-defined]
     assert platform.api_token == (tmp_path / "api_token").read_text().strip()
     # Live streams get the configured RTP range (30000-30499: 250 even/odd pairs).
@@ -909,3 +913,39 @@ def test_preloaded_registrar_needs_no_database_read_per_device(
     monkeypatch.setattr(q, "auth_records_txn", lambda s, device_id=None: reads.append(device_id) or real(s, device_id))
     assert dev2.register_auth().status == 200
     assert reads == [DEV2]
+
+
+def test_the_platform_stops_its_services_one_at_a_time_last_first() -> None:
+    """The database must outlive recording's last index writes (issue 8, item 23's note)."""
+    from twisted.application.service import Service
+    from twisted.internet.defer import Deferred
+
+    from gbplatform.service import OrderedMultiService
+
+    stopped: list[str] = []
+    pending: dict[str, Deferred[None]] = {}
+
+    class Child(Service):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
+            stopped.append(self.name)
+            pending[self.name] = Deferred()
+            return pending[self.name]
+
+    top = OrderedMultiService()
+    for name in ("database", "sip", "recording"):
+        Child(name).setServiceParent(top)  # type: ignore[no-untyped-call]
+    top.startService()  # type: ignore[no-untyped-call]
+    done = top.stopService()
+    assert stopped == ["recording"]  # the database waits for recording to finish
+    pending["recording"].callback(None)
+    assert stopped == ["recording", "sip"]
+    pending["sip"].errback(RuntimeError("boom"))  # a failing stop does not keep the rest running
+    assert stopped == ["recording", "sip", "database"]
+    fired: list[object] = []
+    done.addCallback(fired.append)
+    assert not fired
+    pending["database"].callback(None)
+    assert fired == [None]

@@ -7,7 +7,6 @@ lengths checked against Content-Length) from /work/shared/vectors/sip-wire/.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -314,15 +313,15 @@ def test_billion_laughs_is_not_expanded() -> None:
         f'<?xml version="1.0"?><!DOCTYPE Notify [{entities}]>'
         f"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&lol9;</DeviceID><Status>OK</Status></Notify>"
     ).encode()
-    started = time.perf_counter()
+    # No stopwatch: expanding &lol9; means 10**9 copies (3 GB), which no run survives;
+    # what is checked is that not one copy reached the message or the error.
     try:
         msg = decode(raw)
-    except ManscdpError:
-        pass
+    except ManscdpError as exc:
+        assert "lol" not in str(exc)
     else:
         assert "lol" not in msg.device_id
-        assert all("lollol" not in v for v in msg.fields.values())
-    assert time.perf_counter() - started < 1.0
+        assert all("lol" not in str(v) for v in msg.fields.values())
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from media import nal
 from media.frame import Codec, Frame
 from media.ps import PsDemuxer, parse_timestamp
+from tests.conftest import skip_or_fail
 
 # A real 1080p High-profile SPS (level 4.0, 1088 coded lines cropped by 8).
 SPS_1080P = bytes.fromhex("6764 0028 acd9 4078 0227 e584 0000 0300 0400 0003 00c8 3c60 c658")
@@ -396,7 +397,7 @@ def rtp_frames(payloads: list[bytes]) -> list[list[bytes]]:
 def test_real_capture_zlm_udp(shared_dir: Path) -> None:
     path = shared_dir / "captures" / "zlm_ps_rtp_udp_1080p.pcap"
     if not path.exists():
-        pytest.skip(f"{path} missing")
+        skip_or_fail(f"{path} missing")
     payloads = pcap_udp_payloads(path)
     assert len(payloads) == 3757
     groups = rtp_frames(payloads)

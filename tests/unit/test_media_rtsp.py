@@ -47,6 +47,7 @@ from tests.media_captures import udp_payloads
 TOKEN = "s3cret"
 CH = "34020000001310000001"
 URL = f"rtsp://127.0.0.1:8554/live/{CH}"
+AUTHED = f"{URL}?token={TOKEN}"  # players keep the token in every request (issue 8 item 4)
 
 
 def req(method: str, uri: str = URL, cseq: int = 1, **headers: str) -> bytes:
@@ -228,7 +229,7 @@ def test_an_empty_configured_token_never_matches() -> None:
 
 
 @pytest.mark.parametrize("how", ["query", "basic"])
-def test_token_in_query_or_basic_auth_is_accepted_and_trusts_the_connection(how: str) -> None:
+def test_token_in_query_or_basic_auth_is_checked_on_every_request(how: str) -> None:
     c = conn()
     if how == "query":
         events = c.receive_data(req("DESCRIBE", f"{URL}?token={TOKEN}"), 0.0)
@@ -236,9 +237,44 @@ def test_token_in_query_or_basic_auth_is_accepted_and_trusts_the_connection(how:
         auth = "Basic " + base64.b64encode(f"anyone:{TOKEN}".encode()).decode()
         events = c.receive_data(req("DESCRIBE", Authorization=auth), 0.0)
     assert [type(e) for e in events] == [Describe] and events[0].channel_id == CH  # type: ignore[union-attr]
-    # Later requests on the connection use control URLs without the token.
-    [setup] = c.receive_data(req("SETUP", f"{URL}/trackID=0", 2, Transport="RTP/AVP/TCP;interleaved=0-1"), 1.0)
+    # Issue 8 item 4: one good request no longer trusts the connection.
+    assert c.receive_data(req("SETUP", f"{URL}/trackID=0", 2, Transport="RTP/AVP/TCP;interleaved=0-1"), 1.0) == []
+    assert responses(c.data_to_send())[-1][0] == 401
+    # Players keep the query in the control URLs they build (URL?token=t/trackID=0) or resend Basic.
+    setup_url = f"{URL}?token={TOKEN}/trackID=0" if how == "query" else f"{URL}/trackID=0"
+    headers = {} if how == "query" else {"Authorization": auth}
+    [setup] = c.receive_data(req("SETUP", setup_url, 3, Transport="RTP/AVP/TCP;interleaved=0-1", **headers), 1.0)
     assert isinstance(setup, Setup) and setup.transport.tcp
+
+
+def playback_conn(valid: set[tuple[str, str, str]]) -> RtspServerConnection:
+    return RtspServerConnection(token=TOKEN, rng=random.Random(1), playback=lambda t, app, ch: (t, app, ch) in valid)
+
+
+def test_a_playback_token_opens_its_channel_only() -> None:
+    c = playback_conn({("p", "live", CH)})
+    [describe] = c.receive_data(req("DESCRIBE", f"{URL}?token=p"), 0.0)
+    assert isinstance(describe, Describe)
+    for uri in (f"rtsp://h/live/{CH[:-1]}2?token=p", f"rtsp://h/vod/{CH}?start=1&end=2&token=p", f"{URL}?token=q"):
+        assert c.receive_data(req("DESCRIBE", uri), 0.0) == [], uri
+        assert responses(c.data_to_send())[-1][0] == 401, uri
+    auth = "Basic " + base64.b64encode(b"viewer:p").decode()
+    [describe] = c.receive_data(req("DESCRIBE", URL, Authorization=auth), 0.0)
+    assert isinstance(describe, Describe)
+
+
+def test_a_playback_token_is_checked_on_every_request_of_a_session() -> None:
+    valid = {("p", "live", CH)}
+    c = playback_conn(valid)
+    [setup] = c.receive_data(req("SETUP", f"{URL}?token=p/trackID=0", Transport="RTP/AVP/TCP;interleaved=0-1"), 0.0)
+    sid = c.accept_setup(setup, Transport(tcp=True), 0.0).id
+    c.data_to_send()
+    valid.clear()  # expired, say
+    assert c.receive_data(req("PLAY", f"{URL}?token=p", 2, Session=sid), 1.0) == []
+    assert responses(c.data_to_send())[-1][0] == 401
+    # The API token still works for API clients.
+    [play] = c.receive_data(req("PLAY", f"{URL}?token={TOKEN}", 3, Session=sid), 1.0)
+    assert isinstance(play, Play)
 
 
 def test_malformed_basic_credentials_are_400() -> None:
@@ -263,6 +299,25 @@ def test_unknown_path_is_404() -> None:
     assert responses(c.data_to_send())[0][0] == 404
 
 
+@pytest.mark.parametrize("uri", [
+    "rtsp://[::1/vod/x",  # issue 8 item 7: urlsplit's "Invalid IPv6 URL"
+    "rtsp://h]/live/x",
+    f"rtsp://h/live/{CH}/trackID=" + "9" * 5000,  # int()'s digit limit
+])
+def test_unparseable_request_url_is_answered_400(uri: str) -> None:
+    with pytest.raises(RtspError) as e:
+        parse_rtsp_url(uri)
+    assert e.value.status == 400
+    c = conn()
+    assert c.receive_data(f"DESCRIBE {uri} RTSP/1.0\r\nCSeq: 7\r\n\r\n".encode(), 0.0) == []
+    [(status, headers, _)] = responses(c.data_to_send())
+    assert (status, headers["CSeq"]) == (400, "7")
+    # A bad URL is one bad request, not a broken stream: the connection goes on.
+    assert not c.closing
+    c.receive_data(req("OPTIONS", "*", 8), 0.0)
+    assert responses(c.data_to_send())[0][:1] == (200,)
+
+
 def setup_session(c: RtspServerConnection, now: float = 0.0) -> str:
     [event] = c.receive_data(req("SETUP", f"{URL}/trackID=0?token={TOKEN}", Transport="RTP/AVP/TCP;interleaved=0-1"),
                              now)
@@ -283,19 +338,19 @@ def test_play_teardown_and_session_checks() -> None:
     c.receive_data(req("PLAY", f"{URL}?token={TOKEN}"), 0.0)
     assert responses(c.data_to_send())[0][0] == 455  # Init: no PLAY before SETUP
     sid = setup_session(c)
-    c.receive_data(req("PLAY", Session="0000"), 1.0)
+    c.receive_data(req("PLAY", AUTHED, Session="0000"), 1.0)
     assert responses(c.data_to_send())[0][0] == 454
-    c.receive_data(req("PLAY", "rtsp://h/live/other", Session=sid), 1.0)
+    c.receive_data(req("PLAY", f"rtsp://h/live/other?token={TOKEN}", Session=sid), 1.0)
     assert responses(c.data_to_send())[0][0] == 459
-    [play] = c.receive_data(req("PLAY", Session=sid), 1.0)
+    [play] = c.receive_data(req("PLAY", AUTHED, Session=sid), 1.0)
     assert isinstance(play, Play)
     c.accept_play(play, f"url={URL};seq=1;rtptime=2")
     [(status, headers, _)] = responses(c.data_to_send())
     assert status == 200 and headers["RTP-Info"] == f"url={URL};seq=1;rtptime=2"
     assert play.session.state is SessionState.PLAYING
-    c.receive_data(req("GET_PARAMETER", Session=sid), 2.0)
+    c.receive_data(req("GET_PARAMETER", AUTHED, Session=sid), 2.0)
     assert responses(c.data_to_send())[0][0] == 200
-    [down] = c.receive_data(req("TEARDOWN", Session=sid), 3.0)
+    [down] = c.receive_data(req("TEARDOWN", AUTHED, Session=sid), 3.0)
     assert isinstance(down, Teardown) and c.session is None
     [(status, headers, _)] = responses(c.data_to_send())
     assert status == 200 and "Session" not in headers
@@ -546,7 +601,7 @@ def test_tcp_play_sends_the_gop_then_live_frames_interleaved(env: Env, frames: l
     sid = headers["Session"].split(";")[0]
     assert headers["Session"] == f"{sid};timeout=60"
     env.tr.clear()
-    env.proto.dataReceived(req("PLAY", URL, 9, Session=sid))
+    env.proto.dataReceived(req("PLAY", AUTHED, 9, Session=sid))
     out = env.tr.value()
     assert out.startswith(b"RTSP/1.0 200 OK\r\n")  # the answer precedes the first packet
     [(status, headers, _)] = responses(out)
@@ -567,7 +622,7 @@ def test_tcp_play_sends_the_gop_then_live_frames_interleaved(env: Env, frames: l
     assert RtpPacket.parse(live[0][1]).sequence == (seqs[-1] + 1) & 0xFFFF
     assert len({RtpPacket.parse(p).timestamp for _, p in live}) == 2
 
-    status, headers, _ = env.send("TEARDOWN", URL, Session=sid)
+    status, headers, _ = env.send("TEARDOWN", AUTHED, Session=sid)
     assert status == 200 and env.live.attached == [] and env.stream.dispatcher.sinks == ()
     env.tr.clear()
     feed(env, frames[12:14])
@@ -582,7 +637,7 @@ def test_udp_play_sends_from_a_server_socket_to_the_client_port(env: Env, frames
     assert status == 200
     assert headers["Transport"].startswith("RTP/AVP;unicast;client_port=5000-5001;server_port=7000-7001;ssrc=")
     sid = headers["Session"].split(";")[0]
-    assert env.send("PLAY", URL, Session=sid)[0] == 200
+    assert env.send("PLAY", AUTHED, Session=sid)[0] == 200
     (port, _, udp), (rtcp_port, _, rtcp) = env.udp
     assert udp.written and {addr for _, addr in udp.written} == {("10.0.0.9", 5000)}
     assert rtcp.written == []
@@ -595,7 +650,7 @@ def test_udp_play_sends_from_a_server_socket_to_the_client_port(env: Env, frames
 def test_backpressure_pauses_the_sender(env: Env, frames: list[Frame]) -> None:
     feed(env, frames[:1])
     _, headers, _ = env.send("SETUP", Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
-    env.send("PLAY", URL, Session=headers["Session"].split(";")[0])
+    env.send("PLAY", AUTHED, Session=headers["Session"].split(";")[0])
     assert env.tr.producer is env.proto and env.tr.streaming
     [sender] = env.live.attached
     env.proto.pauseProducing()
@@ -608,9 +663,9 @@ def test_session_timeout_tears_down_and_closes(env: Env, frames: list[Frame]) ->
     feed(env, frames[:1])
     _, headers, _ = env.send("SETUP", Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
     sid = headers["Session"].split(";")[0]
-    env.send("PLAY", URL, Session=sid)
+    env.send("PLAY", AUTHED, Session=sid)
     env.clock.advance(59)
-    env.send("GET_PARAMETER", URL, Session=sid)
+    env.send("GET_PARAMETER", AUTHED, Session=sid)
     env.clock.advance(59)
     assert env.live.attached and not env.tr.disconnecting
     env.clock.advance(1)
@@ -620,7 +675,7 @@ def test_session_timeout_tears_down_and_closes(env: Env, frames: list[Frame]) ->
 def test_stream_end_closes_the_viewer(env: Env, frames: list[Frame]) -> None:
     feed(env, frames[:1])
     _, headers, _ = env.send("SETUP", Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
-    env.send("PLAY", URL, Session=headers["Session"].split(";")[0])
+    env.send("PLAY", AUTHED, Session=headers["Session"].split(";")[0])
     env.stream.close()
     assert env.live.attached == [] and env.tr.disconnecting
 
@@ -628,7 +683,7 @@ def test_stream_end_closes_the_viewer(env: Env, frames: list[Frame]) -> None:
 def test_pipelined_requests_are_answered_in_order(env: Env, frames: list[Frame]) -> None:
     env.tr.clear()
     env.proto.dataReceived(req("DESCRIBE", f"{URL}?token={TOKEN}", 1) + req("OPTIONS", "*", 2)
-                           + req("SETUP", URL, 3, Transport="RTP/AVP/TCP;interleaved=0-1"))
+                           + req("SETUP", AUTHED, 3, Transport="RTP/AVP/TCP;interleaved=0-1"))
     # OPTIONS is answered by the core at once; DESCRIBE and SETUP wait for the keyframe, in order.
     feed(env, frames[:1])
     env.clock.advance(0.1)
@@ -720,7 +775,7 @@ def test_tcp_play_sends_both_tracks_on_their_channels_with_rtp_info(frames: list
     status, headers, _ = env.send("SETUP", AUDIO_URL, Transport="RTP/AVP/TCP;unicast", Session=sid)
     assert status == 200 and headers["Transport"].startswith("RTP/AVP/TCP;unicast;interleaved=2-3;ssrc=")
     env.tr.clear()
-    env.proto.dataReceived(req("PLAY", URL, 9, Session=sid))
+    env.proto.dataReceived(req("PLAY", AUTHED, 9, Session=sid))
     out = env.tr.value()
     [(status, headers, _)] = responses(out)
     infos = [dict(kv.split("=", 1) for kv in part.split(";")) for part in headers["RTP-Info"].split(",")]
@@ -743,7 +798,7 @@ def test_tcp_play_sends_both_tracks_on_their_channels_with_rtp_info(frames: list
     env.tr.clear()
     feed(env, with_audio(frames[10:12], Codec.G711A))  # live frames follow on both channels
     assert {ch for ch, _ in packets(env.tr.value())} == {0, 2}
-    assert env.send("TEARDOWN", URL, Session=sid)[0] == 200
+    assert env.send("TEARDOWN", AUTHED, Session=sid)[0] == 200
     assert env.stream.dispatcher.sinks == ()
 
 
@@ -755,7 +810,7 @@ def test_udp_play_sends_each_track_to_its_client_ports(frames: list[Frame]) -> N
     status, headers, _ = env.send("SETUP", AUDIO_URL, Transport="RTP/AVP;unicast;client_port=5002-5003", Session=sid)
     assert status == 200
     assert headers["Transport"].startswith("RTP/AVP;unicast;client_port=5002-5003;server_port=7002-7003;ssrc=")
-    assert env.send("PLAY", URL, Session=sid)[0] == 200
+    assert env.send("PLAY", AUTHED, Session=sid)[0] == 200
     (vport, _, vudp), _, (aport, _, audp), _ = env.udp
     assert {addr for _, addr in vudp.written} == {("10.0.0.9", 5000)}
     assert {addr for _, addr in audp.written} == {("10.0.0.9", 5002)}
@@ -781,7 +836,7 @@ def test_audio_only_setup_plays_audio_only(frames: list[Frame]) -> None:
     feed(env, with_audio(frames[:5], Codec.G711A))
     _, headers, _ = env.send("SETUP", AUDIO_URL, Transport="RTP/AVP/TCP;unicast")
     env.tr.clear()
-    env.proto.dataReceived(req("PLAY", URL, 9, Session=headers["Session"].split(";")[0]))
+    env.proto.dataReceived(req("PLAY", AUTHED, 9, Session=headers["Session"].split(";")[0]))
     assert {ch for ch, _ in packets(env.tr.value())} == {2}
 
 
@@ -828,7 +883,7 @@ def test_play_without_a_gop_cache_starts_at_the_next_keyframe(env: Env, frames: 
                                   Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
     assert status == 200
     env.tr.clear()
-    env.proto.dataReceived(req("PLAY", URL, 9, Session=headers["Session"].split(";")[0]))
+    env.proto.dataReceived(req("PLAY", AUTHED, 9, Session=headers["Session"].split(";")[0]))
     [(status, headers, _)] = responses(env.tr.value())
     info = dict(kv.split("=", 1) for kv in headers["RTP-Info"].split(";"))
     assert status == 200 and packets(env.tr.value()) == []  # nothing cached to replay

@@ -204,18 +204,18 @@ def test_core_vod_session_play_pause() -> None:
     assert isinstance(setup, Setup) and setup.vod == (100.0, 200.0)
     session = c.accept_setup(setup, setup.transport, 0)
     assert session.app == "vod"
-    (play,) = c.receive_data(req("PLAY", "rtsp://h/vod/ch1", 2, Range="npt=12.5-", Scale="2"), 0)
+    (play,) = c.receive_data(req("PLAY", "rtsp://h/vod/ch1?token=tok", 2, Range="npt=12.5-", Scale="2"), 0)
     assert isinstance(play, Play) and (play.range_start, play.scale) == (12.5, 2.0)
     c.accept_play(play, "url=x", "npt=12.000-100.000", 2.0)
     assert b"Scale: 2\r\n" in c.data_to_send()
-    (pause,) = c.receive_data(req("PAUSE", "rtsp://h/vod/ch1", 3), 0)
+    (pause,) = c.receive_data(req("PAUSE", "rtsp://h/vod/ch1?token=tok", 3), 0)
     assert isinstance(pause, Pause)
     c.accept_pause(pause, 13.0)
     assert session.state is SessionState.READY and b"Range: npt=13.000-" in c.data_to_send()
     # A bad Range is 457; a PLAY for a live URL in this session is 459.
-    assert c.receive_data(req("PLAY", "rtsp://h/vod/ch1", 4, Range="smpte=1-"), 0) == []
+    assert c.receive_data(req("PLAY", "rtsp://h/vod/ch1?token=tok", 4, Range="smpte=1-"), 0) == []
     assert b"457 Invalid Range" in c.data_to_send()
-    assert c.receive_data(req("PLAY", "rtsp://h/live/ch1", 5), 0) == []
+    assert c.receive_data(req("PLAY", "rtsp://h/live/ch1?token=tok", 5), 0) == []
     assert b"459" in c.data_to_send()
 
 
@@ -224,6 +224,6 @@ def test_core_live_pause_is_405() -> None:
     (setup,) = c.receive_data(req("SETUP", "rtsp://h/live/ch1?token=tok", 1, Transport="RTP/AVP/TCP;interleaved=0-1"), 0)
     c.accept_setup(setup, setup.transport, 0)
     c.data_to_send()
-    assert c.receive_data(req("PAUSE", "rtsp://h/live/ch1", 2), 0) == []
+    assert c.receive_data(req("PAUSE", "rtsp://h/live/ch1?token=tok", 2), 0) == []
     out = c.data_to_send()
     assert b"405" in out and b"Allow: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER" in out

@@ -7,6 +7,7 @@ hand-offs made synchronous. Frames are the real capture.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import subprocess
@@ -214,6 +215,24 @@ def test_recording_indexes_segments_and_serves_the_timeline(rec: Rec, frames: li
     assert local["written_bytes"] == sum(s.size for s in segs)
 
 
+def test_index_starts_at_the_replayed_keyframe(rec: Rec, frames: list[Frame]) -> None:
+    """Issue 8 item 20: a recording that joins a playing stream starts with its GOP cache."""
+    from tests.unit.test_api import FakeStream
+
+    stream = rec.live.streams[CAM1] = FakeStream(DEV, CAM1)
+    cached = 12
+    for f in frames[:cached]:  # a viewer's stream: 0.44 s of the GOP is cached
+        stream.dispatcher.input_frame(f)
+    joined = rec.clock.time()
+    segs = record_all(rec, frames[cached:])
+    assert len(segs) == 5
+    # feed() hands frame 12 over at ``joined`` too, then one every 40 ms.
+    assert segs[0].start == pytest.approx(joined - cached * 0.04, abs=1e-3)
+    assert segs[0].keyframes[0][2] == pytest.approx(segs[0].start, abs=1e-3)
+    for a, b in zip(segs, segs[1:], strict=False):
+        assert a.end is not None and a.end <= b.start + 1e-3
+
+
 def _get(r: Rec, path: str, headers: dict[str, str] | None = None) -> Any:
     d = r.client.stub.request("GET", ROOT + path, headers={"Authorization": "Bearer t", **(headers or {})})
     r.client.stub.flush()
@@ -384,6 +403,20 @@ def _run(db: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return result_of(db.run(fn.__name__, fn, *args, **kwargs))
 
 
+def test_closing_a_segment_keeps_its_refined_start(db: Any) -> None:
+    """The writer dates a segment better once it has seen more frames (issue 8, item 20)."""
+    at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    _run(db, q.create_device_txn, DEV, at=at)
+    _run(db, q.replace_channels_txn, DEV, [q.ChannelData(channel_id=CAM1, name="C")], complete=True)
+    t0 = at.timestamp()
+    key = segment_key(CAM1, t0)
+    _run(db, rq.open_segment_txn, CAM1, key, t0, "local")
+    _run(db, rq.close_segment_txn, CAM1, key, start=t0 - 0.44, end=t0 + 1.56, size=1000,
+         keyframes=[[0, 90000, t0 - 0.44]], has_audio=False, backend="local")
+    [seg] = _run(db, rq.segments_between_txn, CAM1, t0 - 10, t0 + 10)
+    assert seg.start == pytest.approx(t0 - 0.44, abs=1e-3) and seg.end == pytest.approx(t0 + 1.56, abs=1e-3)
+
+
 def test_recording_queries_on_both_databases(db: Any) -> None:
     at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     plan = _run(db, rq.create_plan_txn, "p", [{"weekday": 0, "start": "00:00", "end": "24:00"}], at=at)
@@ -419,3 +452,120 @@ def test_recording_queries_on_both_databases(db: Any) -> None:
     _run(db, rq.mark_local_removed_txn, [ids[1]])
     assert _run(db, rq.get_segment_txn, ids[1]).local is False
     assert _run(db, rq.known_keys_txn) == {segment_key(CAM1, t0 + 10 * i) for i in (1, 2, 3)}
+
+
+# --- thread pools and slow download clients (issue 8, item 23) ---------------------------------
+
+
+class BusyPool:
+    """A pool whose every thread is taken (say, by ten slow downloads): work queues, none runs."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def run(self, fn: Any, /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.queued.append((fn, args, d))
+        return d
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_snapshot_is_taken_while_downloads_fill_their_pool(rec: Rec, frames: list[Frame]) -> None:
+    from gbplatform.db.database import InlineRunner
+    from gbplatform.workers import Workers
+
+    segs = record_all(rec, frames)
+    busy = BusyPool()
+    inline = InlineRunner()
+    rec.platform.workers = Workers({"snapshot": inline, "vod": inline, "remux": busy, "retention": inline,
+                                    "storage": inline})
+    api = Api(rec.platform)
+    api.run_in_thread = busy.run  # the reactor's one shared pool, as ten downloads leave it
+    client = Client(api)
+    url = f"/vod/{CAM1}.mp4?start={segs[0].start}&end={segs[-1].end}"
+    _downloads = [client.stub.request("GET", ROOT + url, headers={"Authorization": "Bearer t"})
+                 for _ in range(10)]
+    client.stub.flush()
+    assert len(busy.queued) == 10  # headers sent, the MP4 waits for a thread
+    snap = client.start("GET", f"/channels/{CAM1}/snapshot", token="t")
+    client.stub.flush()
+    answered: list[Any] = []
+    snap.addBoth(answered.append)
+    assert answered, "the snapshot waits for a thread behind the downloads"
+    response = answered[0]
+    body = result_of(client.stub.content(response))
+    assert response.code == 200 and body[:2] == b"\xff\xd8"
+    # Retention has its pool too: it runs with the shared pool still full.
+    rec.manager.run_in_thread, rec.manager.workers = busy.run, rec.platform.workers
+    rec.manager.config = dataclasses.replace(rec.manager.config, retention_days=1)
+    rec.clock.advance(2 * 86400)
+    assert result_of(Deferred.fromCoroutine(rec.manager.retention())) == 5
+    for _, _, d in busy.queued:  # the clients give up
+        d.cancel()
+
+
+def test_slow_download_clients_cost_a_spool_not_a_thread(rec: Rec, frames: list[Frame], tmp_path: Path) -> None:
+    from twisted.internet.testing import StringTransport
+
+    from gbplatform.recording.http import Spool
+    from gbplatform.recording.playback import Cancelled, Progress, remux_mp4
+
+    segs = record_all(rec, frames)
+    ranges = gop_ranges(segs, segs[0].start, segs[-1].end)
+    clients = [StringTransport() for _ in range(10)]
+    spools = [Spool(c, lambda f, *a: f(*a), chunk=4096) for c in clients]
+    for client, spool in zip(clients, spools, strict=True):
+        client.registerProducer(spool, True)
+        spool.pauseProducing()  # a client that reads nothing: its transport buffer is full
+        # The remux runs to its end on this thread: it never waits for the client.
+        remux_mp4(ranges, rec.manager.read, spool.write, Progress(10.0))
+        spool.end()
+        assert client.value() == b"" and spool.written > 100_000
+    drained = [s.drained() for s in spools]
+    assert not any(d.called for d in drained)
+    # The client reads at last: everything arrives, a chunk per write, and the MP4 plays.
+    spools[0].resumeProducing()
+    assert drained[0].called and len(clients[0].value()) == spools[0].written
+    out = tmp_path / "slow.mp4"
+    out.write_bytes(clients[0].value())
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_entries", "stream=nb_read_packets",
+                            "-of", "default=nw=1", str(out)], capture_output=True, text=True, check=True).stdout
+    assert "nb_read_packets=250" in probe
+    # A client that goes away cancels: nothing more is sent and a producer still writing stops.
+    spools[1].stopProducing()
+    assert drained[1].called and clients[1].value() == b""
+    with pytest.raises(Cancelled):
+        spools[1].write(b"more")
+    for spool in spools:
+        spool.close()
+        assert spool._file.closed
+
+
+def test_spool_is_bounded(tmp_path: Path) -> None:
+    """Past ``limit`` unsent bytes the producer waits for the client after all (disk is finite)."""
+    import threading
+
+    from twisted.internet.testing import StringTransport
+
+    from gbplatform.recording.http import Spool
+
+    client = StringTransport()
+    calls: list[Any] = []
+    spool = Spool(client, lambda f, *a: calls.append((f, a)), limit=10, chunk=4)
+    spool.pauseProducing()
+    spool.write(b"0123456789")
+    blocked = threading.Thread(target=spool.write, args=(b"abc",), daemon=True)
+    blocked.start()
+    assert spool.full.wait(10)  # a deadline, not a duration: the writer is waiting
+    assert blocked.is_alive() and spool.written == 10
+    spool.resumeProducing()  # the client reads: room again
+    blocked.join(10)
+    assert not blocked.is_alive() and spool.written == 13
+    for f, a in calls:
+        f(*a)
+    assert client.value() == b"0123456789abc"

@@ -7,10 +7,12 @@ writer runs on the test thread (``run_pending``), its clock is a counter.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import fractions
 import io
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from gbplatform.recording.writer import (
     segment_key,
 )
 from media.frame import Codec, Frame
-from media.pipeline import audio_track
+from media.pipeline import FrameDispatcher, audio_track
 from media.tsindex import TS_PACKET, TsIndexer, complete_length, scan_ts
 from media.tsrecord import TsRecordMuxer
 from tests.unit.test_media_snapshot import capture_frames
@@ -48,13 +50,14 @@ def aac_frames(seconds: float, first_pts: int, rate: int = 16000) -> list[Frame]
         stream = out.add_stream("aac", rate=rate, layout="mono")
         stream.bit_rate = 32000
         samples = int(seconds * rate)
-        import numpy as np
-
-        t = np.arange(samples) / rate
-        pcm = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
+        # array, not numpy: the test install does not provide numpy (issue 8, item 26).
+        pcm = array.array("h", (int(math.sin(2 * math.pi * 440 * i / rate) * 8000) for i in range(samples)))
+        if sys.byteorder != "little":
+            pcm.byteswap()
         for i in range(0, samples, 1024):
-            chunk = pcm[:, i:i + 1024]
-            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+            chunk = pcm[i:i + 1024]
+            frame = av.AudioFrame(format="s16", layout="mono", samples=len(chunk))
+            frame.planes[0].update(chunk.tobytes())
             frame.sample_rate = rate
             frame.pts = i
             frame.time_base = fractions.Fraction(1, rate)
@@ -204,6 +207,38 @@ def test_segments_are_cut_at_keyframes_and_play(frames: list[Frame], tmp_path: P
     assert total == len(frames)
     assert closed[0].end == pytest.approx(closed[0].start + 4.0)
     assert writer.written_bytes == sum(e.size for e in closed)
+
+
+def test_gop_cache_replay_is_indexed_from_its_keyframe(frames: list[Frame], tmp_path: Path) -> None:
+    """Issue 8 item 20: recording that joins a stream starts with the cached GOP, replayed at once.
+
+    The replayed frames all arrive at the same wall time, but the file's video
+    starts at the cached keyframe, captured earlier: the first segment is
+    indexed from that keyframe, and its interval ends where the next begins.
+    """
+    events: list[Any] = []
+    writer = DiskWriter(tmp_path, segment_seconds=2.0, report=events.append)
+    now = [WALL0]
+    sink = writer.sink("34020000001310000001", lambda: now[0])
+    dispatcher = FrameDispatcher()
+    cached = 12  # the keyframe and 11 more: 0.44 s of the GOP is in the cache when recording joins
+    for f in frames[:cached]:
+        dispatcher.input_frame(f)
+    dispatcher.add_sink(sink)  # the replay: every cached frame at WALL0
+    for f in frames[cached:160]:
+        now[0] += 0.04  # then live, 25 fps
+        dispatcher.input_frame(f)
+    sink.close()
+    writer.run_pending()
+    closed = [e for e in events if isinstance(e, SegmentClosed)]
+    assert len(closed) == 4  # cut at the keyframes 50, 100 and 150
+    age = (frames[cached - 1].dts - frames[0].dts) / 90000
+    assert closed[0].start == pytest.approx(WALL0 - age, abs=1e-3)
+    assert closed[0].index[0][2] == pytest.approx(closed[0].start, abs=1e-3)
+    # The second segment starts at frame 50, live: WALL0 + 39 x 40 ms.
+    assert closed[1].start == pytest.approx(WALL0 + (50 - cached + 1) * 0.04, abs=1e-3)
+    for a, b in zip(closed, closed[1:], strict=False):
+        assert a.end <= b.start + 1e-6, f"{a.key} ends {a.end - b.start:.3f} s into {b.key}"
 
 
 def test_first_segment_waits_briefly_for_audio(frames: list[Frame], tmp_path: Path) -> None:

@@ -581,3 +581,17 @@ def test_parse_stream_choice(text: str, expected: tuple[str, int]) -> None:
 def test_parse_stream_choice_rejects(text: str) -> None:
     with pytest.raises(sdp.SdpError):
         sdp.parse_stream_choice(text)
+
+
+def test_session_and_media_y_lines_survive_a_round_trip() -> None:
+    """Found by fuzz/run.py sdp: a session-level y= was written after the m= section,
+    where it read back as a second media-level y= (a duplicate, SdpError)."""
+    body = crlf(
+        "v=0\no=a 0 0 IN IP4 1.2.3.4\ns=Play\nc=IN IP4 1.2.3.4\nt=0 0\ny=0200000329\nf=v/2/5/25/1/4096a///\n"
+        "m=video 30000 RTP/AVP 96\na=rtpmap:96 PS/90000\ny=0200000330\nf=v/2/4///a///\n"
+    )
+    first = sdp.parse(body)
+    again = sdp.parse(sdp.serialize(first))
+    assert (again.ssrc, again.format) == ("0200000329", "v/2/5/25/1/4096a///")
+    assert (again.media[0].ssrc, again.media[0].format) == ("0200000330", "v/2/4///a///")
+    assert sdp.serialize(again) == sdp.serialize(first)

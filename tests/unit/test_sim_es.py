@@ -30,6 +30,7 @@ from media.pipeline import FrameDispatcher
 from media.ps import PsDemuxer
 from media.rtp import RtpPacket
 from sip import sdp
+from tests.conftest import skip_or_fail
 from tests.unit.test_sim_media import SSRC, MediaNet, offer
 
 SMALL = {"seconds": 1, "width": 320, "height": 180}
@@ -104,7 +105,7 @@ def test_es_clip_round_trips_through_the_depacketizer(ps_clip: PsClip) -> None:
 def test_es_clip_from_the_real_capture() -> None:
     path = PsClip.default_path()
     if not path.exists():
-        pytest.skip(f"{path} not present")
+        skip_or_fail(f"{path} not present")
     ps = PsClip.from_capture(path)
     clip = EsClip.from_ps(ps)
     assert (clip.codec, len(clip)) == (Codec.H264, len(ps))

@@ -26,6 +26,7 @@ from media.rtp import RtpPacket
 from sip import sdp
 from sip.dialog import Dialog
 from sip.message import Request, Response
+from tests.conftest import skip_or_fail
 from tests.unit.test_simulator import DEV1, REALM, SERVER_ID, FakeUdpPort, make, port_of
 
 SSRC = "0200000329"
@@ -53,7 +54,7 @@ def offer(*, proto: str = "RTP/AVP", setup: str | None = None, session: str = "P
 def test_clip_from_the_real_capture() -> None:
     path = PsClip.default_path()
     if not path.exists():
-        pytest.skip(f"{path} not present")
+        skip_or_fail(f"{path} not present")
     clip = PsClip.from_capture(path)
     # 251 timestamps, the last one cut; the capture opens on a keyframe.
     assert len(clip) == 250 - clip.frames[0].index

@@ -170,3 +170,80 @@ def test_platform_traffic_is_traced_under_the_device_id(h: Harness) -> None:
     assert ("recv", "SIP/2.0 200 OK") in summaries
     assert h.platform.trace.entries(PLATFORM_ID) == []
     assert not h.failures()
+
+
+# --- issue 8 item 15: media signalling under the device; strangers kept apart ---
+
+CHANNEL = "34020000001310000001"
+DEVICE_AT = ("UDP", "192.0.2.10", 5070)
+
+
+def invite_dialog(trace: SipTrace, peer: tuple[str, str, int], start: float) -> None:
+    """INVITE to a channel of the device at ``peer``, its 200, the ACK and the device's BYE."""
+    trace.record("send", msg(PLATFORM_ID, CHANNEL, first=f"INVITE sip:{CHANNEL}@192.0.2.10:5070 SIP/2.0"),
+                 peer, start)
+    trace.record("recv", msg(PLATFORM_ID, CHANNEL, first="SIP/2.0 200 OK"), peer, start + 1)
+    trace.record("send", msg(PLATFORM_ID, CHANNEL, first=f"ACK sip:{CHANNEL}@192.0.2.10:5070 SIP/2.0"),
+                 peer, start + 2)
+    trace.record("recv", msg(CHANNEL, PLATFORM_ID, first=f"BYE sip:{PLATFORM_ID}@192.0.2.1:5060 SIP/2.0"),
+                 peer, start + 3)
+
+
+def test_media_signalling_to_a_channel_is_filed_under_its_device() -> None:
+    trace = SipTrace(PLATFORM_ID, address_of={DEV: DEVICE_AT}.get)
+    trace.record("recv", msg(DEV, PLATFORM_ID), DEVICE_AT, 1.0)  # its REGISTER or keepalive
+    invite_dialog(trace, DEVICE_AT, 10.0)
+    summaries = [e.to_json()["summary"] for e in trace.entries(DEV)]
+    assert summaries == [
+        "MESSAGE sip:x@y SIP/2.0",
+        f"INVITE sip:{CHANNEL}@192.0.2.10:5070 SIP/2.0",
+        "SIP/2.0 200 OK",
+        f"ACK sip:{CHANNEL}@192.0.2.10:5070 SIP/2.0",
+        f"BYE sip:{PLATFORM_ID}@192.0.2.1:5060 SIP/2.0",
+    ]
+    assert len(trace.entries(CHANNEL)) == 4  # and under the channel, as before
+
+
+def test_media_signalling_of_an_unregistered_address_is_not_filed_under_a_device() -> None:
+    trace = SipTrace(PLATFORM_ID, address_of={DEV: DEVICE_AT}.get)
+    trace.record("recv", msg(DEV, PLATFORM_ID), STRANGER, 1.0)  # someone using DEV's ID
+    invite_dialog(trace, STRANGER, 10.0)
+    assert [e.at for e in trace.entries(DEV)] == [1.0]
+
+
+STRANGER = ("UDP", "203.0.113.66", 5060)
+
+
+def test_strangers_do_not_push_the_device_history_out() -> None:
+    trace = SipTrace(PLATFORM_ID, per_device=200, address_of={DEV: DEVICE_AT}.get)
+    for i in range(150):
+        trace.record("recv", msg(DEV, PLATFORM_ID), DEVICE_AT, float(i))
+    for i in range(1000):  # svcrack: unauthenticated REGISTERs with the device's ID, and our 401s
+        trace.record("recv", msg(DEV, PLATFORM_ID, first="REGISTER sip:x@y SIP/2.0"), STRANGER, 1000.0 + i)
+        trace.record("send", msg(PLATFORM_ID, DEV, first="SIP/2.0 401 Unauthorized"), STRANGER, 1000.5 + i)
+    entries = trace.entries(DEV)
+    mine = [e for e in entries if (e.transport, e.host, e.port) == DEVICE_AT]
+    theirs = [e for e in entries if (e.transport, e.host, e.port) == STRANGER]
+    assert len(mine) == 150
+    assert len(theirs) == 200  # the strangers' own bound
+    assert [e.at for e in entries] == sorted(e.at for e in entries)
+    assert [e.at for e in trace.entries(DEV, limit=2)] == [1999.0, 1999.5]
+    trace.forget(DEV)
+    assert trace.entries(DEV) == [] and trace._bytes == 0
+
+
+def test_an_unregistered_device_has_one_history() -> None:
+    trace = SipTrace(PLATFORM_ID, per_device=3, address_of=lambda device_id: None)
+    for i in range(5):
+        trace.record("recv", msg(DEV, PLATFORM_ID), STRANGER if i % 2 else PEER, float(i))
+    assert [e.at for e in trace.entries(DEV)] == [2.0, 3.0, 4.0]
+
+
+def test_a_registered_device_trace_includes_its_live_video_signalling(h: Harness) -> None:
+    dev = h.registered_device()
+    invite = h.app.new_request("INVITE", CHANNEL, dev.addr, body=b"v=0\r\n", content_type="Application/SDP")
+    h.app.send_request(invite, dev.addr)
+    h.pump()
+    summaries = [(e.direction, e.to_json()["summary"]) for e in h.platform.trace.entries(DEV)]
+    assert ("send", f"INVITE sip:{CHANNEL}@127.0.0.1:5070 SIP/2.0") in summaries
+    assert summaries[-1] == ("recv", "SIP/2.0 200 OK")

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz targets for the parsers of network input (docs/fuzzing.md)."""
