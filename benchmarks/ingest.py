@@ -9,7 +9,7 @@ Run by hand (not part of the test suite):
 For each N:
 1. starts ``gbplatform run`` (SQLite in a temporary directory, ``GBP_LOG_LEVEL=warn``,
    ``GBP_MEDIA_IDLE_TIMEOUT`` a day, so a stream nobody watches stays up);
-2. starts the device simulator (``gbplatform.simulator``, what ``gbplatform simulate
+2. starts the device simulator (``gbplatform.simulator.device``, what ``gbplatform simulate
    --devices N --channels 1`` runs) in another process (``--senders K`` splits the
    devices over K processes): each channel answers INVITE with the real ZLMediaKit
    1080p H.264 PS capture, ~4 Mbit/s, 25 fps, ~15 RTP packets per frame, paced every
@@ -53,7 +53,7 @@ FIRST_ID = "34020000001320000001"
 # The simulator with a SIGUSR1 handler that reports the media sent so far.
 SENDER_SCRIPT = """
 import json, random, signal, sys
-from gbplatform.simulator import SimConfig, run, _install_reactor
+from gbplatform.simulator.device import SimConfig, run, _install_reactor
 _install_reactor()
 from twisted.internet import reactor
 cfg = SimConfig(server=sys.argv[1], devices=int(sys.argv[2]), channels=1, first_id=sys.argv[3],

@@ -44,10 +44,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SIM_SCRIPT = """
 import random, sys
-from gbplatform.simulator import SimConfig, run, _install_reactor
+from gbplatform.simulator.device import SimConfig, run, _install_reactor
 _install_reactor()
 from twisted.internet import reactor
-from gbplatform import simulator
+from gbplatform.simulator import device as simulator
 silent = float(sys.argv[7])
 answer = simulator.SimDevice._answer_query
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from gbplatform.cli import main
+from gbplatform.app.cli import main
 
 sys.exit(main())

@@ -192,7 +192,7 @@ class RtpReceiver:
 
         ``CannotListenError`` propagates: another program holds the port, so
         the caller logs it, gives the lease back and tries the next pair
-        (``gbplatform.live.LiveStreams._bind``).
+        (``gbplatform.sessions.live.LiveStreams._bind``).
         """
         if self._stopped:
             raise RuntimeError("RtpReceiver already stopped")

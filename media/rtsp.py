@@ -29,7 +29,7 @@ Authentication: a token, either as ``?token=`` in the URL (players cannot
 set headers) or as the password of RTSP Basic auth (§D.1, RFC 7617; the user
 name is ignored): the platform's API token, or a playback token valid for the
 request's URL kind and channel (the ``playback`` check the adapter injects,
-``gbplatform.play_tokens``). Every request but OPTIONS is checked, not just the
+``gbplatform.auth.play_tokens``). Every request but OPTIONS is checked, not just the
 first of a connection: a token for one channel must not open another on the
 same connection. Players keep the token: they build SETUP/PLAY URLs by
 appending the SDP's relative control to the whole request URL, query included

@@ -15,7 +15,7 @@ time; every route but ``GET /api/v1/health`` requires it, so a load balancer
 can probe the platform without a secret. The health route touches neither
 the database nor the devices: it must answer while the database is slow.
 The media routes (live FLV/HLS/snapshot, VOD HLS/MP4) also take a playback
-token for their channel (``gbplatform.play_tokens``): what the URLs that
+token for their channel (``gbplatform.auth.play_tokens``): what the URLs that
 ``play`` and the recording timeline answer carry, so a player opens them as
 given and never holds the API token. The access log (``access_log_line``)
 writes ``token=***`` in place of any token's value, on every route.
@@ -33,7 +33,7 @@ response when the stream ends.
 stream's latest keyframe (kept whether or not the GOP cache is on), starting
 the stream on demand like the FLV route and waiting up to ``SNAPSHOT_WAIT``
 seconds for a first keyframe. Decoding and
-encoding run in a worker thread (the ``snapshot`` pool of ``gbplatform.workers``), never on the reactor.
+encoding run in a worker thread (the ``snapshot`` pool of ``gbplatform.core.workers``), never on the reactor.
 
 HLS (RFC 8216) is ``GET /live/<channel>/index.m3u8`` and
 ``GET /live/<channel>/seg<n>.ts``, with the same token rules. The playlist
@@ -72,12 +72,12 @@ from zope.interface import provider
 from gbplatform import __version__
 from gbplatform.api import schemas
 from gbplatform.api.openapi import build_openapi
-from gbplatform.clock import DelayedCallLike
+from gbplatform.app.service import Platform
+from gbplatform.auth.play_tokens import LIVE, VOD
+from gbplatform.core.clock import DelayedCallLike
+from gbplatform.core.errors import DeviceOffline, DomainError
+from gbplatform.core.errors import NotFound as Missing
 from gbplatform.db import queries as q
-from gbplatform.errors import DeviceOffline, DomainError
-from gbplatform.errors import NotFound as Missing
-from gbplatform.live import LiveStream, LiveStreams
-from gbplatform.play_tokens import LIVE, VOD
 from gbplatform.recording import queries as rq
 from gbplatform.recording.http import MP4_TYPE, RecordingOff
 from gbplatform.recording.http import Spool as _Spool
@@ -90,7 +90,7 @@ from gbplatform.recording.playback import (
     rtsp_vod_base,
     vod_playlist,
 )
-from gbplatform.service import Platform
+from gbplatform.sessions.live import LiveStream, LiveStreams
 from media.flv import FlvSink
 from media.frame import Frame
 from media.hls import HlsSegmenter
@@ -324,7 +324,7 @@ class Api:
         self._hls: dict[str, _Hls] = {}
 
     def _blocking(self, kind: str) -> Callable[..., Deferred[Any]]:
-        """The thread pool of ``kind`` (``gbplatform.workers``): a snapshot never queues behind
+        """The thread pool of ``kind`` (``gbplatform.core.workers``): a snapshot never queues behind
         downloads. A platform built without pools (unit tests) uses ``run_in_thread``."""
         workers = getattr(self.platform, "workers", None)
         return workers.runner(kind) if workers is not None else self.run_in_thread
@@ -334,7 +334,7 @@ class Api:
         """Check the bearer token (RFC 6750 §2.1), or with ``query_token`` also
         ``?token=`` (RFC 6750 §2.3) for media URLs that players open. On a media
         route, ``media`` is ``(scope, channel_id)`` and a playback token for it
-        (``gbplatform.play_tokens``) is as good as the API token."""
+        (``gbplatform.auth.play_tokens``) is as good as the API token."""
         header = request.getHeader(b"authorization")
         if query_token and b"token" in request.args and not header:
             header = b"Bearer " + request.args[b"token"][0]
@@ -409,7 +409,7 @@ class Api:
             },
         })
 
-    # -- security: digest-guessing bans (gbplatform/auth_guard.py) --------------
+    # -- security: digest-guessing bans (gbplatform/devices/auth_guard.py) --------------
     @app.route("/api/v1/security/bans", methods=["GET"])
     @authenticated
     async def list_bans(self, request: Request) -> bytes:

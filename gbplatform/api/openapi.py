@@ -36,7 +36,7 @@ _STR = _nullable("string")
 _INT = _nullable("integer")
 
 
-_PT = "l.1733400000.Jm2uQ4Vb8c1oZ0vX9kT3yA"  # a playback token, gbplatform.play_tokens
+_PT = "l.1733400000.Jm2uQ4Vb8c1oZ0vX9kT3yA"  # a playback token, gbplatform.auth.play_tokens
 
 
 def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:

@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from gbplatform.core.errors import DomainError
+from gbplatform.core.ids import is_gb_id
 from gbplatform.db.queries import ChannelRecord, DeviceRecord, Page, TreeNode
-from gbplatform.devices import DeviceLive
-from gbplatform.errors import DomainError
-from gbplatform.ids import is_gb_id
-from gbplatform.trace import TraceEntry
+from gbplatform.devices.registrar import DeviceLive
+from gbplatform.signalling.trace import TraceEntry
 from sip.sdp import SdpError, parse_stream_choice
 
 T = TypeVar("T")

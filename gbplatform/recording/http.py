@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from gbplatform.errors import DomainError
+from gbplatform.core.errors import DomainError
 from gbplatform.recording.playback import Cancelled
 
 __all__ = ["MP4_TYPE", "SPOOL_BYTES", "RangeNotSatisfiable", "RecordingOff", "Spool", "byte_range"]

@@ -23,7 +23,7 @@ configured. Retention runs every ``record.retention_interval``: by age
 (global and per channel), by quota (oldest first across all channels, as an
 NVR loops), and by free disk space; file deletion runs in a thread.
 
-Blocking work runs on the platform's pools (``gbplatform.workers``): file
+Blocking work runs on the platform's pools (``gbplatform.core.workers``): file
 deletion and disk usage on ``retention``, recovery scans and the bucket
 check on ``storage``, so neither waits behind downloads or snapshots.
 Shutdown's joins (writer, uploader) use ``run_in_thread``.
@@ -48,10 +48,10 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 
-from gbplatform.clock import Clock, DelayedCallLike
-from gbplatform.config import RecordConfig
+from gbplatform.app.config import RecordConfig
+from gbplatform.core.clock import Clock, DelayedCallLike
+from gbplatform.core.errors import DomainError
 from gbplatform.db.database import Database
-from gbplatform.errors import DomainError
 from gbplatform.recording import queries as rq
 from gbplatform.recording.playback import Progress, TimelineCache, timeline
 from gbplatform.recording.recovery import parse_key, repair
@@ -129,7 +129,7 @@ class RecordingManager:
         self.devices = devices
         self.call_from_thread = call_from_thread
         self.run_in_thread = run_in_thread
-        self.workers = workers  # gbplatform.workers.Workers, or None: everything on run_in_thread
+        self.workers = workers  # gbplatform.core.workers.Workers, or None: everything on run_in_thread
         root = Path(config.directory) if config.directory else data_dir / "recordings"
         self.storage = LocalStorage(root, timeout=config.nas_timeout, monotonic=monotonic)
         self.backend = config.backend

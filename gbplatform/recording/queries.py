@@ -18,8 +18,8 @@ from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gbplatform.core.errors import DomainError
 from gbplatform.db.models import Channel, RecordPlan, RecordPolicy, RecordSegment
-from gbplatform.errors import DomainError
 
 plans: Final = cast(Table, RecordPlan.__table__)
 policies: Final = cast(Table, RecordPolicy.__table__)

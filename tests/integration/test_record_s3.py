@@ -23,7 +23,7 @@ import pytest
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from gbplatform.api.app import Api
-from gbplatform.config import RecordConfig
+from gbplatform.app.config import RecordConfig
 from gbplatform.db import queries as q
 from gbplatform.recording import queries as rq
 from gbplatform.recording.playback import Progress, gop_ranges, remux_mp4

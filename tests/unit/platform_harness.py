@@ -33,12 +33,12 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from gbplatform.clock import FakeClock
-from gbplatform.config import Config
+from gbplatform.app.config import Config
+from gbplatform.app.service import Platform, build_platform
+from gbplatform.core.clock import FakeClock
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner, make_engine
 from gbplatform.db.models import Base
-from gbplatform.service import Platform, build_platform
 from sip import manscdp
 from sip.auth import authorization_for, parse_auth_header
 from sip.endpoint import Addr, Endpoint, EndpointEvent, RequestReceived

@@ -28,15 +28,15 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from gbplatform.api import schemas
 from gbplatform.api.app import Api
-from gbplatform.clock import FakeClock
-from gbplatform.config import Config
+from gbplatform.app.config import Config
+from gbplatform.app.service import Platform, build_platform
+from gbplatform.core.clock import FakeClock
+from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner, make_engine
 from gbplatform.db.models import Base
-from gbplatform.devices import AuthInfo, DeviceLive
-from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
-from gbplatform.live import NoPorts
-from gbplatform.service import Platform, build_platform
+from gbplatform.devices.registrar import AuthInfo, DeviceLive
+from gbplatform.sessions.live import NoPorts
 from media.flv import FlvSink
 from media.frame import Codec, Frame
 from media.pipeline import FrameDispatcher, GopCache

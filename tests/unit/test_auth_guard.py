@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
-from gbplatform.auth_guard import AuthGuard
+from gbplatform.devices.auth_guard import AuthGuard
 from media.logthrottle import LogThrottle
 from tests.unit.platform_harness import DEV, DEV2, Harness
 
@@ -29,7 +29,8 @@ def lines() -> Iterator[list[str]]:
     seen: list[str] = []
 
     def observe(event: LogEvent) -> None:
-        if event.get("log_namespace") in ("gbplatform.devices", "gbplatform.sipapp"):
+        namespace = event.get("log_namespace")
+        if namespace in ("gbplatform.devices.registrar", "gbplatform.signalling.sipapp"):
             seen.append(formatEvent(event))
 
     globalLogPublisher.addObserver(observe)

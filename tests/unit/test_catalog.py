@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from gbplatform import catalog as catalog_module
-from gbplatform.catalog import CatalogSession, to_channel
 from gbplatform.db import queries as q
+from gbplatform.devices import catalog as catalog_module
+from gbplatform.devices.catalog import CatalogSession, to_channel
 from sip import manscdp
 from tests.unit.platform_harness import DEV, FakeDevice, Harness, has_fired
 

@@ -1,10 +1,11 @@
-"""Tests for gbplatform.cli, driven through main([...]); the reactor never runs for real."""
+"""Tests for gbplatform.app.cli, driven through main([...]); the reactor never runs for real."""
 
 import argparse
 import io
 import json
 import logging
 import signal
+import subprocess
 import sys
 import tomllib
 import types
@@ -15,8 +16,9 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, globalLogPublisher
 
-from gbplatform import __version__, cli
-from gbplatform.config import Config, ConfigError, LogConfig, load_config
+from gbplatform import __version__
+from gbplatform.app import cli, logs
+from gbplatform.app.config import Config, ConfigError, LogConfig, load_config
 
 
 @pytest.fixture(autouse=True)
@@ -189,9 +191,9 @@ def test_serve(
         made.append((config, reactor))
         return service
 
-    module = types.ModuleType("gbplatform.service")
+    module = types.ModuleType("gbplatform.app.service")
     module.make_service = make_service  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gbplatform.service", module)
+    monkeypatch.setitem(sys.modules, "gbplatform.app.service", module)
     config = load_config(None, {"GBP_STORAGE_DATA_DIR": str(tmp_path)})
     reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
     signals_for: list[Any] = []
@@ -259,15 +261,15 @@ def test_library_imports_keep_pyopenssl() -> None:
 
 def test_json_log_lines_with_level_filter() -> None:
     stream = io.StringIO()
-    observer = cli.make_log_observer(LogConfig(level="info", format="json"), stream)
-    log = Logger(namespace="gbplatform.devices", observer=observer)
+    observer = logs.make_log_observer(LogConfig(level="info", format="json"), stream)
+    log = Logger(namespace="gbplatform.devices.registrar", observer=observer)
     log.debug("hidden {x}", x=1)
     log.info("device {device_id} online", device_id="34020000001320000001", n=3, obj=object())
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])
     assert record["level"] == "info"
-    assert record["namespace"] == "gbplatform.devices"
+    assert record["namespace"] == "gbplatform.devices.registrar"
     assert record["message"] == "device 34020000001320000001 online"
     assert record["device_id"] == "34020000001320000001"
     assert record["n"] == 3
@@ -277,7 +279,7 @@ def test_json_log_lines_with_level_filter() -> None:
 
 def test_json_log_includes_traceback() -> None:
     stream = io.StringIO()
-    log = Logger(observer=cli.make_log_observer(LogConfig(format="json"), stream))
+    log = Logger(observer=logs.make_log_observer(LogConfig(format="json"), stream))
     try:
         raise ValueError("boom")
     except ValueError:
@@ -289,7 +291,7 @@ def test_json_log_includes_traceback() -> None:
 
 def test_text_log_and_level() -> None:
     stream = io.StringIO()
-    log = Logger(observer=cli.make_log_observer(LogConfig(level="warn"), stream))
+    log = Logger(observer=logs.make_log_observer(LogConfig(level="warn"), stream))
     log.info("quiet")
     log.warn("loud {what}", what="noise")
     assert "quiet" not in stream.getvalue()
@@ -301,7 +303,7 @@ def test_stdlib_records_reach_twisted_logger() -> None:
     observer: Any = events.append
     globalLogPublisher.addObserver(observer)
     logger = logging.getLogger("sip.test_cli_bridge")
-    handler = cli._StdlibToTwisted()
+    handler = logs._StdlibToTwisted()
     logger.addHandler(handler)
     try:
         logger.warning("dropped %d bytes", 5)
@@ -319,14 +321,14 @@ def test_stdlib_records_reach_twisted_logger() -> None:
 @pytest.fixture
 def fake_simulator(monkeypatch: pytest.MonkeyPatch) -> list[argparse.Namespace]:
     seen: list[argparse.Namespace] = []
-    module = types.ModuleType("gbplatform.simulator")
+    module = types.ModuleType("gbplatform.simulator.device")
 
     def main(args: argparse.Namespace) -> int:
         seen.append(args)
         return 0
 
     module.main = main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gbplatform.simulator", module)
+    monkeypatch.setitem(sys.modules, "gbplatform.simulator.device", module)
     return seen
 
 
@@ -386,6 +388,37 @@ def test_simulate_bad_options(
     assert cli.main(["simulate", *argv]) == 2
     assert fragment in capsys.readouterr().err
     assert fake_simulator == []
+
+
+# What `gbplatform run` imports, in a fresh interpreter: the CLI, the configuration
+# and the whole service graph (make_service), but never the device simulator.
+RUN_PATH_IMPORTS = """
+import sys
+from twisted.internet.testing import MemoryReactorClock
+from gbplatform.app import cli
+from gbplatform.app.config import load_config
+from gbplatform.app.service import make_service
+
+
+class Reactor(MemoryReactorClock):
+    def listenUDP(self, *args, **kwargs):  # looked up while building; the service is not started
+        raise AssertionError("not started")
+
+
+assert cli.build_parser().parse_args(["run"]).command == "run"
+top = make_service(load_config(None, {"GBP_STORAGE_DATA_DIR": sys.argv[1]}), Reactor())
+top.platform.db.dispose()
+loaded = sorted(name for name in sys.modules if name.startswith("gbplatform.simulator"))
+assert not loaded, loaded
+"""
+
+
+def test_run_does_not_import_the_simulator(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_PATH_IMPORTS, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_simulated_device_ids_overflow() -> None:

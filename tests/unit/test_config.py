@@ -1,4 +1,4 @@
-"""Tests for gbplatform.config: defaults, file, environment, errors, to_toml."""
+"""Tests for gbplatform.app.config: defaults, file, environment, errors, to_toml."""
 
 import dataclasses
 import tomllib
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gbplatform import __version__
-from gbplatform.config import (
+from gbplatform.app.config import (
     Config,
     ConfigError,
     config_reference,

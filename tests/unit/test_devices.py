@@ -21,13 +21,13 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 
-from gbplatform.clock import FakeClock
-from gbplatform.config import Config
+from gbplatform.app.config import Config
+from gbplatform.app.service import HttpService, SipService, build_platform, make_service
+from gbplatform.core.clock import FakeClock
+from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner
-from gbplatform.devices import DeviceEvent
-from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
-from gbplatform.service import HttpService, SipService, build_platform, make_service
+from gbplatform.devices.registrar import DeviceEvent
 from sip import manscdp
 from sip.auth import parse_auth_header
 from sip.message import Request, Response
@@ -920,7 +920,7 @@ def test_the_platform_stops_its_services_one_at_a_time_last_first() -> None:
     from twisted.application.service import Service
     from twisted.internet.defer import Deferred
 
-    from gbplatform.service import OrderedMultiService
+    from gbplatform.app.service import OrderedMultiService
 
     stopped: list[str] = []
     pending: dict[str, Deferred[None]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gbplatform.config import config_reference, env_var_name
+from gbplatform.app.config import config_reference, env_var_name
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

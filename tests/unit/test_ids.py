@@ -1,4 +1,4 @@
-"""Tests for gbplatform.ids (Annex D codes, SSRC allocation, SIP tokens) and gbplatform.clock."""
+"""Tests for gbplatform.core.ids (Annex D codes, SSRC allocation, SIP tokens) and gbplatform.core.clock."""
 
 import random
 import re
@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock as TwistedClock
 
-from gbplatform.clock import FakeClock, ReactorClock
-from gbplatform.ids import (
+from gbplatform.core.clock import FakeClock, ReactorClock
+from gbplatform.core.ids import (
     SsrcAllocator,
     SsrcExhaustedError,
     domain_of,
@@ -206,7 +206,7 @@ def test_tokens_differ() -> None:
     assert len({new_branch(rng) for _ in range(1000)}) == 1000
 
 
-# -- Clock (gbplatform.clock) ----------------------------------------------------------
+# -- Clock (gbplatform.core.clock) ----------------------------------------------------------
 
 
 def test_fake_clock_advances_reactor_and_wall_time() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, succeed
 
-from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
-from gbplatform.ids import SsrcAllocator
-from gbplatform.live import LiveStreams, NoPorts
+from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
+from gbplatform.core.ids import SsrcAllocator
+from gbplatform.sessions.live import LiveStreams, NoPorts
 from media.ports import PortPool
 from sip import sdp
 from sip.endpoint import EndpointEvent, RequestReceived

@@ -14,9 +14,9 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.logger import LogEvent, globalLogPublisher
 
-from gbplatform.errors import DeviceTimeout
-from gbplatform.ids import SsrcAllocator
-from gbplatform.live import LiveStreams, MediaConnectFailed, StreamStopped
+from gbplatform.core.errors import DeviceTimeout
+from gbplatform.core.ids import SsrcAllocator
+from gbplatform.sessions.live import LiveStreams, MediaConnectFailed, StreamStopped
 from media.ports import PortPool
 from media.receiver import RtpReceiver
 from sip import sdp
@@ -184,7 +184,7 @@ def test_when_every_free_pair_is_taken_the_play_is_a_503(h: Harness) -> None:
                            listen_udp=refuse)
 
     streams, _ = make_streams(h, factory)
-    from gbplatform.live import NoPorts
+    from gbplatform.sessions.live import NoPorts
 
     with pytest.raises(NoPorts, match="taken"):
         result_of(play(h, streams))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gbplatform.sim_clip import ClipSpec, encode_audio, encode_video
+from gbplatform.simulator.clip import ClipSpec, encode_audio, encode_video
 from media import nal
 from media.frame import Codec, Frame
 from media.ps import PsDemuxer, parse_timestamp

@@ -13,7 +13,7 @@ from gbplatform import __version__
 from gbplatform.api.app import Api
 from gbplatform.api.openapi import build_openapi
 from gbplatform.db import queries as q
-from gbplatform.live import LiveStream
+from gbplatform.sessions.live import LiveStream
 from media.ingest import RtpIngest
 from media.pipeline import FrameDispatcher
 from media.ports import PortLease

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gbplatform.clock import FakeClock
-from gbplatform.play_tokens import LIVE, VOD, PlayTokens
+from gbplatform.auth.play_tokens import LIVE, VOD, PlayTokens
+from gbplatform.core.clock import FakeClock
 
 ADMIN = "admin-token"
 CH = "34020000001310000001"

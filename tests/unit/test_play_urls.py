@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet.defer import maybeDeferred
 
-from gbplatform.play_tokens import LIVE, VOD
+from gbplatform.auth.play_tokens import LIVE, VOD
 from tests.unit.test_api import (  # noqa: F401 - fixtures
     CAM1,
     CAM2,

@@ -21,8 +21,9 @@ import pytest
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from gbplatform.api.app import Api
-from gbplatform.clock import FakeClock
-from gbplatform.config import Config, RecordConfig
+from gbplatform.app.config import Config, RecordConfig
+from gbplatform.app.service import Platform
+from gbplatform.core.clock import FakeClock
 from gbplatform.db import queries as q
 from gbplatform.recording import queries as rq
 from gbplatform.recording.http import RangeNotSatisfiable, byte_range
@@ -30,7 +31,6 @@ from gbplatform.recording.manager import RecordingManager
 from gbplatform.recording.playback import GAP, TimelineCache, gop_ranges, timeline, vod_playlist
 from gbplatform.recording.schedule import ScheduleError, covers, parse_schedule
 from gbplatform.recording.writer import segment_key
-from gbplatform.service import Platform
 from media.frame import Frame
 from tests.unit.test_api import (
     CAM1,
@@ -476,8 +476,8 @@ class BusyPool:
 
 
 def test_a_snapshot_is_taken_while_downloads_fill_their_pool(rec: Rec, frames: list[Frame]) -> None:
+    from gbplatform.core.workers import Workers
     from gbplatform.db.database import InlineRunner
-    from gbplatform.workers import Workers
 
     segs = record_all(rec, frames)
     busy = BusyPool()

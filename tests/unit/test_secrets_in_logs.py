@@ -14,8 +14,8 @@ from twisted.web.server import Request as WebRequest
 from twisted.web.test.requesthelper import DummyChannel
 from zope.interface import provider
 
-from gbplatform.config import Config
-from gbplatform.service import HttpService, make_service
+from gbplatform.app.config import Config
+from gbplatform.app.service import HttpService, make_service
 from media.rtsp import RtspServerConnection
 from tests.unit.test_api import CAM1, TOKEN, make_platform
 from tests.unit.test_devices import _Reactor

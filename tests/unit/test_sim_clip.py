@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from gbplatform import cli, sim_clip
-from gbplatform.config import ConfigError
-from gbplatform.sim_clip import (
+from gbplatform.app import cli
+from gbplatform.app.config import ConfigError
+from gbplatform.simulator import clip as sim_clip
+from gbplatform.simulator.clip import (
     ClipError,
     ClipSpec,
     build_clip,
@@ -22,8 +23,8 @@ from gbplatform.sim_clip import (
     load_packs,
     spec_for,
 )
-from gbplatform.sim_media import TIMESTAMP_STEP, PsClip, RtpPacer
-from gbplatform.simulator import SimConfig, Simulator
+from gbplatform.simulator.device import SimConfig, Simulator
+from gbplatform.simulator.media import TIMESTAMP_STEP, PsClip, RtpPacer
 from media import nal
 from media.frame import Codec, Frame
 from media.ps import PsDemuxer

@@ -17,11 +17,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from gbplatform import cli
-from gbplatform.config import ConfigError
-from gbplatform.sim_clip import ClipError, build_clip, clip_loader, spec_for
-from gbplatform.sim_media import TIMESTAMP_STEP, EsClip, PsClip, RtpPacer
-from gbplatform.simulator import SimConfig, Simulator
+from gbplatform.app import cli
+from gbplatform.app.config import ConfigError
+from gbplatform.simulator.clip import ClipError, build_clip, clip_loader, spec_for
+from gbplatform.simulator.device import SimConfig, Simulator
+from gbplatform.simulator.media import TIMESTAMP_STEP, EsClip, PsClip, RtpPacer
 from media import nal
 from media.depacketize import Depacketizer
 from media.frame import Codec, Frame
@@ -150,7 +150,7 @@ PLATFORM_OFFER = ["96 PS/90000", "98 H264/90000", "97 MPEG4/90000", "99 H265/900
 
 
 def test_the_platform_offer_has_the_es_payloads() -> None:
-    # What gbplatform.live offers; the ES device answers from it (98 H264, 99 H265).
+    # What gbplatform.sessions.live offers; the ES device answers from it (98 H264, 99 H265).
     assert list(sdp.DEFAULT_VIDEO_PAYLOADS) == PLATFORM_OFFER
 
 

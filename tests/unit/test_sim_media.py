@@ -10,8 +10,8 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from gbplatform.sim_clip import ClipError, build_clip, spec_for
-from gbplatform.sim_media import (
+from gbplatform.simulator.clip import ClipError, build_clip, spec_for
+from gbplatform.simulator.media import (
     TIMESTAMP_STEP,
     MediaTarget,
     PsClip,
@@ -290,7 +290,7 @@ def test_simulator_stop_stops_the_streams() -> None:
     assert m.sim.devices[0].plays == {} and m.udp[0].closed
 
 
-# -- the generated clip (gbplatform.sim_clip) ----------------------------------------------------
+# -- the generated clip (gbplatform.simulator.clip) ----------------------------------------------------
 
 
 def test_invite_is_answered_with_the_generated_h265_clip(

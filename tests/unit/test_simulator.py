@@ -20,9 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock
 
-from gbplatform import cli
-from gbplatform.config import ConfigError
-from gbplatform.simulator import (
+from gbplatform.app import cli
+from gbplatform.app.config import ConfigError
+from gbplatform.simulator.device import (
     STUN_HEADER,
     VENDOR_QUIRKS,
     Quirks,

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 
-from gbplatform.clock import FakeClock
+from gbplatform.core.clock import FakeClock
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner
-from gbplatform.devices import StateWriter
+from gbplatform.devices.registrar import StateWriter
 from tests.unit.platform_harness import has_fired
 from tests.unit.test_db import db, pg_engine, pg_url  # noqa: F401 - fixtures
 

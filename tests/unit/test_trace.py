@@ -1,4 +1,4 @@
-"""The bounded per-device SIP trace (``gbplatform.trace``)."""
+"""The bounded per-device SIP trace (``gbplatform.signalling.trace``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gbplatform.trace import MAX_ENTRY, SipTrace
+from gbplatform.signalling.trace import MAX_ENTRY, SipTrace
 from tests.unit.platform_harness import DEV, DEV2, PLATFORM_ID, Harness
 
 PEER = ("UDP", "192.0.2.10", 5070)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
+from gbplatform.core.workers import POOL_SIZES, Workers, WorkersService
 from gbplatform.db.database import InlineRunner
-from gbplatform.workers import POOL_SIZES, Workers, WorkersService
 
 
 def test_each_kind_has_its_own_bounded_named_pool() -> None:

@@ -48,9 +48,9 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from gbplatform import __version__
-from gbplatform.config import ConfigError
-from gbplatform.sim_clip import AUDIO_CHOICES, CLIP_CHOICES, PAYLOAD_CHOICES, clip_loader
-from gbplatform.sim_media import MediaSender, SimMedia
+from gbplatform.app.config import ConfigError
+from gbplatform.simulator.clip import AUDIO_CHOICES, CLIP_CHOICES, PAYLOAD_CHOICES, clip_loader
+from gbplatform.simulator.media import MediaSender, SimMedia
 from sip import manscdp, sdp
 from sip.auth import AuthError, authorization_for, parse_auth_header
 from sip.dialog import Dialog
@@ -230,7 +230,7 @@ class SimConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> SimConfig:
-        """Build from the ``gbplatform simulate`` namespace (``gbplatform/cli.py``)."""
+        """Build from the ``gbplatform simulate`` namespace (``gbplatform/app/cli.py``)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in vars(args).items() if k in known and v is not None}
         values.update(overrides)
@@ -1413,12 +1413,12 @@ def _resolve(config: SimConfig) -> SimConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``gbplatform simulate``: see ``gbplatform/cli.py`` for the options."""
+    """``gbplatform simulate``: see ``gbplatform/app/cli.py`` for the options."""
     config = _resolve(SimConfig.from_args(args))
     from twisted.logger import globalLogBeginner
 
-    from gbplatform.cli import make_log_observer
-    from gbplatform.config import LogConfig
+    from gbplatform.app.config import LogConfig
+    from gbplatform.app.logs import make_log_observer
 
     globalLogBeginner.beginLoggingTo(
         [make_log_observer(LogConfig(level="info", format="text"), sys.stderr)],

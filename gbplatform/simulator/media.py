@@ -8,7 +8,7 @@ they come from a ZLMediaKit capture (/work/shared/captures, H.264 1080p,
 25 fps), without the capture's cut last frame, replayed as they were
 packetised so the platform sees a real device's PS stream. ``gbplatform
 simulate --clip h264|h265`` instead plays a test pattern encoded at start
-and muxed by us (``gbplatform.sim_clip``), with G.711 audio in the same PS.
+and muxed by us (``gbplatform.simulator.clip``), with G.711 audio in the same PS.
 
 ``--payload es`` makes the device send the elementary stream itself, as
 some cameras do: ``EsClip.from_ps`` demuxes a PS clip to its video access
@@ -40,7 +40,7 @@ reader pauses us (we are its push producer) and the frames due meanwhile are
 dropped, as a live camera would: the send buffer stays bounded.
 
 ``SimMedia`` turns one device's SDP offer into ``(answer, sender)``; the
-SIP side (100/200, dialog, ACK, BYE) lives in ``gbplatform.simulator``.
+SIP side (100/200, dialog, ACK, BYE) lives in ``gbplatform.simulator.device``.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ class PsClip:
     def default_path() -> Path:
         """``$GBP_SHARED_DIR/captures/...``, else ``<repo>/../shared/captures/...``."""
         shared = os.environ.get("GBP_SHARED_DIR")
-        base = Path(shared) if shared else Path(__file__).resolve().parents[1].parent / "shared"
+        base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
         return base / "captures" / CAPTURE_NAME
 
     @classmethod

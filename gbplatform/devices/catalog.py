@@ -39,10 +39,10 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gbplatform.clock import Clock
+from gbplatform.core.clock import Clock
+from gbplatform.core.errors import DomainError
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database
-from gbplatform.errors import DomainError
 from sip import manscdp
 
 log = Logger()

@@ -20,11 +20,11 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gbplatform.clock import Clock
+from gbplatform.core.clock import Clock
+from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
+from gbplatform.core.ids import is_gb_id
 from gbplatform.db.queries import MAX_ID_LENGTH
-from gbplatform.devices import NOT_FROM_HERE
-from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout
-from gbplatform.ids import is_gb_id
+from gbplatform.devices.registrar import NOT_FROM_HERE
 from sip import manscdp
 from sip.endpoint import (
     Addr,
@@ -46,7 +46,7 @@ from sip.transaction import (
 )
 
 if TYPE_CHECKING:
-    from gbplatform.devices import DeviceManager
+    from gbplatform.devices.registrar import DeviceManager
 
 log = Logger()
 

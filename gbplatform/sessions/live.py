@@ -42,10 +42,10 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gbplatform.clock import Clock, DelayedCallLike
-from gbplatform.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
-from gbplatform.ids import SsrcAllocator
-from gbplatform.sipapp import SipTimeout
+from gbplatform.core.clock import Clock, DelayedCallLike
+from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
+from gbplatform.core.ids import SsrcAllocator
+from gbplatform.signalling.sipapp import SipTimeout
 from media.frame import Frame
 from media.ingest import RtpIngest, payload_formats_from_rtpmap
 from media.nal import sps_info

@@ -43,7 +43,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from gbplatform.sim_media import FRAME_INTERVAL, TIMESTAMP_STEP, EsClip, PsClip, PsFrame
+from gbplatform.simulator.media import FRAME_INTERVAL, TIMESTAMP_STEP, EsClip, PsClip, PsFrame
 from media import nal
 from media.frame import Codec, Frame
 from media.psmux import AUDIO_STREAM_ID, RTP_PAYLOAD_SIZE, VIDEO_STREAM_ID, PsMuxer, split_payload

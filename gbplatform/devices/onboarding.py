@@ -28,10 +28,10 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gbplatform.catalog import CatalogSync
-from gbplatform.clock import Clock
+from gbplatform.core.clock import Clock
+from gbplatform.core.errors import DeviceRejected, DomainError
 from gbplatform.db.database import Database
-from gbplatform.errors import DeviceRejected, DomainError
+from gbplatform.devices.catalog import CatalogSync
 from sip import manscdp
 
 log = Logger()

@@ -40,12 +40,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from gbplatform.auth_guard import AuthGuard, address_key, device_key
-from gbplatform.clock import Clock
-from gbplatform.config import SipConfig
+from gbplatform.app.config import SipConfig
+from gbplatform.core.clock import Clock
+from gbplatform.core.ids import is_gb_id
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database
-from gbplatform.ids import is_gb_id
+from gbplatform.devices.auth_guard import AuthGuard, address_key, device_key
 from media.logthrottle import LogThrottle
 from sip import manscdp
 from sip.auth import DigestServer, ha1

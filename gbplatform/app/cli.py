@@ -9,34 +9,22 @@ stack or the database. ``run`` also keeps pyOpenSSL out of the process
 
 import argparse
 import importlib
-import json
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import IO, Any, cast
+from typing import Any
 
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    formatEvent,
-    globalLogBeginner,
-    textFileLogObserver,
-)
-from zope.interface import provider
+from twisted.logger import Logger
 
 from gbplatform import __version__
-from gbplatform.config import Config, ConfigError, LogConfig, load_config
-from gbplatform.ids import is_gb_id
+from gbplatform.app.config import Config, ConfigError, load_config
+from gbplatform.app.logs import setup_logging
+from gbplatform.core.ids import is_gb_id
 
-__all__ = ["build_parser", "keep_pyopenssl_out", "main", "make_log_observer", "serve"]
+__all__ = ["build_parser", "keep_pyopenssl_out", "main", "serve"]
 
-_TRUE_WORDS = frozenset({"true", "1", "yes"})  # as gbplatform.config reads booleans
+_TRUE_WORDS = frozenset({"true", "1", "yes"})  # as gbplatform.app.config reads booleans
 _FALSE_WORDS = frozenset({"false", "0", "no"})
 
 log = Logger()
@@ -177,88 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------
-# Logging
-# --------------------------------------------------------------------------
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return repr(value)
-
-
-def _json_line_observer(stream: IO[str]) -> Any:
-    """One JSON object per line: time, level, namespace, message and the event's fields."""
-
-    def observe(event: dict[str, Any]) -> None:
-        record: dict[str, Any] = {
-            "time": datetime.fromtimestamp(event.get("log_time", 0.0), UTC).isoformat(),
-            "level": event["log_level"].name if "log_level" in event else "info",
-            "namespace": event.get("log_namespace", ""),
-            "message": formatEvent(event),
-        }
-        for key, value in event.items():
-            if not key.startswith("log_") and key not in record:
-                record[key] = _json_value(value)
-        failure = event.get("log_failure")
-        if failure is not None:
-            record["traceback"] = failure.getTraceback()
-        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        stream.flush()
-
-    return provider(ILogObserver)(observe)
-
-
-def make_log_observer(config: LogConfig, stream: IO[str]) -> ILogObserver:
-    """The stdout observer for ``[log]``: text or JSON lines, filtered by level."""
-    inner: Any = (
-        _json_line_observer(stream) if config.format == "json" else textFileLogObserver(stream)
-    )
-    predicate: Any = LogLevelFilterPredicate(
-        defaultLogLevel=LogLevel.levelWithName(config.level)
-    )
-    return cast(ILogObserver, FilteringLogObserver(inner, [predicate]))
-
-
-_STDLIB_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
-
-
-class _StdlibToTwisted(logging.Handler):
-    """Forwards ``logging`` records (from the sans-IO ``sip``/``media`` cores) to twisted.logger."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.CRITICAL:
-            level = LogLevel.critical
-        elif record.levelno >= logging.ERROR:
-            level = LogLevel.error
-        elif record.levelno >= logging.WARNING:
-            level = LogLevel.warn
-        elif record.levelno >= logging.INFO:
-            level = LogLevel.info
-        else:
-            level = LogLevel.debug
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + logging.Formatter().formatException(record.exc_info)
-        Logger(namespace=record.name).emit(level, "{text}", text=text)
-
-
-def _setup_logging(config: LogConfig) -> None:
-    globalLogBeginner.beginLoggingTo(
-        [make_log_observer(config, sys.stdout)], redirectStandardIO=False
-    )
-    root = logging.getLogger()
-    root.setLevel(_STDLIB_LEVELS[config.level])
-    root.addHandler(_StdlibToTwisted())
-
-
-# --------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------
 
@@ -339,7 +245,7 @@ def keep_pyopenssl_out(env: Mapping[str, str]) -> bool:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
-    _setup_logging(config.log)
+    setup_logging(config.log)
     keep_pyopenssl_out(os.environ)
     _install_reactor()
     from twisted.internet import reactor
@@ -384,7 +290,7 @@ def serve(
         port=config.sip.port, transports="/".join(config.sip.transports),
     )
     _migrate(config, "head")
-    from gbplatform.service import make_service
+    from gbplatform.app.service import make_service
 
     service = make_service(config, reactor)
     service.startService()  # type: ignore[no-untyped-call]
@@ -420,7 +326,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         args.device_ids = simulated_device_ids(args.first_id, args.devices)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    simulator = importlib.import_module("gbplatform.simulator")
+    simulator = importlib.import_module("gbplatform.simulator.device")
     result = simulator.main(args)
     return result if isinstance(result, int) else 0
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gbplatform import __version__
-from gbplatform.ids import is_gb_id
+from gbplatform.core.ids import is_gb_id
 
 __all__ = [
     "ApiConfig",

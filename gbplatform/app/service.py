@@ -24,21 +24,21 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from gbplatform import __version__
-from gbplatform.catalog import CatalogSync
-from gbplatform.clock import Clock, ReactorClock
-from gbplatform.config import Config
+from gbplatform.app.config import Config
+from gbplatform.auth.play_tokens import PlayTokens
+from gbplatform.core.clock import Clock, ReactorClock
+from gbplatform.core.errors import DomainError
+from gbplatform.core.errors import NotFound as ChannelNotFound
+from gbplatform.core.ids import SsrcAllocator
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, DatabaseService, ThreadPoolRunner, make_engine
-from gbplatform.device_queries import DeviceQueries
-from gbplatform.devices import DeviceEvent, DeviceManager
-from gbplatform.errors import DomainError
-from gbplatform.errors import NotFound as ChannelNotFound
-from gbplatform.ids import SsrcAllocator
-from gbplatform.live import LiveStreams
-from gbplatform.play_tokens import PlayTokens
+from gbplatform.devices.catalog import CatalogSync
+from gbplatform.devices.onboarding import DeviceQueries
+from gbplatform.devices.registrar import DeviceEvent, DeviceManager
 from gbplatform.recording.rtsp_vod import RecordingVodSource
-from gbplatform.sipapp import SipApp
-from gbplatform.trace import SipTrace
+from gbplatform.sessions.live import LiveStreams
+from gbplatform.signalling.sipapp import SipApp
+from gbplatform.signalling.trace import SipTrace
 from media.ports import PortPool, SharedPortPool
 from media.receiver import RtpReceiver, SharedRtpPort, UdpDrainer
 from media.rtsp import RtpSender, RtspError
@@ -69,7 +69,7 @@ class Platform:
     transport: SipTransport | None = None
     live: LiveStreams | None = None
     recording: Any = None  # gbplatform.recording.manager.RecordingManager
-    workers: Any = None  # gbplatform.workers.Workers: blocking work's pools (None in tests: run inline)
+    workers: Any = None  # gbplatform.core.workers.Workers: blocking work's pools (None in tests: run inline)
 
 
 def _read_or_create(path: Path, make: Any) -> str:
@@ -334,7 +334,7 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         # Where it is, never what it is: logs are shipped and read by more people than the data dir.
         log.info("API token generated at first start, kept in {path}", path=config.api_token_path)
     top = OrderedMultiService()  # type: ignore[no-untyped-call]
-    from gbplatform.workers import Workers, WorkersService
+    from gbplatform.core.workers import Workers, WorkersService
 
     platform.workers = Workers.threaded(reactor)  # one bounded pool per kind of blocking work
     services: list[Service] = [DatabaseService(db), WorkersService(platform.workers), SipService(platform, reactor),

@@ -1,0 +1,1 @@
+"""The application shell: configuration, the command line, logging setup and ``make_service``."""

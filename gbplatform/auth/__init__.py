@@ -1,0 +1,1 @@
+"""Authorisation of clients: the scoped playback tokens."""

@@ -1,0 +1,3 @@
+"""Devices: registration (the registrar), the brute-force guard, onboarding queries
+and the catalog.
+"""

@@ -1,0 +1,1 @@
+"""INVITE sessions with devices: live video now; playback, download and talk next."""

@@ -1,0 +1,3 @@
+"""The GB/T 28181 device simulator (``gbplatform simulate``), kept out of what
+``gbplatform run`` imports.
+"""
