@@ -53,8 +53,9 @@ FIRST_ID = "34020000001320000001"
 # The simulator with a SIGUSR1 handler that reports the media sent so far.
 SENDER_SCRIPT = """
 import json, random, signal, sys
-from gbplatform.simulator.device import SimConfig, run, _install_reactor
-_install_reactor()
+from gbplatform.simulator.device import SimConfig, run
+from gbplatform.app.reactor import install_reactor
+install_reactor()
 from twisted.internet import reactor
 cfg = SimConfig(server=sys.argv[1], devices=int(sys.argv[2]), channels=1, first_id=sys.argv[3],
                 keepalive_interval=30.0, status_interval=3600.0)

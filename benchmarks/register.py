@@ -44,8 +44,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SIM_SCRIPT = """
 import random, sys
-from gbplatform.simulator.device import SimConfig, run, _install_reactor
-_install_reactor()
+from gbplatform.simulator.device import SimConfig, run
+from gbplatform.app.reactor import install_reactor
+install_reactor()
 from twisted.internet import reactor
 from gbplatform.simulator import device as simulator
 silent = float(sys.argv[7])

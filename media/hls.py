@@ -50,7 +50,10 @@ from media.transcode import G711ToAac, TranscodeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HlsError", "HlsSegment", "HlsSegmenter", "mux_ts"]
+__all__ = ["HLS_TYPE", "TS_TYPE", "HlsError", "HlsSegment", "HlsSegmenter", "mux_ts"]
+
+HLS_TYPE = b"application/vnd.apple.mpegurl"  # the playlist's media type, RFC 8216 §4
+TS_TYPE = b"video/mp2t"  # an MPEG-2 TS segment's (RFC 8216 §3.2)
 
 _PTS_MASK = (1 << 33) - 1
 

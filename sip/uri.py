@@ -1,4 +1,4 @@
-"""SIP URIs (RFC 3261 §19.1) and GB/T 28181 20-digit IDs in them.
+"""SIP URIs (RFC 3261 §19.1); the GB/T 28181 20-digit IDs in them follow :mod:`sip.gbid`.
 
 GB/T 28181-2016 §9.1 addresses every device and channel as
 ``sip:<20-digit id>@<domain or host:port>``; the user part is the identity
@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 
 from sip.errors import SipParseError
 
+# The ID rules live in sip.gbid; re-exported because URIs are where IDs are read.
+from sip.gbid import is_gb_id as is_gb_id
+
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
-_GB_ID_RE = re.compile(r"^\d{20}$")
-
-
-def is_gb_id(value: str) -> bool:
-    """True for a 20-digit GB/T 28181 code (Annex D)."""
-    return bool(_GB_ID_RE.match(value))
 
 
 @dataclass

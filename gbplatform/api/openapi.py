@@ -1,291 +1,52 @@
-"""The OpenAPI 3.1 document of the HTTP API, built as plain Python data.
+"""The OpenAPI 3.1 document of the HTTP API.
 
-Kept next to the routes rather than generated from them: the test walks the
-Klein URL map and fails when a route and this document disagree, so the
-document can say more than the code does (examples, error cases) without
-drifting from it. Schemas are JSON Schema 2020-12 as OpenAPI 3.1 uses it
-(``"type": ["string", "null"]`` for nullable).
+The components are generated from the shapes (the msgspec Structs in
+``gbplatform/api/shapes.py`` and each domain's ``shapes.py``; the channel from
+``sip/channel_fields.py``), so a body is declared once for validation and
+documentation.  The paths are written here, next to the routes: the test
+walks the Klein URL map and fails when a route and this document disagree,
+so the document can say more than the code does (examples, error cases)
+without drifting from it.  Schemas are JSON Schema 2020-12 as OpenAPI 3.1
+uses it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gbplatform.api import shapes
 from gbplatform.api.schemas import (
-    CHARSETS,
     DEFAULT_PAGE_LIMIT,
     DEFAULT_TRACE_LIMIT,
     MAX_PAGE_LIMIT,
     MAX_TRACE_LIMIT,
-    MEDIA_TRANSPORTS,
 )
+from gbplatform.devices import shapes as devices
+from gbplatform.recording import shapes as recording
+from gbplatform.sessions import shapes as sessions
 
 PREFIX = "/api/v1"
+
+#: Every shape the document names (the ones they reference come along).
+SHAPES: tuple[Any, ...] = (
+    shapes.Error, shapes.Health, shapes.Page,
+    devices.Device, devices.DeviceCreate, devices.DevicePatch, devices.DevicePage, devices.Channel,
+    devices.ChannelPage, devices.ChannelTree, devices.CatalogProgress, devices.DeviceInfo, devices.DeviceStatus,
+    devices.Trace, devices.BanList,
+    sessions.StreamList, sessions.PlayResult,
+    recording.RecordPlan, recording.RecordPlanBody, recording.RecordPlanList, recording.RecordPolicyBody,
+    recording.RecordPolicy, recording.RecordTimeline, recording.StorageState, recording.DownloadList,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
-    return {"type": [kind, "null"], **extra}
-
-
-_TIME = _nullable("string", format="date-time", description="ISO 8601, UTC (`Z`).")
-_STR = _nullable("string")
-_INT = _nullable("integer")
-
-
-_PT = "l.1733400000.Jm2uQ4Vb8c1oZ0vX9kT3yA"  # a playback token, gbplatform.auth.play_tokens
-
-
-def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
-    schema["required"] = list(properties) if required is None else required
-    return schema
-
-
-def _page(item: str) -> dict[str, Any]:
-    return {"allOf": [_ref("Page"), {"type": "object", "properties": {"items": {"type": "array", "items": _ref(item)}}}]}
-
-
 def _schemas() -> dict[str, Any]:
-    device_fields = {
-        "name": {**_STR, "maxLength": 128, "description": "Display name; the device's own DeviceName fills it when empty."},
-        "password": {**_STR, "minLength": 1, "maxLength": 128, "writeOnly": True,
-                     "description": "Digest password (GB/T 28181-2016 §9.1.2.1). Only its HA1 for the realm "
-                                    "`sip.domain` is stored. In PATCH, null removes it."},
-        "enabled": {"type": "boolean", "description": "A disabled device is refused at REGISTER (403)."},
-        "charset": {"type": "string", "enum": list(CHARSETS), "description": "MANSCDP body charset."},
-        "media_transport": {"type": "string", "enum": list(MEDIA_TRANSPORTS)},
-        "stream_index": {**_STR, "maxLength": 32},
-        "sdp_y_line": {"type": "boolean", "default": True,
-                       "description": "Offer the GB/T 28181 `y=` SSRC line in the INVITE's SDP. false for "
-                                      "firmware whose SDP parser rejects it (osip2 5.x): the SSRC is then "
-                                      "taken from the answer, or from the first RTP packet."},
-    }
-    return {
-        "Error": _obj({
-            "error": _obj({
-                "code": {"type": "string", "examples": ["not_found"]},
-                "message": {"type": "string"},
-                "field": {"type": "string", "description": "The request field at fault (validation errors)."},
-            }, required=["code", "message"]),
-        }),
-        "Health": _obj({
-            "status": {"type": "string", "const": "ok"},
-            "version": {"type": "string"},
-            "uptime": {"type": "number", "description": "Seconds since start."},
-            "devices_online": {"type": "integer"},
-            "sip": _obj({
-                "transactions": {"type": "integer"},
-                "stats": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "registrar": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "onboarding_backlog": {"type": "integer"},
-            }),
-            "media": {
-                "oneOf": [{"type": "null"}, _obj({
-                    "streams": {"type": "integer", "description": "Live streams (inviting or playing)."},
-                    "ports": _obj({
-                        "capacity": {"type": "integer", "description": "RTP ports in [media] range (even)."},
-                        "in_use": {"type": "integer"},
-                        "available": {"type": "integer"},
-                    }),
-                })],
-                "description": "null when the platform runs without a media receiver.",
-            },
-        }),
-        "Page": _obj({
-            "items": {"type": "array"},
-            "total": {"type": "integer", "minimum": 0},
-            "offset": {"type": "integer", "minimum": 0},
-            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT},
-        }),
-        "DeviceCatalog": _obj({
-            "status": {"type": "string", "enum": ["idle", "running", "done", "partial", "timeout", "error"]},
-            "total": {"type": "integer"},
-            "received": {"type": "integer"},
-            "synced_at": _TIME,
-            "error": {**_STR, "description": "Why the last sync did not end `done` (as in "
-                      "CatalogProgress); null while a sync runs and after one ends `done`.",
-                      "examples": ["device 34020000001180000001 answered 415 Unsupported Media Type"]},
-        }),
-        "Device": _obj({
-            "device_id": {"type": "string"},
-            "name": _STR,
-            "manufacturer": _STR,
-            "model": _STR,
-            "firmware": _STR,
-            "enabled": {"type": "boolean"},
-            "pre_added": {"type": "boolean", "description": "Created through the API, not by registering."},
-            "online": {"type": "boolean"},
-            "transport": {**_STR, "description": "SIP transport last used: UDP, TCP or TLS."},
-            "host": {**_STR, "description": "Source address of the device's last packet (not its Contact)."},
-            "port": _INT,
-            "address": {**_STR, "examples": ["192.0.2.10:5060"]},
-            "contact": _STR,
-            "user_agent": _STR,
-            "charset": {"type": "string"},
-            "media_transport": {"type": "string", "enum": list(MEDIA_TRANSPORTS)},
-            "stream_index": _STR,
-            "sdp_y_line": {"type": "boolean"},
-            "registered_at": _TIME,
-            "register_expires_at": _TIME,
-            "last_keepalive_at": _TIME,
-            "keepalive_interval": {"type": "integer"},
-            "keepalive_count": {"type": "integer"},
-            "online_at": _TIME,
-            "offline_at": _TIME,
-            "catalog": _ref("DeviceCatalog"),
-            "channel_count": {"type": "integer"},
-            "has_password": {"type": "boolean"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-        }),
-        "DeviceCreate": _obj(
-            {"device_id": {"type": "string", "description": "20 digits when `sip.strict_id` is on."}, **device_fields},
-            required=["device_id"], additionalProperties=False,
-        ),
-        "DevicePatch": _obj(device_fields, required=[], additionalProperties=False),
-        "DevicePage": _page("Device"),
-        "Channel": _obj({
-            "device_id": {"type": "string"},
-            "channel_id": {"type": "string"},
-            "kind": {"type": "string", "enum": ["civil_code", "business_group", "virtual_org", "device", "channel"]},
-            "name": _STR,
-            "manufacturer": _STR,
-            "model": _STR,
-            "owner": _STR,
-            "civil_code": _STR,
-            "block": _STR,
-            "address": _STR,
-            "parental": _INT,
-            "parent_id": _STR,
-            "business_group_id": _STR,
-            "safety_way": _STR,
-            "register_way": _STR,
-            "cert_num": _STR,
-            "certifiable": _STR,
-            "err_code": _STR,
-            "end_time": _STR,
-            "secrecy": _STR,
-            "ip_address": _STR,
-            "port": _INT,
-            "status": {**_STR, "description": "ON / OFF as the device reports it."},
-            "longitude": _nullable("number"),
-            "latitude": _nullable("number"),
-            "ptz_type": _INT,
-            "extra": {"type": ["object", "null"], "description": "`<Info>` children and unknown elements."},
-            "updated_at": {"type": "string", "format": "date-time"},
-        }),
-        "ChannelPage": _page("Channel"),
-        "TreeNode": _obj({
-            "id": {"type": "string"},
-            "name": _STR,
-            "kind": {"type": "string"},
-            "status": _STR,
-            "children": {"type": "array", "items": _ref("TreeNode")},
-        }),
-        "ChannelTree": _obj({
-            "device_id": {"type": "string"},
-            "items": {"type": "array", "items": _ref("TreeNode")},
-        }),
-        "CatalogProgress": _obj({
-            "device_id": {"type": "string"},
-            "status": {"type": "string", "enum": ["idle", "running", "done", "partial", "timeout", "error"]},
-            "sn": _INT,
-            "total": {"type": "integer", "description": "SumNum announced by the device."},
-            "received": {"type": "integer", "description": "Distinct items received."},
-            "parts": _INT,
-            "duplicates": _INT,
-            "started_at": _TIME,
-            "finished_at": _TIME,
-            "error": {**_STR, "description": "Why the sync did not end `done` (the device's answer to the "
-                      "query, or what was missing when it stopped waiting); null while it runs and when "
-                      "it ended `done`. Kept in the registry, so it is also shown without a session.",
-                      "examples": ["device 34020000001180000001 answered 415 Unsupported Media Type"]},
-            "synced_at": _TIME,
-        }),
-        "DeviceInfo": _obj({
-            "device_id": {"type": "string"},
-            "result": _STR,
-            "device_name": _STR,
-            "manufacturer": _STR,
-            "model": _STR,
-            "firmware": _STR,
-            "channel": _INT,
-            "fields": {"type": "object", "additionalProperties": {"type": "string"},
-                       "description": "Every simple element of the answer, as sent."},
-        }),
-        "DeviceStatus": _obj({
-            "device_id": {"type": "string"},
-            "result": _STR,
-            "online": {**_STR, "examples": ["ONLINE"]},
-            "status": _STR,
-            "reason": _STR,
-            "encode": _STR,
-            "record": _STR,
-            "device_time": {**_STR, "description": "The device's clock (its local time)."},
-            "alarm_status": {"type": "array", "items": _obj({"device_id": _STR, "duty_status": _STR})},
-            "fields": {"type": "object", "additionalProperties": {"type": "string"}},
-        }),
-        "TraceEntry": _obj({
-            "at": {"type": "string", "format": "date-time"},
-            "direction": {"type": "string", "enum": ["recv", "send"]},
-            "transport": {"type": "string"},
-            "peer": {"type": "string", "examples": ["192.0.2.10:5060"]},
-            "summary": {"type": "string", "description": "The start line."},
-            "message": {"type": "string", "description": "The whole message (UTF-8, invalid bytes replaced)."},
-        }),
-        "Trace": _obj({
-            "device_id": {"type": "string"},
-            "items": {"type": "array", "items": _ref("TraceEntry")},
-        }),
-        "Stream": _obj({
-            "device_id": {"type": "string"},
-            "channel_id": {"type": "string"},
-            "state": {"type": "string", "enum": ["inviting", "playing", "closed", "failed"]},
-            "error": {**_STR, "description": "Why a failed stream ended."},
-            "ssrc": {"type": "string", "description": "10-digit GB SSRC offered in the INVITE (y= line)."},
-            "transport": {"type": "string", "enum": ["udp", "tcp-passive", "tcp-active"]},
-            "rtp_port": {"type": "integer", "description": "Platform port the device sends RTP to."},
-            "started_at": {"type": "number", "description": "Unix time the INVITE was sent."},
-            "packets": {"type": "integer"},
-            "bytes": {"type": "integer"},
-            "frames": {"type": "integer"},
-            "rtp_lost": {"type": "integer"},
-            "jitter_seconds": {"type": "number"},
-            "foreign_ssrc": {"type": "integer", "description": "Packets dropped for carrying another SSRC."},
-            "gop": {**_INT, "description": "Frames in the last complete GOP."},
-            "video_codec": {**_STR, "enum": ["h264", "h265", None], "description": "From the PSM/SPS."},
-            "audio_codec": {**_STR, "enum": ["g711a", "g711u", "aac", None]},
-            "width": {**_INT, "description": "Picture width from the SPS (after cropping)."},
-            "height": {**_INT, "description": "Picture height from the SPS (after cropping)."},
-            "fps": {"type": "number", "description": "Video frames per second over the last 5 s."},
-            "bitrate_bps": {"type": "integer", "description": "Video bits per second over the last 5 s."},
-            "uptime_seconds": {"type": "number", "description": "Seconds since the INVITE was sent."},
-            "viewers": {"type": "integer", "description": "Attached outputs (FLV/RTSP connections, HLS, recorder)."},
-        }),
-        "StreamItem": _ref("Stream"),
-        "StreamList": _obj({"items": {"type": "array", "items": _ref("StreamItem")}}),
-        "PlayResult": _obj({
-            "stream": _ref("Stream"),
-            "urls": _obj({
-                "http_flv": {"type": "string", "format": "uri",
-                             "examples": [f"http://192.0.2.1:8080/live/34020000001310000001.flv?token={_PT}"]},
-                "hls": {"type": "string", "format": "uri",
-                        "examples": [f"http://192.0.2.1:8080/live/34020000001310000001/index.m3u8?token={_PT}"]},
-                "snapshot": {"type": "string", "format": "uri"},
-                "rtsp": {"type": "string", "format": "uri", "description": "Present when media.rtsp_port is set.",
-                         "examples": [f"rtsp://192.0.2.1:8554/live/34020000001310000001?token={_PT}"]},
-            }, required=["http_flv", "hls", "snapshot"], description=(
-                "Play these as given: each carries a playback token (`?token=`) for this channel's live "
-                "media only, never the API token.")),
-            "expires_at": {"type": "string", "format": "date-time",
-                           "description": "When the URLs' playback token stops opening or controlling "
-                                          "playback (api.play_token_ttl); call play again for fresh URLs."},
-        }),
-    }
+    schemas = shapes.components(SHAPES)
+    schemas["BanList"]["examples"] = [devices.BAN_LIST_EXAMPLE]
+    return schemas
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -525,7 +286,7 @@ def build_openapi(version: str) -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "The token from `api.token` or <data_dir>/api_token."}},
-            "schemas": {**_schemas(), **_record_schemas(), **_security_schemas()},
+            "schemas": _schemas(),
             "responses": _RESPONSES,
         },
     }
@@ -537,29 +298,6 @@ _BAN_KEY = {"name": "key", "in": "path", "required": True, "schema": {"type": "s
             "examples": {"address": {"value": "address:192.0.2.66"},
                          "device": {"value": "device:34020000001320000001"}},
             "description": "The banned key, as listed: `address:<host>` or `device:<device ID>`."}
-
-
-def _security_schemas() -> dict[str, Any]:
-    return {
-        "Ban": _obj({
-            "key": {"type": "string", "examples": ["address:192.0.2.66"]},
-            "kind": {"type": "string", "enum": ["address", "device"]},
-            "value": {"type": "string", "description": "The source host or the device ID."},
-            "failures": {"type": "integer", "description": "Failed digests counted before the ban."},
-            "refused": {"type": "integer", "description": "REGISTERs refused unverified since the ban (and "
-                                                          "during its back-off)."},
-            "since": {"type": "string", "format": "date-time"},
-            "until": {"type": "string", "format": "date-time"},
-        }),
-        "BanList": _obj({
-            "items": {"type": "array", "items": _ref("Ban")},
-            "stats": {"type": "object", "additionalProperties": {"type": "integer"},
-                      "description": "Counters since start: failures, bans, refused_banned, refused_backoff."},
-        }, examples=[{"items": [{"key": "address:192.0.2.66", "kind": "address", "value": "192.0.2.66",
-                                 "failures": 10, "refused": 2990, "since": "2024-05-01T08:00:00.000Z",
-                                 "until": "2024-05-01T08:10:00.000Z"}],
-                      "stats": {"failures": 20, "bans": 2, "refused_banned": 2980, "refused_backoff": 16}}]),
-    }
 
 
 def _security_paths() -> dict[str, Any]:
@@ -594,90 +332,6 @@ _RANGE_QUERY = [
 _PLAN_ID = {"name": "plan_id", "in": "path", "required": True,
             "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
             "description": "The recording plan's id."}
-_WINDOW = _obj({
-    "weekday": {"type": "integer", "minimum": 0, "maximum": 6, "description": "0 Monday … 6 Sunday."},
-    "start": {"type": "string", "pattern": "^([01][0-9]|2[0-4]):[0-5][0-9]$", "examples": ["08:00"]},
-    "end": {"type": "string", "pattern": "^([01][0-9]|2[0-4]):[0-5][0-9]$", "examples": ["24:00"]},
-})
-_SPAN = _obj({"start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
-              "seconds": {"type": "number"}})
-
-
-def _record_schemas() -> dict[str, Any]:
-    return {
-        "RecordPlan": _obj({
-            "id": {"type": "integer"},
-            "name": {"type": "string"},
-            "schedule": {"type": "array", "items": _WINDOW},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-        }),
-        "RecordPlanBody": _obj({"name": {"type": "string", "maxLength": 128},
-                                "schedule": {"type": "array", "items": _WINDOW}}, required=[],
-                               additionalProperties=False,
-                               description="POST needs both fields; PUT changes the ones given."),
-        "RecordPlanList": _obj({"items": {"type": "array", "items": _ref("RecordPlan")}}),
-        "RecordPolicyBody": _obj({
-            "mode": {"type": "string", "enum": ["off", "continuous", "plan"]},
-            "plan_id": _nullable("integer", description="Required with mode plan."),
-            "retention_days": _nullable("integer", minimum=0,
-                                        description="Days this channel's footage is kept; null: record.retention_days."),
-        }, required=["mode"], additionalProperties=False),
-        "RecordPolicy": _obj({
-            "channel_id": {"type": "string"},
-            "mode": {"type": "string", "enum": ["off", "continuous", "plan"]},
-            "plan_id": _INT,
-            "retention_days": _INT,
-            "updated_at": _TIME,
-            "status": {"type": ["object", "null"], "description": "Live recording state while the manager records it.",
-                       "properties": {"recording": {"type": "boolean"}, "segment": _STR, "error": _STR,
-                                      "dropped_frames": {"type": "integer"}}},
-        }),
-        "RecordSegment": _obj({
-            "id": {"type": "integer"}, "start": {"type": "string", "format": "date-time"}, "end": _TIME,
-            "size": {"type": "integer"}, "backend": {"type": "string", "enum": ["local", "s3"]},
-            "state": {"type": "string", "enum": ["open", "closed", "uploaded"]}, "local": {"type": "boolean"},
-            "has_audio": {"type": "boolean"}, "keyframes": {"type": "integer"},
-        }),
-        "RecordTimeline": _obj({
-            "channel_id": {"type": "string"},
-            "date": {"type": "string", "format": "date"},
-            "start": {"type": "string", "format": "date-time"},
-            "end": {"type": "string", "format": "date-time"},
-            "recorded_seconds": {"type": "number"},
-            "intervals": {"type": "array", "items": {"allOf": [_SPAN, _obj({"urls": _obj({
-                "hls": {"type": "string"}, "mp4": {"type": "string"},
-                "rtsp": {"type": "string", "format": "uri", "description": "RTSP VOD (Range/Scale); present when "
-                         "media.rtsp_port is set."}}, required=["hls", "mp4"],
-                description="Each carries a playback token for this channel's recordings (`&token=`), "
-                            "valid for api.play_token_ttl: play them as given.")})]}},
-            "gaps": {"type": "array", "items": _SPAN},
-            "segments": {"type": "array", "items": _ref("RecordSegment")},
-        }),
-        "StorageState": _obj({
-            "ready": {"type": "boolean", "description": "Crash recovery at start has finished."},
-            "backend": {"type": "string", "enum": ["local", "s3"]},
-            "segment_seconds": {"type": "number"},
-            "backends": {"type": "array", "items": {"type": "object", "required": ["name", "healthy", "used_bytes"],
-                                                    "properties": {
-                "name": {"type": "string"}, "healthy": {"type": "boolean"}, "error": _STR,
-                "used_bytes": {"type": "integer"}, "free_bytes": _INT, "total_bytes": _INT,
-                "queue_bytes": {"type": "integer"}, "queue_frames": {"type": "integer"},
-                "dropped_frames": {"type": "integer"}, "written_bytes": {"type": "integer"},
-                "upload_backlog": {"type": "integer"}, "upload_failures": {"type": "integer"}}}},
-            "channels": {"type": "array", "items": {"type": "object"}},
-            "retention": {"type": "object"},
-            "recovery": {"type": "object"},
-        }),
-        "DownloadList": _obj({"items": {"type": "array", "items": _obj({
-            "id": {"type": "integer"}, "channel_id": {"type": "string"},
-            "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
-            "state": {"type": "string", "enum": ["running", "done", "failed", "cancelled"]},
-            "total_seconds": {"type": "number"}, "done_seconds": {"type": "number"}, "percent": {"type": "number"},
-            "bytes": {"type": "integer"}, "error": _STR})}}),
-    }
-
-
 def _record_paths() -> dict[str, Any]:
     t = "recording"
     off = {"503": _error("The platform does not record (`recording_unavailable`).")}

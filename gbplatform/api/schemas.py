@@ -1,10 +1,13 @@
-"""JSON <-> dataclasses for the HTTP API.
+"""JSON <-> typed values for the HTTP API.
 
-Inbound: request bodies and query strings are checked here and turned into
-small frozen dataclasses; anything wrong raises :class:`ValidationError`
-naming the offending field, so the client learns what to fix (the API maps
-it to 400). Unknown body fields are refused rather than ignored: a typo such
-as ``"pasword"`` must not silently leave a device without its password.
+Inbound: request bodies are bounded by :func:`parse_json_body` (sizes, 64-bit
+integers, finite numbers, no lone surrogates), then converted to their shape
+(the msgspec Structs in each domain's ``shapes.py``), then given the checks a
+type cannot express (GB ids, stream choices); query strings are checked here.
+Anything wrong raises :class:`ValidationError` naming the offending field, so
+the client learns what to fix (the API maps it to 400). Unknown body fields
+are refused rather than ignored: a typo such as ``"pasword"`` must not
+silently leave a device without its password.
 
 Outbound: registry records, live state and service results become plain
 JSON-able dicts. Datetimes are ISO 8601 UTC strings ending in ``Z``;
@@ -14,42 +17,48 @@ passwords never leave the process, not even as their digest HA1
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from msgspec import UNSET
+
+from gbplatform.api.shapes import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, BodyError, S, convert_body
 from gbplatform.core.errors import DomainError
 from gbplatform.core.ids import is_gb_id
 from gbplatform.db.queries import ChannelRecord, DeviceRecord, Page, TreeNode
+from gbplatform.devices import shapes as device_shapes
 from gbplatform.devices.registrar import DeviceLive
+from gbplatform.devices.shapes import CHARSETS, MAX_NAME, MAX_PASSWORD, MEDIA_TRANSPORTS
+from gbplatform.recording import shapes as record_shapes
+from gbplatform.recording.shapes import RECORD_MODES
 from gbplatform.signalling.trace import TraceEntry
+from sip.channel_fields import STORED_FIELDS
 from sip.sdp import SdpError, parse_stream_choice
+
+if TYPE_CHECKING:
+    from gbplatform.recording.manager import DownloadJob
+    from gbplatform.recording.queries import PlanRecord, PolicyRecord, SegmentRecord
 
 T = TypeVar("T")
 
-#: MANSCDP body charsets a device may use (GB/T 28181-2016 §A.2.1; UTF-8 from the 2022 edition).
-CHARSETS: Final = ("GB2312", "GBK", "GB18030", "UTF-8")
-#: How a device sends RTP (GB/T 28181-2016 §9.2: UDP, or TCP with the device active or passive).
-MEDIA_TRANSPORTS: Final = ("UDP", "TCP-PASSIVE", "TCP-ACTIVE")
+__all__ = [
+    "CHARSETS", "DEFAULT_PAGE_LIMIT", "DEFAULT_TRACE_LIMIT", "MAX_BODY", "MAX_NAME", "MAX_PAGE_LIMIT",
+    "MAX_PASSWORD", "MAX_SEARCH", "MAX_TRACE_LIMIT", "MEDIA_TRANSPORTS", "RECORD_MODES",
+]
 
 MAX_BODY: Final = 64 * 1024
-MAX_PAGE_LIMIT: Final = 500
-DEFAULT_PAGE_LIMIT: Final = 50
 MAX_TRACE_LIMIT: Final = 1000
 DEFAULT_TRACE_LIMIT: Final = 100
-MAX_NAME: Final = 128
-MAX_PASSWORD: Final = 128
 MAX_SEARCH: Final = 64
 
 # Non-strict mode (sip.strict_id = false) still needs an ID that is a SIP
 # user part and fits the registry's 32-character column.
 _LOOSE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # --- errors -----------------------------------------------------------------
@@ -226,9 +235,11 @@ class DeviceCreate:
     changes: DeviceChanges
 
 
-_DEVICE_FIELDS: Final = (
-    "name", "password", "enabled", "charset", "media_transport", "stream_index", "sdp_y_line",
-)
+def _convert(obj: Mapping[str, Any], shape: type[S], messages: Mapping[str, str] | None = None) -> S:
+    try:
+        return convert_body(obj, shape, messages)
+    except BodyError as e:
+        raise ValidationError(e.field, e.message) from None
 
 
 def _check_device_id(value: Any, *, strict: bool, name: str = "device_id") -> str:
@@ -242,82 +253,62 @@ def _check_device_id(value: Any, *, strict: bool, name: str = "device_id") -> st
     return value
 
 
-def _text(obj: Mapping[str, Any], name: str, max_len: int, *, nullable: bool = True) -> str | None:
-    value = obj[name]
-    if value is None:
-        if nullable:
-            return None
-        raise ValidationError(name, "must not be null")
-    if not isinstance(value, str):
-        raise ValidationError(name, "a string is required")
-    if len(value) > max_len:
-        raise ValidationError(name, f"at most {max_len} characters")
-    if _CONTROL.search(value):
-        raise ValidationError(name, "control characters are not allowed")
-    return value
+# Choices a client may send in any case (``"utf-8"``); the shape holds the canonical spelling.
+_CASELESS: Final = {"charset": CHARSETS, "media_transport": MEDIA_TRANSPORTS}
 
 
-def _choice(obj: Mapping[str, Any], name: str, choices: Sequence[str]) -> str:
-    value = obj[name]
-    if isinstance(value, str):
-        for choice in choices:
-            if value.upper() == choice:
-                return choice
-    raise ValidationError(name, f"must be one of {', '.join(choices)}")
+def _device_body(obj: Mapping[str, Any], shape: type[S]) -> S:
+    canonical = dict(obj)
+    for name, choices in _CASELESS.items():
+        value = obj.get(name)
+        if isinstance(value, str) and value.upper() in choices:
+            canonical[name] = value.upper()
+    try:
+        return convert_body(canonical, shape, device_shapes.DEVICE_MESSAGES)
+    except BodyError as e:
+        if e.field == "password" and obj["password"] == "":
+            raise ValidationError("password", "must not be empty (null removes the password)") from None
+        raise ValidationError(e.field, e.message) from None
 
 
-def _device_changes(obj: Mapping[str, Any], *, patch: bool) -> DeviceChanges:
-    if patch and "device_id" in obj:
-        raise ValidationError("device_id", "cannot be changed; delete the device and add it again")
-    unknown = sorted(set(obj) - set(_DEVICE_FIELDS) - {"device_id"})
-    if unknown:
-        raise ValidationError(unknown[0], "unknown field")
+def _device_changes(body: device_shapes.DevicePatch, *, patch: bool) -> DeviceChanges:
     fields: dict[str, Any] = {}
     password: str | None = None
     clear = False
-    if "name" in obj:
-        name = _text(obj, "name", MAX_NAME)
-        fields["name"] = name.strip() if name and name.strip() else None
-    if "enabled" in obj:
-        if not isinstance(obj["enabled"], bool):
-            raise ValidationError("enabled", "true or false is required")
-        fields["enabled"] = obj["enabled"]
-    if "charset" in obj:
-        fields["charset"] = _choice(obj, "charset", CHARSETS)
-    if "media_transport" in obj:
-        fields["media_transport"] = _choice(obj, "media_transport", MEDIA_TRANSPORTS)
-    if "stream_index" in obj:
-        index = _text(obj, "stream_index", 32)
+    if body.name is not UNSET:
+        fields["name"] = body.name.strip() if body.name and body.name.strip() else None
+    for name in ("enabled", "charset", "media_transport", "sdp_y_line"):
+        if getattr(body, name) is not UNSET:
+            fields[name] = getattr(body, name)
+    if body.stream_index is not UNSET:
+        index = body.stream_index
         if index is not None:
             try:
-                name, number = parse_stream_choice(index)
+                kind, number = parse_stream_choice(index)
             except SdpError as e:
                 raise ValidationError("stream_index", str(e)) from None
-            index = f"{name}:{'main' if number == 0 else 'sub'}" if name == "streamMode" else f"{name}:{number}"
+            index = f"{kind}:{'main' if number == 0 else 'sub'}" if kind == "streamMode" else f"{kind}:{number}"
         fields["stream_index"] = index
-    if "sdp_y_line" in obj:
-        if not isinstance(obj["sdp_y_line"], bool):
-            raise ValidationError("sdp_y_line", "true or false is required")
-        fields["sdp_y_line"] = obj["sdp_y_line"]
-    if "password" in obj:
-        password = _text(obj, "password", MAX_PASSWORD)
-        if password == "":
-            raise ValidationError("password", "must not be empty (null removes the password)")
+    if body.password is not UNSET:
+        password = body.password
         clear = password is None and patch
     return DeviceChanges(fields, password, clear)
 
 
 def parse_device_create(obj: Mapping[str, Any], *, strict_id: bool) -> DeviceCreate:
-    """``POST /devices`` body: ``device_id`` plus optional writable fields."""
+    """``POST /devices`` body (``DeviceCreate``): ``device_id`` plus optional writable fields."""
     if "device_id" not in obj:
         raise ValidationError("device_id", "is required")
     device_id = _check_device_id(obj["device_id"], strict=strict_id)
-    return DeviceCreate(device_id, _device_changes(obj, patch=False))
+    body = _device_body(obj, device_shapes.DeviceCreate)
+    return DeviceCreate(device_id, _device_changes(body, patch=False))
 
 
 def parse_device_patch(obj: Mapping[str, Any]) -> DeviceChanges:
-    """``PATCH /devices/{id}`` body: any writable fields; ``"password": null`` clears it."""
-    return _device_changes(obj, patch=True)
+    """``PATCH /devices/{id}`` body (``DevicePatch``): any writable fields; ``"password": null`` clears it."""
+    if "device_id" in obj:
+        raise ValidationError("device_id", "cannot be changed; delete the device and add it again")
+    return _device_changes(_device_body(obj, device_shapes.DevicePatch), patch=True)
 
 
 # --- inbound: query strings -------------------------------------------------
@@ -495,18 +486,20 @@ def device_json(
     }
 
 
-_CHANNEL_SKIP: Final = frozenset({"id", "updated_at", "longitude", "latitude"})
-
-
 def _finite(value: float | None) -> float | None:
     # A device can send "NaN" or "inf" as a coordinate; neither is JSON.
     return value if value is not None and math.isfinite(value) else None
 
 
 def channel_json(record: ChannelRecord) -> dict[str, Any]:
-    out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name not in _CHANNEL_SKIP}
-    out["longitude"] = _finite(record.longitude)
-    out["latitude"] = _finite(record.latitude)
+    """A channel as the ``Channel`` shape declares it: the stored catalog fields
+    of ``sip.channel_fields`` plus the registry's bookkeeping."""
+    out: dict[str, Any] = {"device_id": record.device_id}
+    for row in STORED_FIELDS:
+        value = getattr(record, str(row.name))
+        out[str(row.name)] = _finite(value) if row.value is float else value
+    out["kind"] = record.kind
+    out["extra"] = record.extra
     out["updated_at"] = iso(record.updated_at)
     return out
 
@@ -591,7 +584,6 @@ def trace_json(device_id: str, entries: Sequence[TraceEntry]) -> dict[str, Any]:
 
 # --- recording (issue 4) ---------------------------------------------------------
 
-RECORD_MODES: Final = ("off", "continuous", "plan")
 MAX_RANGE_SECONDS: Final = 7 * 86400
 
 
@@ -601,56 +593,58 @@ class PlanBody:
     schedule: list[dict[str, Any]] | None
 
 
-def parse_plan(obj: Mapping[str, Any], *, partial: bool) -> PlanBody:
-    """``POST``/``PUT /record/plans``: ``name`` and ``schedule`` (a list of weekly windows)."""
-    from gbplatform.recording.schedule import ScheduleError, parse_schedule
-
-    unknown = set(obj) - {"name", "schedule"}
-    if unknown:
-        raise ValidationError(sorted(unknown)[0], "unknown field")
-    name = _text(obj, "name", MAX_NAME, nullable=False) if "name" in obj else None
+def _plan_name(name: str | None, *, partial: bool) -> None:
     if name is not None and not name.strip():
         raise ValidationError("name", "must not be empty")
     if not partial and name is None:
         raise ValidationError("name", "is required")
-    schedule = None
-    if "schedule" in obj:
-        try:
-            schedule = parse_schedule(obj["schedule"])
-        except ScheduleError as e:
-            raise ValidationError("schedule", str(e)) from None
-    elif not partial:
+
+
+def _schedule(value: Any) -> list[dict[str, Any]]:
+    from gbplatform.recording.schedule import ScheduleError, parse_schedule
+
+    try:
+        return parse_schedule(value)
+    except ScheduleError as e:
+        raise ValidationError("schedule", str(e)) from None
+
+
+def parse_plan(obj: Mapping[str, Any], *, partial: bool) -> PlanBody:
+    """``POST``/``PUT /record/plans`` (``RecordPlanBody``): ``name`` and ``schedule`` (weekly windows).
+
+    The name is checked before the schedule, and the schedule by
+    ``recording.schedule.parse_schedule``, whose messages say which window is
+    wrong (and which returns it normalised).
+    """
+    try:
+        body = convert_body(obj, record_shapes.RecordPlanBody)
+    except BodyError as e:
+        if e.field == "name" and obj["name"] is None:
+            raise ValidationError("name", "must not be null") from None
+        if e.field == "schedule":  # the name passed its shape
+            _plan_name(obj.get("name"), partial=partial)
+            _schedule(obj["schedule"])
+        raise ValidationError(e.field, e.message) from None
+    name = None if body.name is UNSET else body.name
+    _plan_name(name, partial=partial)
+    schedule = _schedule(obj["schedule"]) if "schedule" in obj else None
+    if not partial and schedule is None:
         raise ValidationError("schedule", "is required")
     return PlanBody(name, schedule)
 
 
-@dataclass(frozen=True)
-class PolicyBody:
-    mode: str
-    plan_id: int | None
-    retention_days: int | None
+PolicyBody = record_shapes.RecordPolicyBody
 
 
 def parse_policy(obj: Mapping[str, Any]) -> PolicyBody:
-    """``PUT /channels/{id}/record``: ``mode``, ``plan_id`` (mode plan), ``retention_days`` (null: global)."""
-    unknown = set(obj) - {"mode", "plan_id", "retention_days"}
-    if unknown:
-        raise ValidationError(sorted(unknown)[0], "unknown field")
-    mode = obj.get("mode")
-    if mode not in RECORD_MODES:
-        raise ValidationError("mode", f"must be one of {', '.join(RECORD_MODES)}")
-    plan_id = obj.get("plan_id")
-    if plan_id is not None and (isinstance(plan_id, bool) or not isinstance(plan_id, int)
-                                or not 1 <= plan_id <= INT64_MAX):
-        raise ValidationError("plan_id", "must be a plan id (a positive integer) or null")
-    if mode == "plan" and plan_id is None:
+    """``PUT /channels/{id}/record`` (``RecordPolicyBody``): ``mode``, ``plan_id`` (mode plan),
+    ``retention_days`` (null: global)."""
+    body = _convert(obj, record_shapes.RecordPolicyBody, record_shapes.POLICY_MESSAGES)
+    if body.mode == "plan" and body.plan_id is None:
         raise ValidationError("plan_id", "is required when mode is plan")
-    if mode != "plan" and plan_id is not None:
+    if body.mode != "plan" and body.plan_id is not None:
         raise ValidationError("plan_id", "only with mode plan")
-    days = obj.get("retention_days")
-    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36500):
-        raise ValidationError("retention_days", "must be an integer 0-36500 (0: forever) or null")
-    return PolicyBody(mode, plan_id, days)
+    return body
 
 
 #: Recording times the API takes: 1970-01-01 up to 2100-01-01 (UTC). Outside
@@ -717,18 +711,18 @@ def path_id(name: str, value: int) -> int:
     return value
 
 
-def plan_json(plan: Any) -> dict[str, Any]:
+def plan_json(plan: PlanRecord) -> dict[str, Any]:
     return {"id": plan.id, "name": plan.name, "schedule": plan.schedule, "created_at": iso(plan.created_at),
             "updated_at": iso(plan.updated_at)}
 
 
-def policy_json(policy: Any, recording: Mapping[str, Any] | None) -> dict[str, Any]:
+def policy_json(policy: PolicyRecord, recording: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"channel_id": policy.channel_id, "mode": policy.mode, "plan_id": policy.plan_id,
             "retention_days": policy.retention_days, "updated_at": iso(policy.updated_at),
             "status": dict(recording) if recording is not None else None}
 
 
-def segment_json(seg: Any) -> dict[str, Any]:
+def segment_json(seg: SegmentRecord) -> dict[str, Any]:
     return {"id": seg.id, "start": iso_epoch(seg.start), "end": iso_epoch(seg.end), "size": seg.size,
             "backend": seg.backend, "state": seg.state, "local": seg.local, "has_audio": seg.has_audio,
             "keyframes": len(seg.keyframes)}
@@ -750,7 +744,7 @@ def timeline_json(channel_id: str, day: dt.date, result: Mapping[str, Any], urls
     }
 
 
-def download_json(job: Any) -> dict[str, Any]:
+def download_json(job: DownloadJob) -> dict[str, Any]:
     p = job.progress
     return {"id": job.id, "channel_id": job.channel_id, "start": iso_epoch(job.start), "end": iso_epoch(job.end),
             "state": p.state, "total_seconds": round(p.total_seconds, 3), "done_seconds": round(p.done_seconds, 3),

@@ -1,1 +1,1 @@
-"""The application shell: configuration, the command line, logging setup and ``make_service``."""
+"""The application shell: configuration, the command line, logging setup, the typed ``AppContext`` and ``make_service``."""

@@ -13,19 +13,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.logger import Logger
 
 from gbplatform import __version__
-from gbplatform.app.config import Config, ConfigError, load_config
+from gbplatform.app.config import Config, ConfigError, bool_word, load_config
 from gbplatform.app.logs import setup_logging
-from gbplatform.core.ids import is_gb_id
+from gbplatform.app.reactor import install_reactor
+from gbplatform.core.ids import is_domain, is_gb_id
 
 __all__ = ["build_parser", "keep_pyopenssl_out", "main", "serve"]
-
-_TRUE_WORDS = frozenset({"true", "1", "yes"})  # as gbplatform.app.config reads booleans
-_FALSE_WORDS = frozenset({"false", "0", "no"})
 
 log = Logger()
 
@@ -40,34 +38,27 @@ PYOPENSSL_ENV = "GBP_PYOPENSSL"
 # --------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+_N = TypeVar("_N", int, float)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def _at_least(parse: Callable[[str], _N], what: str, minimum: int) -> Callable[[str], _N]:
+    """An argparse type: ``parse`` the text and refuse it below ``minimum`` (or NaN)."""
+
+    def check(text: str) -> _N:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text.strip()}")
+        return value
+
+    return check
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+_positive_int = _at_least(int, "an integer", 1)
+_non_negative_int = _at_least(int, "an integer", 0)
+_non_negative_float = _at_least(float, "a number", 0)
 
 
 def _gb_id(text: str) -> str:
@@ -77,7 +68,7 @@ def _gb_id(text: str) -> str:
 
 
 def _domain(text: str) -> str:
-    if len(text) != 10 or not text.isascii() or not text.isdigit():
+    if not is_domain(text):
         raise argparse.ArgumentTypeError(f"expected a 10-digit SIP domain, got {text!r}")
     return text
 
@@ -199,19 +190,6 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_reactor() -> None:
-    """Prefer epoll; must run before anything imports ``twisted.internet.reactor``."""
-    if "twisted.internet.reactor" in sys.modules:
-        return
-    try:
-        from twisted.internet import epollreactor
-    except ImportError:
-        log.info("epoll is not available; using the default reactor")
-        return
-    install: Callable[[], None] = epollreactor.install
-    install()
-
-
 def keep_pyopenssl_out(env: Mapping[str, str]) -> bool:
     """Make ``import OpenSSL`` fail in this process unless ``GBP_PYOPENSSL`` is true; True if it did.
 
@@ -232,11 +210,11 @@ def keep_pyopenssl_out(env: Mapping[str, str]) -> bool:
     pyOpenSSL is already loaded (nothing would be saved).
     """
     raw = env.get(PYOPENSSL_ENV, "")
-    value = raw.strip().lower()
-    if value in _TRUE_WORDS:
-        return False
-    if value and value not in _FALSE_WORDS:
+    wanted = bool_word(raw) if raw.strip() else False
+    if wanted is None:
         raise ConfigError(f"{PYOPENSSL_ENV}: expected true or false, got {raw!r}")
+    if wanted:
+        return False
     if "OpenSSL" in sys.modules:
         return False
     sys.modules["OpenSSL"] = None  # type: ignore[assignment]
@@ -247,7 +225,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     setup_logging(config.log)
     keep_pyopenssl_out(os.environ)
-    _install_reactor()
+    install_reactor()
     from twisted.internet import reactor
 
     return serve(config, reactor)

@@ -45,6 +45,7 @@ __all__ = [
     "RecordConfig",
     "SipConfig",
     "StorageConfig",
+    "bool_word",
     "config_reference",
     "env_var_name",
     "load_config",
@@ -72,6 +73,17 @@ _STRING_LIST = "list of strings"
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "0", "no"})
 _ENV_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def bool_word(text: str) -> bool | None:
+    """How every boolean setting is read: true/1/yes, false/0/no (any case,
+    spaces ignored); None for anything else."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    return None
 
 
 @dataclass(frozen=True)
@@ -689,12 +701,10 @@ def _convert(kind: str, raw: Any, from_env: bool) -> Any:
     if kind == _BOOLEAN:
         if isinstance(raw, bool):
             return raw
-        word = str(raw).strip().lower() if isinstance(raw, str | int) else None
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-        raise ValueError(raw)
+        flag = bool_word(str(raw)) if isinstance(raw, str | int) else None
+        if flag is None:
+            raise ValueError(raw)
+        return flag
     if kind == _STRING_LIST:
         if from_env:
             return [item.strip() for item in raw.split(",") if item.strip()]

@@ -13,7 +13,6 @@ import os
 import random
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +23,24 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from gbplatform import __version__
+from gbplatform.api.app import Api, access_log_line
 from gbplatform.app.config import Config
+from gbplatform.app.context import AppContext
 from gbplatform.auth.play_tokens import PlayTokens
 from gbplatform.core.clock import Clock, ReactorClock
-from gbplatform.core.errors import DomainError
-from gbplatform.core.errors import NotFound as ChannelNotFound
 from gbplatform.core.ids import SsrcAllocator
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, DatabaseService, ThreadPoolRunner, make_engine
 from gbplatform.devices.catalog import CatalogSync
 from gbplatform.devices.onboarding import DeviceQueries
 from gbplatform.devices.registrar import DeviceEvent, DeviceManager
+from gbplatform.outputs.rtsp import LiveSource
 from gbplatform.recording.rtsp_vod import RecordingVodSource
 from gbplatform.sessions.live import LiveStreams
-from gbplatform.signalling.sipapp import SipApp
+from gbplatform.signalling.router import SipRouter
 from gbplatform.signalling.trace import SipTrace
 from media.ports import PortPool, SharedPortPool
 from media.receiver import RtpReceiver, SharedRtpPort, UdpDrainer
-from media.rtsp import RtpSender, RtspError
 from media.rtsp_server import RtspFactory
 from sip.endpoint import Addr, Endpoint
 from sip.transport import SipTransport
@@ -49,30 +48,7 @@ from sip.transport import SipTransport
 log = Logger()
 
 
-@dataclass
-class Platform:
-    """The platform's long-lived objects; the API and the SIP side share them."""
-
-    config: Config
-    clock: Clock
-    db: Database
-    endpoint: Endpoint
-    app: SipApp
-    devices: DeviceManager
-    catalog: CatalogSync
-    queries: DeviceQueries
-    trace: SipTrace
-    api_token: str
-    started_at: float
-    play_tokens: PlayTokens
-    events: list[DeviceEvent] = field(default_factory=list)
-    transport: SipTransport | None = None
-    live: LiveStreams | None = None
-    recording: Any = None  # gbplatform.recording.manager.RecordingManager
-    workers: Any = None  # gbplatform.core.workers.Workers: blocking work's pools (None in tests: run inline)
-
-
-def _read_or_create(path: Path, make: Any) -> str:
+def _read_or_create(path: Path, make: Callable[[], object]) -> str:
     if path.exists():
         value = path.read_text().strip()
         if value:
@@ -94,7 +70,7 @@ def build_platform(
     api_token: str | None = None,
     secret: bytes | None = None,
     receiver_factory: Callable[..., Any] | None = None,
-) -> Platform:
+) -> AppContext:
     """Wire the services together without starting anything (tests use this directly)."""
     rng = rng or random.Random(secrets.randbits(64))
     data_dir = Path(config.storage.data_dir)
@@ -103,7 +79,7 @@ def build_platform(
     if secret is None:
         secret = _read_or_create(data_dir / "nonce_secret", lambda: secrets.token_hex(32)).encode()
     endpoint = Endpoint(rng=rng, user_agent=config.sip.user_agent, max_transactions=config.sip.max_transactions)
-    app = SipApp(
+    router = SipRouter(
         platform_id=config.sip.id, domain=config.sip.domain, endpoint=endpoint, clock=clock, rng=rng,
         query_timeout=config.sip.query_timeout,
     )
@@ -113,15 +89,20 @@ def build_platform(
         events.append(event)
         del events[:-1000]
 
-    devices = DeviceManager(config.sip, app=app, db=db, clock=clock, rng=rng, secret=secret, publish=publish)
-    app.devices = devices
-    catalog = CatalogSync(app=app, db=db, clock=clock, timeout=config.sip.catalog_timeout)
-    queries = DeviceQueries(app=app, devices=devices, catalog=catalog, db=db, clock=clock,
+    devices = DeviceManager(config.sip, router=router, db=db, clock=clock, rng=rng, secret=secret, publish=publish)
+    router.devices = devices
+    # Signalling routes (gbplatform.signalling.router): REGISTER and the keepalive
+    # to the registrar; catalog and queries correlate their answers by SN; live
+    # sessions register their dialogs as they make them.
+    router.on_request("REGISTER", devices.handle_register, from_device=True)
+    router.answer_manscdp("Notify", "Keepalive", devices.handle_keepalive)
+    catalog = CatalogSync(router=router, devices=devices, db=db, clock=clock, timeout=config.sip.catalog_timeout)
+    queries = DeviceQueries(router=router, devices=devices, catalog=catalog, db=db, clock=clock,
                             concurrency=config.sip.onboarding_queries)
     trace = SipTrace(config.sip.id, per_device=config.sip.trace_size, address_of=devices.known_address,
                      is_known=devices.known_id)
-    platform = Platform(
-        config=config, clock=clock, db=db, endpoint=endpoint, app=app, devices=devices, catalog=catalog,
+    platform = AppContext(
+        config=config, clock=clock, db=db, endpoint=endpoint, router=router, devices=devices, catalog=catalog,
         queries=queries, trace=trace, api_token=api_token, started_at=clock.time(), events=events,
         play_tokens=PlayTokens.from_api_token(api_token, clock, ttl=config.api.play_token_ttl),
     )
@@ -134,7 +115,7 @@ def build_platform(
             return record.media_transport, record.stream_index, record.sdp_y_line
 
         platform.live = LiveStreams(
-            app=app, clock=clock,
+            router=router, clock=clock,
             ports=SharedPortPool(config.media.single_port) if config.media.single_port
             else PortPool(config.media.rtp_port_min, config.media.rtp_port_max, rng),
             ssrcs=SsrcAllocator(config.sip.domain, rng), receiver_factory=receiver_factory,
@@ -148,7 +129,7 @@ def build_platform(
 class SipService(Service):
     name = "sip"
 
-    def __init__(self, platform: Platform, reactor: Any) -> None:
+    def __init__(self, platform: AppContext, reactor: Any) -> None:
         self.platform = platform
         self.reactor = reactor
 
@@ -165,11 +146,11 @@ class SipService(Service):
         def trace(direction: str, data: bytes, peer: Addr) -> None:
             p.trace.record(direction, data, peer, p.clock.time())
 
-        transport = SipTransport(p.endpoint, self.reactor, p.app.handle_events, trace=trace)
+        transport = SipTransport(p.endpoint, self.reactor, p.router.handle_events, trace=trace)
         cfg = p.config.sip
         transport.listen(cfg.host, cfg.port, cfg.transports)
         transport.set_advertised_host(cfg.advertised_ip)
-        p.app.flush = transport.flush
+        p.router.flush = transport.flush
         p.transport = transport
         log.info("SIP listening on {host}:{port} ({transports}), ID {id}, domain {domain}",
                  host=cfg.host, port=cfg.port, transports="/".join(cfg.transports), id=cfg.id, domain=cfg.domain)
@@ -185,15 +166,13 @@ class SipService(Service):
 class HttpService(Service):
     name = "http"
 
-    def __init__(self, platform: Platform, reactor: Any) -> None:
+    def __init__(self, platform: AppContext, reactor: Any) -> None:
         self.platform = platform
         self.reactor = reactor
         self.port: Any = None
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        from gbplatform.api.app import Api, access_log_line
-
         api = Api(self.platform)
         site = Site(api.app.resource(), logFormatter=access_log_line, reactor=self.reactor)  # type: ignore[no-untyped-call]
         site.displayTracebacks = False
@@ -209,50 +188,12 @@ class HttpService(Service):
         return None
 
 
-class LiveSource:
-    """``media.rtsp_server.StreamSource`` over the platform's ``LiveStreams``.
-
-    Finds the channel's device the way ``/live/<channel>.flv`` does and maps
-    domain errors to RTSP statuses (RFC 2326 §7.1.1): unknown channel 404,
-    every device or media error 503.
-    """
-
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-
-    def _live(self) -> LiveStreams:
-        if self.platform.live is None:
-            raise RtspError(503, "this platform has no media receiver")
-        return self.platform.live
-
-    async def open(self, channel_id: str) -> Any:
-        live = self._live()
-        stream = live.get(channel_id)
-        if stream is not None and stream.state == "playing":
-            return stream
-        channel = await self.platform.db.run("get_channel", q.get_channel_txn, channel_id)
-        if channel is None:
-            raise RtspError(404, f"channel {channel_id} not found")
-        try:
-            return await live.play(channel.device_id, channel_id)
-        except ChannelNotFound as e:
-            raise RtspError(404, e.message) from None
-        except DomainError as e:
-            raise RtspError(503, e.message) from None
-
-    def attach(self, stream: Any, sink: RtpSender) -> None:
-        self._live().attach(stream, sink)
-
-    def detach(self, stream: Any, sink: RtpSender) -> None:
-        self._live().detach(stream, sink)
-
-
 class RtspService(Service):
     """RTSP (RFC 2326) on ``media.rtsp_port``; live channels at ``/live/<channel>``, recordings at ``/vod/``."""
 
     name = "rtsp"
 
-    def __init__(self, platform: Platform, reactor: Any, rng: random.Random | None = None) -> None:
+    def __init__(self, platform: AppContext, reactor: Any, rng: random.Random | None = None) -> None:
         self.platform = platform
         self.reactor = reactor
         self.rng = rng or random.Random(secrets.randbits(64))

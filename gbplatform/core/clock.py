@@ -11,13 +11,14 @@ reactor; ``time()`` is epoch seconds for values that leave the process (database
 timestamps, the SIP ``Date`` header of GB/T 28181-2016 §9.1.2.1, API output).
 """
 
+import datetime as _dt
 import time as _time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.task import Clock as _TwistedClock
 
-__all__ = ["Clock", "DelayedCallLike", "FakeClock", "ReactorClock"]
+__all__ = ["Clock", "DelayedCallLike", "FakeClock", "ReactorClock", "utc_datetime"]
 
 
 class DelayedCallLike(Protocol):
@@ -121,3 +122,8 @@ class FakeClock:
         """Number of scheduled calls still active."""
         calls: list[Any] = list(self.reactor.getDelayedCalls())
         return len([call for call in calls if call.active()])
+
+
+def utc_datetime(epoch: float) -> _dt.datetime:
+    """An epoch from ``Clock.time()`` as the timezone-aware UTC datetime the registry stores."""
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC)

@@ -2,11 +2,10 @@
 
 Theory of operation
 -------------------
-A GB/T 28181 device or platform is named by a 20-digit code (GB/T 28181-2016
-Annex D): digits 1-8 are the civil (administrative region) code, 9-10 the
-industry code, 11-13 the type code, 14 the network identifier and 15-20 a
-sequence number.  Catalog trees also carry civil-code nodes of 2, 4, 6 or 8
-digits (Annex D.1, province/city/district/grassroots).
+The rules of the 20-digit GB/T 28181 codes (GB/T 28181-2016 Annex D) live in
+:mod:`sip.gbid`, because the sans-IO SIP core needs them and cannot import
+the application; they are re-exported here so that the application has one
+place to import ID helpers from.
 
 The SSRC carried in the SDP ``y=`` line is ten decimal digits (GB/T 28181-2016
 Annex F): the first is 0 for live video and 1 for history (playback/download),
@@ -20,6 +19,8 @@ Every random token takes an explicit ``random.Random`` so tests can seed it.
 import random
 import re
 
+from sip.gbid import domain_of, gb_id_type, id_kind, is_civil_code, is_domain, is_gb_id
+
 __all__ = [
     "SsrcAllocator",
     "SsrcExhaustedError",
@@ -27,87 +28,19 @@ __all__ = [
     "gb_id_type",
     "id_kind",
     "is_civil_code",
+    "is_domain",
     "is_gb_id",
     "new_branch",
     "new_call_id",
     "new_tag",
 ]
 
-# ASCII digits only: str.isdigit() would also accept e.g. "²" or Arabic-Indic digits.
-_GB_ID = re.compile(r"[0-9]{20}")
-_CIVIL_CODE = re.compile(r"(?:[0-9]{2}){1,4}")
-_DOMAIN = re.compile(r"[0-9]{10}")
 _SSRC = re.compile(r"[01][0-9]{9}")
-
-# GB/T 28181-2016 Annex D, Table D.1 (type codes, digits 11-13).
-_KIND_BY_TYPE: dict[int, str] = {
-    111: "dvr",
-    112: "encoder",
-    118: "nvr",
-    131: "camera",
-    132: "camera",
-    134: "alarm_input",
-    135: "alarm_output",
-    200: "platform",
-    215: "business_group",
-    216: "virtual_org",
-}
 
 #: RFC 3261 §8.1.1.7: a branch starting with this cookie marks an RFC 3261 client.
 BRANCH_MAGIC_COOKIE = "z9hG4bK"
 
 _SEQUENCES = 10_000
-
-
-def is_gb_id(s: str) -> bool:
-    """True for a 20-digit device/platform code (GB/T 28181-2016 Annex D)."""
-    return _GB_ID.fullmatch(s) is not None
-
-
-def gb_id_type(s: str) -> int | None:
-    """The type code (digits 11-13) of a 20-digit ID, or None if ``s`` is not one.
-
-    GB/T 28181-2016 Annex D, Table D.1.
-    """
-    if not is_gb_id(s):
-        return None
-    return int(s[10:13])
-
-
-def is_civil_code(s: str) -> bool:
-    """True for a 2, 4, 6 or 8-digit civil code node (GB/T 28181-2016 Annex D.1)."""
-    return _CIVIL_CODE.fullmatch(s) is not None
-
-
-def id_kind(s: str) -> str:
-    """Classify a catalog/device ID by GB/T 28181-2016 Annex D.
-
-    Returns one of ``civil_code``, ``business_group``, ``virtual_org``,
-    ``platform``, ``camera``, ``nvr``, ``dvr``, ``encoder``, ``alarm_input``,
-    ``alarm_output``, ``device`` (any other front-end type 110-139) or ``unknown``.
-    """
-    if is_civil_code(s):
-        return "civil_code"
-    type_code = gb_id_type(s)
-    if type_code is None:
-        return "unknown"
-    kind = _KIND_BY_TYPE.get(type_code)
-    if kind is not None:
-        return kind
-    if 110 <= type_code <= 139:
-        return "device"
-    return "unknown"
-
-
-def domain_of(platform_id: str) -> str:
-    """The SIP domain (realm) of a platform: its first 10 digits.
-
-    GB/T 28181-2016 §4.3 / Annex D: the domain is the centre code, i.e. the
-    civil code plus industry code of the platform ID.
-    """
-    if not is_gb_id(platform_id):
-        raise ValueError(f"not a 20-digit GB/T 28181 ID: {platform_id!r}")
-    return platform_id[:10]
 
 
 class SsrcExhaustedError(RuntimeError):
@@ -126,7 +59,7 @@ class SsrcAllocator:
     """
 
     def __init__(self, domain: str, rng: random.Random) -> None:
-        if _DOMAIN.fullmatch(domain) is None:
+        if not is_domain(domain):
             raise ValueError(f"SIP domain must be 10 digits, got {domain!r}")
         self._prefix = domain[3:8]
         self._leased: dict[int, str] = {}

@@ -15,9 +15,7 @@ Rules for everything in this module:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar, cast
@@ -42,6 +40,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gbplatform.db.models import Channel, Device, utcnow
+from sip.auth import ha1
+from sip.channel_fields import STORED_FIELDS
+from sip.gbid import CATALOG_KINDS, catalog_kind, civil_code_ancestors
 
 __all__ = [
     "CATALOG_STATUSES",
@@ -59,7 +60,6 @@ __all__ = [
     "channel_tree_txn",
     "create_device_txn",
     "delete_device_txn",
-    "derive_kind",
     "device_offline_txn",
     "device_registered_txn",
     "device_unregistered_txn",
@@ -87,7 +87,7 @@ channels: Final = cast(Table, Channel.__table__)
 SIP_TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS"})
 MEDIA_TRANSPORTS: Final = frozenset({"UDP", "TCP-PASSIVE", "TCP-ACTIVE"})
 CATALOG_STATUSES: Final = frozenset({"idle", "running", "done", "partial", "timeout", "error"})
-CHANNEL_KINDS: Final = ("civil_code", "business_group", "virtual_org", "device", "channel")
+CHANNEL_KINDS: Final = CATALOG_KINDS
 MAX_CATALOG_ERROR: Final = 500  # characters of a stored catalog sync reason
 
 MAX_ID_LENGTH: Final = 32
@@ -163,11 +163,13 @@ class DeviceRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelData:
-    """One catalog ``Item`` as parsed from a device (GB/T 28181-2016 §A.2.6).
+class ChannelFields:
+    """The stored fields of a catalog ``Item`` (GB/T 28181-2016 §A.2.6.4).
 
-    ``kind`` is derived from ``channel_id`` when not given; ``extra`` holds the
-    ``<Info>`` children and unknown elements.
+    Declared here for the type checker; ``sip.channel_fields.STORED_FIELDS``
+    is the table they come from, and a unit test keeps the two (and the
+    ``Channel`` model) in step.  ``extra`` holds the ``<Info>`` children and
+    unknown elements.
     """
 
     channel_id: str
@@ -195,6 +197,15 @@ class ChannelData:
     latitude: float | None = None
     ptz_type: int | None = None
     extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelData(ChannelFields):
+    """One catalog ``Item`` as parsed from a device, to be stored.
+
+    ``kind`` is derived from ``channel_id`` when not given.
+    """
+
     kind: str | None = None
 
     def __post_init__(self) -> None:
@@ -203,38 +214,15 @@ class ChannelData:
             raise ValueError(f"unknown channel kind {self.kind!r}")
 
 
-_CHANNEL_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ChannelData) if f.name != "kind")
+_CHANNEL_FIELDS: Final = (*(f.name for f in STORED_FIELDS if f.name is not None), "extra")
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelRecord:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelRecord(ChannelFields):
+    """A stored channel: its fields plus the registry's bookkeeping."""
+
     id: int
     device_id: str
-    channel_id: str
-    name: str | None
-    manufacturer: str | None
-    model: str | None
-    owner: str | None
-    civil_code: str | None
-    block: str | None
-    address: str | None
-    parental: int | None
-    parent_id: str | None
-    business_group_id: str | None
-    safety_way: str | None
-    register_way: str | None
-    cert_num: str | None
-    certifiable: str | None
-    err_code: str | None
-    end_time: str | None
-    secrecy: str | None
-    ip_address: str | None
-    port: int | None
-    status: str | None
-    longitude: float | None
-    latitude: float | None
-    ptz_type: int | None
-    extra: dict[str, Any] | None
     kind: str
     updated_at: dt.datetime
 
@@ -274,34 +262,10 @@ _DEVICE_WRITABLE: Final = frozenset(c.name for c in devices.c) - {"device_id", "
 
 
 def digest_ha1(username: str, realm: str, password: str) -> tuple[str, str]:
-    """Return the (MD5, SHA-256) digest HA1 for ``username:realm:password``.
-
-    RFC 7616 §3.4.2: ``A1 = username ":" realm ":" passwd``; GB/T 28181-2016
-    §9.1.2.1 uses the device id as the username.
-    """
-    a1 = f"{username}:{realm}:{password}".encode()
-    return hashlib.md5(a1).hexdigest(), hashlib.sha256(a1).hexdigest()
-
-
-def derive_kind(channel_id: str) -> str:
-    """Classify a catalog id by its shape (GB/T 28181-2016 Appendix D).
-
-    ≤8 digits is an administrative-division (civil code) node.  In a 20-digit
-    code, digits 11-13 are the type: 215 business group, 216 virtual
-    organisation, 111-130 front-end equipment (DVR, NVR, encoders…), anything
-    else (131 camera, 132 IPC, 133-199 peripherals…) is a channel.
-    """
-    if channel_id.isdigit() and len(channel_id) <= 8:
-        return "civil_code"
-    if len(channel_id) == 20 and channel_id.isdigit():
-        type_code = int(channel_id[10:13])
-        if type_code == 215:
-            return "business_group"
-        if type_code == 216:
-            return "virtual_org"
-        if 111 <= type_code <= 130:
-            return "device"
-    return "channel"
+    """Return the (MD5, SHA-256) digest HA1 for ``username:realm:password``,
+    the two forms a device password is stored in (RFC 7616 §3.4.2; GB/T
+    28181-2016 §9.1.2.1 uses the device id as the username)."""
+    return ha1(username, realm, password, "MD5"), ha1(username, realm, password, "SHA-256")
 
 
 def _check_id(value: str, what: str) -> None:
@@ -904,7 +868,7 @@ def replace_channels_txn(
     for item in items:
         row = {name: getattr(item, name) for name in _CHANNEL_FIELDS}
         row.update(
-            device_id=device_id, kind=item.kind or derive_kind(item.channel_id), updated_at=now
+            device_id=device_id, kind=item.kind or catalog_kind(item.channel_id), updated_at=now
         )
         rows[item.channel_id] = row
 
@@ -1017,7 +981,7 @@ def channel_tree_txn(
         if r.kind == "virtual_org":
             candidates.append(r.business_group_id)
         if r.kind == "civil_code":
-            candidates.extend(r.channel_id[:n] for n in (6, 4, 2) if len(r.channel_id) > n)
+            candidates.extend(civil_code_ancestors(r.channel_id))
         elif named is None:
             candidates.append(r.civil_code)
         for candidate in candidates:

@@ -1,3 +1,3 @@
 """Devices: registration (the registrar), the brute-force guard, onboarding queries
-and the catalog.
+and the catalog; their API is ``http.py``.
 """

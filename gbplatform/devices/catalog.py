@@ -43,7 +43,10 @@ from gbplatform.core.clock import Clock
 from gbplatform.core.errors import DomainError
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database
+from gbplatform.devices.registrar import DeviceManager
+from gbplatform.signalling.router import Correlation, SipRouter
 from sip import manscdp
+from sip.channel_fields import STORED_FIELDS, parse_value
 
 log = Logger()
 
@@ -66,6 +69,7 @@ class CatalogSession:
     error: str | None = None
     idle_timer: Any = None
     total_timer: Any = None
+    answers: Correlation | None = None  # routes this sync's Response parts (its SN) here
     done: Deferred[CatalogSession] = field(default_factory=Deferred)
 
     def progress(self) -> dict[str, Any]:
@@ -83,49 +87,19 @@ class CatalogSession:
 
 
 def to_channel(item: manscdp.CatalogItem) -> q.ChannelData:
-    """Map a catalog item onto the registry's channel record."""
-
-    def num(value: str | None, kind: type) -> Any:
-        if value is None or not value.strip():
-            return None
-        try:
-            return kind(value.strip())
-        except ValueError:
-            return None
-
+    """Map a catalog item onto the registry's channel record, field by field
+    as ``sip.channel_fields`` declares them (numbers parsed, garbled ones dropped)."""
+    values: dict[str, Any] = {}
+    for row in STORED_FIELDS:
+        text = item.info.get(row.tag) if row.in_info else getattr(item, row.attr)
+        values[str(row.name)] = parse_value(row, text)
     extra: dict[str, Any] = {}
     if item.info:
         extra["info"] = dict(item.info)
     if item.extra:
         extra.update(item.extra)
-    ptz = num(item.info.get("PTZType"), int) if item.info else None
-    return q.ChannelData(
-        channel_id=item.device_id or "",
-        name=item.name,
-        manufacturer=item.manufacturer,
-        model=item.model,
-        owner=item.owner,
-        civil_code=item.civil_code,
-        block=item.block,
-        address=item.address,
-        parental=num(item.parental, int),
-        parent_id=item.parent_id,
-        business_group_id=item.business_group_id,
-        safety_way=item.safety_way,
-        register_way=item.register_way,
-        cert_num=item.cert_num,
-        certifiable=item.certifiable,
-        err_code=item.err_code,
-        end_time=item.end_time,
-        secrecy=item.secrecy,
-        ip_address=item.ip_address,
-        port=num(item.port, int),
-        status=item.status,
-        longitude=num(item.longitude, float),
-        latitude=num(item.latitude, float),
-        ptz_type=ptz,
-        extra=extra or None,
-    )
+    values["channel_id"] = values["channel_id"] or ""
+    return q.ChannelData(**values, extra=extra or None)
 
 
 def store_catalog_txn(
@@ -145,9 +119,11 @@ def store_catalog_txn(
 
 class CatalogSync:
     def __init__(
-        self, *, app: Any, db: Database, clock: Clock, timeout: float = 30.0, idle_timeout: float = 5.0
+        self, *, router: SipRouter, devices: DeviceManager, db: Database, clock: Clock, timeout: float = 30.0,
+        idle_timeout: float = 5.0,
     ) -> None:
-        self.app = app
+        self.router = router
+        self.devices = devices
         self.db = db
         self.clock = clock
         self.timeout = timeout
@@ -158,7 +134,6 @@ class CatalogSync:
         self._finished = 0
         # The last registry write of each device's sync: the next one waits for it.
         self._writes: dict[str, Deferred[None]] = {}
-        app.on_response("Catalog", self.on_part)
 
     def progress(self, device_id: str) -> dict[str, Any] | None:
         session = self.sessions.get(device_id)
@@ -183,10 +158,12 @@ class CatalogSync:
         current = self.sessions.get(device_id)
         if current is not None and current.status == "running":
             return current
-        session = CatalogSession(device_id, self.app.next_sn(), self.clock.time())
+        session = CatalogSession(device_id, self.router.next_sn(), self.clock.time())
         if self.sessions.pop(device_id, None) is not None:
             self._finished -= 1  # its summary gives way to the new sync
         self.sessions[device_id] = session
+        session.answers = self.router.expect(device_id, "Catalog", session.sn,
+                                          lambda msg: self.on_part(device_id, msg))
         session.total_timer = self.clock.call_later(self.timeout, self._timed_out, session, False)
         # Progress lives in memory while the sync runs (the API reads it there);
         # the registry gets it every few parts and at the end.
@@ -195,9 +172,7 @@ class CatalogSync:
         return session
 
     async def _send(self, session: CatalogSession) -> None:
-        charset = self.app.devices.charset_of(session.device_id)
-        body = manscdp.encode_query("Catalog", session.sn, session.device_id, charset=charset)
-        await self.app.send_manscdp(session.device_id, body)
+        await self.router.send_query(session.device_id, "Catalog", session.sn)
 
     def _send_failed(self, session: CatalogSession, failure: Any) -> None:
         if session.status != "running":
@@ -208,19 +183,17 @@ class CatalogSync:
             log.failure("catalog query to {id} failed", failure, id=session.device_id)
         self._finish(session, "error")
 
-    def on_part(self, device_id: str, msg: manscdp.ManscdpMessage) -> bool:
-        """A Catalog Response MESSAGE arrived; always consumed."""
+    def on_part(self, device_id: str, msg: manscdp.ManscdpMessage) -> None:
+        """A Catalog Response MESSAGE with the running sync's SN arrived (the router correlates by SN).
+
+        Parts of a stale query, answered late, have another SN and never get
+        here: they would mix lists.
+        """
         session = self.sessions.get(device_id)
-        if session is None or session.status != "running":
-            log.info("catalog part from {id} without a running sync (SN {sn}) ignored", id=device_id, sn=msg.sn)
-            return True
-        if msg.sn != session.sn:
-            # Some devices answer a stale query late; its parts would mix lists.
-            log.info("catalog part from {id} with SN {sn}, expected {want}: ignored", id=device_id,
-                     sn=msg.sn, want=session.sn)
-            return True
+        if session is None or session.status != "running" or msg.sn != session.sn:
+            return
         if not isinstance(msg, manscdp.CatalogResponse):
-            return True
+            return
         session.parts += 1
         session.sum_num = msg.sum_num if session.sum_num is None else max(session.sum_num, msg.sum_num)
         for item in msg.items:
@@ -235,13 +208,12 @@ class CatalogSync:
         session.received = len(session.items)
         if len(session.items) >= session.sum_num:
             self._finish(session, "done")
-            return True
+            return
         if session.idle_timer is not None and session.idle_timer.active():
             session.idle_timer.cancel()
         session.idle_timer = self.clock.call_later(self.idle_timeout, self._timed_out, session, True)
         if session.parts % 10 == 1:
             self._write_progress(session)
-        return True
 
     def _timed_out(self, session: CatalogSession, idle: bool) -> None:
         if session.status != "running":
@@ -257,6 +229,9 @@ class CatalogSync:
 
     @staticmethod
     def _stop_timers(session: CatalogSession) -> None:
+        if session.answers is not None:
+            session.answers.close()
+            session.answers = None
         for timer in (session.idle_timer, session.total_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -329,7 +304,7 @@ class CatalogSync:
         self._writes[device_id] = ended
 
         def run(_: Any) -> None:
-            first = self.app.devices.writer.flush() if after_state else succeed(None)
+            first = self.devices.writer.flush() if after_state else succeed(None)
             first.addCallback(lambda _: self.db.run(desc, fn, *args))
             first.addErrback(self._write_failed, desc, device_id)
             first.addBoth(lambda _: finished())

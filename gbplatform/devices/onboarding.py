@@ -32,6 +32,8 @@ from gbplatform.core.clock import Clock
 from gbplatform.core.errors import DeviceRejected, DomainError
 from gbplatform.db.database import Database
 from gbplatform.devices.catalog import CatalogSync
+from gbplatform.devices.registrar import DeviceManager
+from gbplatform.signalling.router import SipRouter
 from sip import manscdp
 
 log = Logger()
@@ -71,15 +73,15 @@ class DeviceQueries:
     def __init__(
         self,
         *,
-        app: Any,
-        devices: Any,
+        router: SipRouter,
+        devices: DeviceManager,
         catalog: CatalogSync,
         db: Database,
         clock: Clock,
         concurrency: int = 600,
         max_queue: int = 100_000,
     ) -> None:
-        self.app = app
+        self.router = router
         self.devices = devices
         self.catalog = catalog
         self.db = db
@@ -169,7 +171,7 @@ class DeviceQueries:
         ``batch``: leave the write to the next batch (onboarding); otherwise
         it is stored before returning, so the API shows what it just answered.
         """
-        msg = await self.app.query(device_id, "DeviceInfo")
+        msg = await self.router.query(device_id, "DeviceInfo")
         if not isinstance(msg, manscdp.DeviceInfoResponse):
             raise DeviceRejected(f"device {device_id} sent an unexpected DeviceInfo answer")
         at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
@@ -186,14 +188,14 @@ class DeviceQueries:
 
     async def device_status(self, device_id: str) -> dict[str, Any]:
         """Query DeviceStatus (GB/T 28181-2016 §A.2.4.3 / §A.2.6.6)."""
-        msg = await self.app.query(device_id, "DeviceStatus")
+        msg = await self.router.query(device_id, "DeviceStatus")
         if not isinstance(msg, manscdp.DeviceStatusResponse):
             raise DeviceRejected(f"device {device_id} sent an unexpected DeviceStatus answer")
         return _status_json(msg)
 
     async def basic_param(self, device_id: str) -> dict[str, Any] | None:
         """ConfigDownload BasicParam; applies HeartBeatInterval/Count (§A.2.4.7, §A.2.6.8)."""
-        msg = await self.app.query(device_id, "ConfigDownload", extra={"ConfigType": "BasicParam"})
+        msg = await self.router.query(device_id, "ConfigDownload", extra={"ConfigType": "BasicParam"})
         if not isinstance(msg, manscdp.ConfigDownloadResponse) or msg.basic_param is None:
             return None
         bp = msg.basic_param

@@ -35,14 +35,13 @@ import heapq
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from gbplatform.app.config import SipConfig
-from gbplatform.core.clock import Clock
-from gbplatform.core.ids import is_gb_id
+from gbplatform.core.clock import Clock, utc_datetime
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database
 from gbplatform.devices.auth_guard import AuthGuard, address_key, device_key
@@ -54,6 +53,9 @@ from sip.errors import SipParseError
 from sip.headers import NameAddr, contacts, expires_value, from_header
 from sip.message import Request, make_response
 from sip.transaction import ServerTransaction
+
+if TYPE_CHECKING:  # the router imports this module (NOT_FROM_HERE, DeviceLive)
+    from gbplatform.signalling.router import SipRouter
 
 log = Logger()
 
@@ -249,10 +251,6 @@ def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> lis
     return gone
 
 
-def _utc(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC)
-
-
 class DeviceManager:
     """REGISTER, keepalive and expiry handling; the in-memory online table."""
 
@@ -260,7 +258,7 @@ class DeviceManager:
         self,
         config: SipConfig,
         *,
-        app: Any,
+        router: SipRouter,
         db: Database,
         clock: Clock,
         rng: random.Random,
@@ -268,7 +266,7 @@ class DeviceManager:
         publish: Callable[[DeviceEvent], None] = lambda e: None,
     ) -> None:
         self.config = config
-        self.app = app
+        self.router = router
         self.db = db
         self.clock = clock
         self.rng = rng
@@ -338,32 +336,24 @@ class DeviceManager:
 
     def _register_failed(self, failure: Any, req: Request, tx: ServerTransaction) -> None:
         log.failure("REGISTER handling failed", failure)
-        self.app.respond(tx, make_response(req, 500, to_tag=self.app.endpoint.new_tag()))
+        self.router.respond(tx, make_response(req, 500, to_tag=self.router.endpoint.new_tag()))
 
     def _reply(self, req: Request, tx: ServerTransaction, status: int, reason: str | None = None,
                headers: list[tuple[str, str]] | None = None) -> None:
         # A refusal (4xx: bad ID, ban, challenge, wrong digest, stranger) keeps no
         # transaction: a flood of forged requests must cost no memory (issue 8).
-        self.app.respond(tx, make_response(req, status, reason, to_tag=self.app.endpoint.new_tag(),
-                                           headers=headers or []), stateless=400 <= status < 500)
+        self.router.respond(tx, make_response(req, status, reason, to_tag=self.router.endpoint.new_tag(),
+                                              headers=headers or []), stateless=400 <= status < 500)
 
     async def _register(self, req: Request, tx: ServerTransaction, source: Addr) -> None:
+        # The router checked the device ID (``on_request(..., from_device=True)``):
+        # one longer than the registry holds would fail the whole write batch.
         try:
-            device_id = from_header(req).user
+            device_id = from_header(req).user or ""
             contact_list = contacts(req)
             expires = self._requested_expires(req, contact_list)
         except SipParseError as e:
             self._reply(req, tx, 400, headers=[("Warning", f'399 gbplatform "{e.reason[:100]}"')])
-            return
-        # Longer IDs than the registry holds would fail the whole write batch
-        # they land in, losing other devices' state with it.
-        if not device_id or len(device_id) > q.MAX_ID_LENGTH or (
-            self.config.strict_id and not is_gb_id(device_id)
-        ):
-            self.stats["rejected"] += 1
-            self.log_refusal("bad_id", "REGISTER from {peer} refused: bad device ID {id!r}", peer=source,
-                             id=device_id)
-            self._reply(req, tx, 403, "Invalid Device ID")
             return
         if self._banned(req, tx, device_id, source):
             return
@@ -571,7 +561,7 @@ class DeviceManager:
         self.writer.add(
             "registered",
             q.Registration(device_id, source[1], source[2], source[0], live.contact, live.user_agent,
-                           expires, _utc(wall)),
+                           expires, utc_datetime(wall)),
         )
         if not was_online:
             log.info("device {id} online from {host}:{port}/{transport}", id=device_id, host=source[1],
@@ -631,7 +621,7 @@ class DeviceManager:
         if came_back:
             self._online_counted = None
         self._schedule(live)
-        self.writer.add("keepalive", live.device_id, _utc(wall), source[1], source[2], source[0])
+        self.writer.add("keepalive", live.device_id, utc_datetime(wall), source[1], source[2], source[0])
         if came_back:
             self.publish(DeviceEvent(live.device_id, True, "keepalive", wall))
 
@@ -717,7 +707,7 @@ class DeviceManager:
         if count and 1 <= count <= 100:
             live.count = count
         self._schedule(live)
-        self.writer.add("basic_param", device_id, live.interval, live.count, _utc(self.clock.time()))
+        self.writer.add("basic_param", device_id, live.interval, live.count, utc_datetime(self.clock.time()))
 
     # -- expiry ----------------------------------------------------------------
     def _schedule(self, live: DeviceLive) -> None:
@@ -759,7 +749,7 @@ class DeviceManager:
                 del self.live[device_id]
         else:
             was_online = False
-        self.writer.add("unregistered" if reason == "unregistered" else "offline", device_id, _utc(wall))
+        self.writer.add("unregistered" if reason == "unregistered" else "offline", device_id, utc_datetime(wall))
         if was_online:
             self.stats["offline"] += 1
             log.info("device {id} offline: {reason}", id=device_id, reason=reason)

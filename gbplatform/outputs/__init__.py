@@ -1,4 +1,4 @@
-"""Streaming outputs to clients.
+"""Streaming outputs to clients: HTTP-FLV, HLS and snapshot routes (``http.py``), live RTSP (``rtsp.py``).
 
-The FLV, HLS and snapshot routes (now in ``gbplatform/api/app.py``) will move here next.
+The muxers themselves are sans-IO in ``media/`` (``media.flv``, ``media.hls``, the RTSP server).
 """

@@ -1,4 +1,12 @@
-"""HTTP helpers for recording playback: byte ranges and a paced download producer.
+"""The recording API (``RecordingRoutes``, mounted into ``gbplatform.api.app``) and its helpers.
+
+Routes: record plans and per-channel policies, the recordings timeline,
+storage state, downloads, and playback of what was recorded: VOD HLS
+(``/vod/<channel>/index.m3u8`` and its segments, with byte ranges) and an
+MP4 download (``/vod/<channel>.mp4``). Media routes take the token as
+``?token=`` too (RFC 6750 §2.3), the API token or a VOD playback token.
+
+Helpers: byte ranges and a paced download producer.
 
 ``byte_range`` reads a single ``Range: bytes=`` header (RFC 9110 §14.1.2);
 HLS players fetch ``EXT-X-BYTERANGE`` parts with exactly that. Several
@@ -26,16 +34,42 @@ import os
 import re
 import tempfile
 import threading
-from typing import Any
+import urllib.parse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web.server import Request
 from zope.interface import implementer
 
+from gbplatform.api import schemas
+from gbplatform.api.routing import Routes, authenticated, set_header
+from gbplatform.auth.play_tokens import VOD
 from gbplatform.core.errors import DomainError
-from gbplatform.recording.playback import Cancelled
+from gbplatform.core.errors import NotFound as Missing
+from gbplatform.db import queries as q
+from gbplatform.recording import queries as rq
+from gbplatform.recording.playback import (
+    Cancelled,
+    Range,
+    gop_ranges,
+    interval_urls,
+    remux_mp4,
+    rtsp_vod_base,
+    vod_playlist,
+)
+from media.hls import HLS_TYPE, TS_TYPE
 
-__all__ = ["MP4_TYPE", "SPOOL_BYTES", "RangeNotSatisfiable", "RecordingOff", "Spool", "byte_range"]
+if TYPE_CHECKING:
+    from gbplatform.recording.manager import RecordingManager
+
+__all__ = ["MP4_TYPE", "SPOOL_BYTES", "RangeNotSatisfiable", "RecordingOff", "RecordingRoutes", "Spool",
+           "byte_range"]
+
+log = Logger()
 
 MP4_TYPE = b"video/mp4"
 SPOOL_BYTES = 1 << 30  # a download's bytes muxed ahead of its client, at most (on disk)
@@ -81,8 +115,8 @@ def byte_range(header: bytes | None, size: int) -> tuple[int, int]:
 class Spool:
     """See the module docstring. ``write`` runs on the remux thread, the rest on the reactor."""
 
-    def __init__(self, consumer: Any, call_from_thread: Any, *, directory: str | None = None,
-                 limit: int = SPOOL_BYTES, chunk: int = CHUNK) -> None:
+    def __init__(self, consumer: Any, call_from_thread: Callable[..., object], *,
+                 directory: str | None = None, limit: int = SPOOL_BYTES, chunk: int = CHUNK) -> None:
         self._consumer = consumer  # an IConsumer: the download's request
         self._call = call_from_thread
         self.limit = limit
@@ -202,3 +236,206 @@ class Spool:
         if last:
             self._file.close()
 
+
+class RecordingRoutes(Routes):
+    """``/api/v1/record/...``, ``/api/v1/channels/<id>/record(ings)``, ``/api/v1/storage`` and ``/vod/...``."""
+
+    app = Klein()
+
+    def _recording(self) -> RecordingManager:
+        rec = self.platform.recording
+        if rec is None:
+            raise RecordingOff("this platform does not record")
+        return rec
+
+    @app.route("/api/v1/record/plans", methods=["GET"])
+    @authenticated
+    async def list_record_plans(self, request: Request) -> bytes:
+        items = await self.platform.db.run("list_plans", rq.list_plans_txn)
+        return self._json(request, {"items": [schemas.plan_json(p) for p in items]})
+
+    @app.route("/api/v1/record/plans", methods=["POST"])
+    @authenticated
+    async def create_record_plan(self, request: Request) -> bytes:
+        body = schemas.parse_plan(self._body(request), partial=False)
+        assert body.name is not None and body.schedule is not None
+        plan = await self.platform.db.run("create_plan", rq.create_plan_txn, body.name, body.schedule, at=self._at())
+        set_header(request, b"Location", f"/api/v1/record/plans/{plan.id}".encode())
+        self._record_changed()
+        return self._json(request, schemas.plan_json(plan), 201)
+
+    @app.route("/api/v1/record/plans/<int:plan_id>", methods=["GET"])
+    @authenticated
+    async def get_record_plan(self, request: Request, plan_id: int) -> bytes:
+        plan_id = schemas.path_id("plan_id", plan_id)
+        plan = await self.platform.db.run("get_plan", rq.get_plan_txn, plan_id)
+        return self._json(request, schemas.plan_json(plan))
+
+    @app.route("/api/v1/record/plans/<int:plan_id>", methods=["PUT"])
+    @authenticated
+    async def update_record_plan(self, request: Request, plan_id: int) -> bytes:
+        plan_id = schemas.path_id("plan_id", plan_id)
+        body = schemas.parse_plan(self._body(request), partial=True)
+        plan = await self.platform.db.run("update_plan", rq.update_plan_txn, plan_id, name=body.name,
+                                          schedule=body.schedule, at=self._at())
+        self._record_changed()
+        return self._json(request, schemas.plan_json(plan))
+
+    @app.route("/api/v1/record/plans/<int:plan_id>", methods=["DELETE"])
+    @authenticated
+    async def delete_record_plan(self, request: Request, plan_id: int) -> bytes:
+        plan_id = schemas.path_id("plan_id", plan_id)
+        await self.platform.db.run("delete_plan", rq.delete_plan_txn, plan_id)
+        request.setResponseCode(204)
+        return b""
+
+    def _record_changed(self) -> None:
+        rec = self.platform.recording
+        if rec is not None:
+            rec.poke()
+
+    def _channel_status(self, channel_id: str) -> dict[str, Any] | None:
+        rec = self.platform.recording
+        if rec is None:
+            return None
+        return next((c for c in rec.state()["channels"] if c["channel_id"] == channel_id), None)
+
+    @app.route("/api/v1/channels/<channel_id>/record", methods=["GET"])
+    @authenticated
+    async def get_record_policy(self, request: Request, channel_id: str) -> bytes:
+        policy = await self.platform.db.run("get_policy", rq.get_policy_txn, channel_id)
+        return self._json(request, schemas.policy_json(policy, self._channel_status(channel_id)))
+
+    @app.route("/api/v1/channels/<channel_id>/record", methods=["PUT"])
+    @authenticated
+    async def put_record_policy(self, request: Request, channel_id: str) -> bytes:
+        body = schemas.parse_policy(self._body(request))
+        channel = await self.platform.db.run("get_channel", q.get_channel_txn, channel_id)
+        if channel is None and body.mode != "off":
+            raise Missing(f"channel {channel_id} not found")
+        policy = await self.platform.db.run("put_policy", rq.put_policy_txn, channel_id, mode=body.mode,
+                                            plan_id=body.plan_id, retention_days=body.retention_days, at=self._at())
+        log.info("channel {id}: recording policy {mode}", id=channel_id, mode=body.mode)
+        self._record_changed()
+        return self._json(request, schemas.policy_json(policy, self._channel_status(channel_id)))
+
+    @app.route("/api/v1/channels/<channel_id>/recordings", methods=["GET"])
+    @authenticated
+    async def channel_recordings(self, request: Request, channel_id: str) -> bytes:
+        day = schemas.parse_day(request.args)
+        result = await self._recording().timeline(channel_id, day)
+
+        rtsp_base = rtsp_vod_base(request.getHeader(b"host"), self.platform.config.media.rtsp_port)
+
+        token = self.platform.play_tokens.issue(VOD, channel_id)
+
+        def urls(a: float, b: float) -> dict[str, str]:
+            return interval_urls(channel_id, a, b, rtsp_base, token)
+
+        return self._json(request, schemas.timeline_json(channel_id, day, result, urls))
+
+    @app.route("/api/v1/storage", methods=["GET"])
+    @authenticated
+    async def storage_state(self, request: Request) -> bytes:
+        return self._json(request, self._recording().state())
+
+    @app.route("/api/v1/record/downloads", methods=["GET"])
+    @authenticated
+    async def list_downloads(self, request: Request) -> bytes:
+        jobs = sorted(self._recording().downloads.values(), key=lambda j: j.id)
+        return self._json(request, {"items": [schemas.download_json(j) for j in jobs]})
+
+    async def _vod_ranges(self, request: Request, channel_id: str) -> tuple[float, float, list[Range]]:
+        rec = self._recording()
+        start, end = schemas.parse_time_range(request.args)
+        segs = await self.platform.db.run("segments_between", rq.segments_between_txn, channel_id, start, end)
+        ranges = gop_ranges(segs, start, end)
+        if not ranges:
+            raise Missing(f"channel {channel_id} has no recording between {schemas.iso_epoch(start)} and "
+                          f"{schemas.iso_epoch(end)}")
+        del rec
+        return start, end, ranges
+
+    @app.route("/vod/<channel_id>/index.m3u8", methods=["GET"])
+    async def vod_hls(self, request: Request, channel_id: str) -> bytes:
+        token = request.args.get(b"token", [None])[0]
+        self.authorize(request, query_token=True, media=(VOD, channel_id))
+        _, _, ranges = await self._vod_ranges(request, channel_id)
+        suffix = "" if token is None else "?token=" + urllib.parse.quote(token.decode("utf-8", "replace"), safe="")
+        playlist = vod_playlist(ranges, lambda seg: f"seg/{seg.id}.ts{suffix}")
+        request.setResponseCode(200)
+        set_header(request, b"Content-Type", HLS_TYPE)
+        set_header(request, b"Cache-Control", b"no-store")
+        return playlist.encode("ascii")
+
+    @app.route("/vod/<channel_id>/seg/<int:segment_id>.ts", methods=["GET"])
+    async def vod_segment(self, request: Request, channel_id: str, segment_id: int) -> bytes:
+        self.authorize(request, query_token=True, media=(VOD, channel_id))
+        rec = self._recording()
+        segment_id = schemas.path_id("segment_id", segment_id)
+        seg = await self.platform.db.run("get_segment", rq.get_segment_txn, segment_id)
+        if seg is None or seg.channel_id != channel_id or seg.state == "open":
+            raise Missing(f"channel {channel_id} has no recorded segment {segment_id}")
+        first, last = byte_range(request.getHeader(b"range"), seg.size)
+        data: bytes = await self._blocking("vod")(rec.read, seg, first, last - first + 1)
+        if (first, last) != (0, seg.size - 1):
+            request.setResponseCode(206)
+            set_header(request, b"Content-Range", f"bytes {first}-{first + len(data) - 1}/{seg.size}".encode())
+        else:
+            request.setResponseCode(200)
+        set_header(request, b"Accept-Ranges", b"bytes")
+        set_header(request, b"Content-Type", TS_TYPE)
+        return data
+
+    @app.route("/vod/<channel_id>.mp4", methods=["GET"])
+    async def vod_mp4(self, request: Request, channel_id: str) -> bytes:
+        self.authorize(request, query_token=True, media=(VOD, channel_id))
+        rec = self._recording()
+        start, end, ranges = await self._vod_ranges(request, channel_id)
+        total = sum(r.duration for r in ranges)
+        # The remux writes to a spool file at disk speed and gives its thread
+        # back; the client reads the spool at its own pace (issue 8, item 23).
+        try:
+            spool = Spool(request, rec.call_from_thread)
+        except OSError as e:
+            log.error("download of {ch}: no spool file: {e}", ch=channel_id, e=e)
+            raise RecordingOff(f"no room to build the download: {e}") from e
+        job = rec.new_download(channel_id, start, end, total)
+        request.setResponseCode(200)
+        set_header(request, b"Content-Type", MP4_TYPE)
+        set_header(request, b"Content-Disposition",
+                    f'attachment; filename="{channel_id}-{int(ranges[0].start)}.mp4"'.encode())
+        set_header(request, b"X-Download-Id", str(job.id).encode())
+        set_header(request, b"X-Content-Duration", f"{total:.3f}".encode())
+        request.write(b"")  # type: ignore[no-untyped-call]
+        request.registerProducer(spool, True)  # type: ignore[no-untyped-call]
+        gone = request.notifyFinish()
+        gone.addErrback(lambda _: spool.cancel())
+        workers = self.platform.workers
+        forget = workers.on_stop(spool.cancel) if workers is not None else None
+
+        def produce() -> None:  # on a remux thread
+            try:
+                remux_mp4(ranges, rec.read, spool.write, job.progress)
+            finally:
+                spool.end()
+
+        try:
+            await self._blocking("remux")(produce)
+            await spool.drained()
+            if spool.cancelled:
+                raise Cancelled("the client went away")
+            job.progress.state = "done"
+        except (Cancelled, CancelledError):
+            job.progress.state = "cancelled"
+            log.info("download {id} of {ch}: the client went away", id=job.id, ch=channel_id)
+        except Exception as e:  # noqa: BLE001 - headers are sent: log, record, end the response
+            job.progress.state, job.progress.error = "failed", str(e)
+            log.failure("download {id} of {ch} failed", id=job.id, ch=channel_id)
+        finally:
+            job.finished = self.platform.clock.time()
+            if forget is not None:
+                forget()
+            request.unregisterProducer()  # type: ignore[no-untyped-call]
+            spool.close()
+        return b""

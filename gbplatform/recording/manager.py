@@ -43,7 +43,7 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
@@ -66,6 +66,11 @@ from gbplatform.recording.writer import (
     WriteFailed,
 )
 
+if TYPE_CHECKING:
+    from gbplatform.core.workers import Workers
+    from gbplatform.devices.registrar import DeviceManager
+    from gbplatform.sessions.live import LiveStream, LiveStreams
+
 log = Logger()
 
 __all__ = ["RecordingManager"]
@@ -83,14 +88,14 @@ class Recorded:
     channel_id: str
     device_id: str | None
     sink: RecorderSink
-    stream: Any = None
+    stream: LiveStream | None = None
     starting: bool = False
     failures: int = 0
     retry_at: float = 0.0
     error: str | None = None
     open_key: str | None = None
     open_from: float | None = None
-    on_closed: Callable[[Any], None] | None = None
+    on_closed: Callable[[LiveStream], None] | None = None
 
 
 @dataclass
@@ -118,10 +123,10 @@ class _Stats:
 class RecordingManager:
     """Recording for the whole platform (see the module docstring)."""
 
-    def __init__(self, config: RecordConfig, *, data_dir: Path, db: Database, clock: Clock, live: Any,
-                 devices: Any, call_from_thread: Callable[..., Any], run_in_thread: Callable[..., Deferred[Any]],
+    def __init__(self, config: RecordConfig, *, data_dir: Path, db: Database, clock: Clock,
+                 live: LiveStreams | None, devices: DeviceManager, call_from_thread: Callable[..., Any], run_in_thread: Callable[..., Deferred[Any]],
                  s3: S3Storage | None = None, monotonic: Callable[[], float] = time.monotonic,
-                 workers: Any = None) -> None:
+                 workers: Workers | None = None) -> None:
         self.config = config
         self.db = db
         self.clock = clock
@@ -129,7 +134,7 @@ class RecordingManager:
         self.devices = devices
         self.call_from_thread = call_from_thread
         self.run_in_thread = run_in_thread
-        self.workers = workers  # gbplatform.core.workers.Workers, or None: everything on run_in_thread
+        self.workers = workers  # None: everything on run_in_thread
         root = Path(config.directory) if config.directory else data_dir / "recordings"
         self.storage = LocalStorage(root, timeout=config.nas_timeout, monotonic=monotonic)
         self.backend = config.backend
@@ -315,7 +320,8 @@ class RecordingManager:
         d = ensureDeferred(self.live.play(rec.device_id, rec.channel_id))
         d.addCallbacks(lambda stream: self._playing(rec, stream), lambda f: self._play_failed(rec, f.value))
 
-    def _playing(self, rec: Recorded, stream: Any) -> None:
+    def _playing(self, rec: Recorded, stream: LiveStream) -> None:
+        assert self.live is not None  # it played the stream
         rec.starting = False
         if self.channels.get(rec.channel_id) is not rec:
             return  # stopped while the INVITE was in flight; the stream idles out alone
@@ -323,7 +329,7 @@ class RecordingManager:
         rec.failures = 0
         rec.error = None
 
-        def closed(s: Any) -> None:
+        def closed(s: LiveStream) -> None:
             if rec.stream is not s:
                 return
             rec.stream = None

@@ -18,6 +18,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gbplatform.core.clock import utc_datetime
 from gbplatform.core.errors import DomainError
 from gbplatform.db.models import Channel, RecordPlan, RecordPolicy, RecordSegment
 
@@ -42,10 +43,6 @@ class PlanExists(DomainError):
 class PlanInUse(DomainError):
     status = 409
     code = "plan_in_use"
-
-
-def _at(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 def _epoch(value: dt.datetime | None) -> float | None:
@@ -219,7 +216,7 @@ def open_segment_txn(session: Session, channel_id: str, key: str, start: float, 
         return int(existing)
     now = dt.datetime.now(dt.UTC)
     new_id = session.execute(segments.insert().values(
-        channel_id=channel_id, key=key, start_at=_at(start), backend=backend, state="open", local=True,
+        channel_id=channel_id, key=key, start_at=utc_datetime(start), backend=backend, state="open", local=True,
         size=0, created_at=now,
     ).returning(segments.c.id)).scalar_one()
     return int(new_id)
@@ -234,7 +231,7 @@ def close_segment_txn(session: Session, channel_id: str, key: str, *, start: flo
     """
     seg_id = open_segment_txn(session, channel_id, key, start, backend)
     session.execute(segments.update().where(segments.c.id == seg_id).values(
-        start_at=_at(start), end_at=_at(max(end, start)), size=size, keyframes=[list(k) for k in keyframes], has_audio=has_audio,
+        start_at=utc_datetime(start), end_at=utc_datetime(max(end, start)), size=size, keyframes=[list(k) for k in keyframes], has_audio=has_audio,
         state="closed",
     ))
     return seg_id
@@ -259,7 +256,7 @@ def segments_between_txn(session: Session, channel_id: str, start: float, end: f
     rows = session.execute(
         sa.select(segments)
         .where(segments.c.channel_id == channel_id, segments.c.state != "open",
-               segments.c.start_at < _at(end), segments.c.end_at > _at(start))
+               segments.c.start_at < utc_datetime(end), segments.c.end_at > utc_datetime(start))
         .order_by(segments.c.start_at, segments.c.id)
     )
     return [_segment(r) for r in rows]
@@ -292,7 +289,7 @@ def expired_segments_txn(session: Session, now: float, default_days: int, overri
     # The shortest retention bounds the candidates; the per-channel rule picks among them.
     earliest = now - min(horizon_days) * 86400
     rows = session.execute(
-        sa.select(segments).where(segments.c.state != "open", segments.c.end_at < _at(earliest))
+        sa.select(segments).where(segments.c.state != "open", segments.c.end_at < utc_datetime(earliest))
         .order_by(segments.c.start_at).limit(limit)
     )
     for row in rows:
@@ -339,13 +336,13 @@ def pending_uploads_txn(session: Session, limit: int = 100) -> list[SegmentRecor
 
 def mark_uploaded_txn(session: Session, segment_id: int, *, at: float, keep_local: bool) -> None:
     session.execute(segments.update().where(segments.c.id == segment_id).values(
-        state="uploaded", uploaded_at=_at(at), local=keep_local))
+        state="uploaded", uploaded_at=utc_datetime(at), local=keep_local))
 
 
 def expired_local_copies_txn(session: Session, before: float, limit: int = 500) -> list[SegmentRecord]:
     rows = session.execute(
         sa.select(segments).where(segments.c.state == "uploaded", segments.c.local.is_(True),
-                                  segments.c.uploaded_at < _at(before)).limit(limit)
+                                  segments.c.uploaded_at < utc_datetime(before)).limit(limit)
     )
     return [_segment(r) for r in rows]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -34,6 +34,9 @@ from media.frame import Codec, Frame
 from media.nal import parameter_sets
 from media.pipeline import AudioTrack, audio_track
 from media.rtsp import RtspError
+
+if TYPE_CHECKING:
+    from gbplatform.app.context import AppContext
 
 log = Logger()
 
@@ -113,7 +116,7 @@ def npt_starts(ranges: Sequence[Range]) -> tuple[list[float], float]:
 class RecordingVodSource:
     """``media.rtsp_server.VodSource`` over the platform's recordings."""
 
-    def __init__(self, platform: Any, run_in_thread: Callable[..., Deferred[Any]]) -> None:
+    def __init__(self, platform: AppContext, run_in_thread: Callable[..., Deferred[Any]]) -> None:
         self.platform = platform
         self.run_in_thread = run_in_thread
 

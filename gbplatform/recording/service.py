@@ -9,22 +9,26 @@ the database is still there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from gbplatform.recording.manager import RecordingManager
 from gbplatform.recording.storage import S3Storage
 
+if TYPE_CHECKING:
+    from gbplatform.app.context import AppContext
+
 log = Logger()
 
 __all__ = ["RecordingService", "make_recording"]
 
 
-def make_recording(platform: Any, reactor: Any) -> RecordingManager:
+def make_recording(platform: AppContext, reactor: IReactorFromThreads) -> RecordingManager:
     """The platform's recording manager, on ``reactor``'s thread hand-off."""
     cfg = platform.config.record
     s3 = None

@@ -54,6 +54,7 @@ from twisted.logger import Logger
 
 from media.aac import AdtsError
 from media.frame import Codec, Frame
+from media.logthrottle import LogThrottle
 from media.nal import sps_info
 from media.pipeline import AudioTrack, audio_track
 from media.tsindex import TsIndexer
@@ -160,20 +161,18 @@ class ByteQueue:
 
 
 class _Throttle:
-    """At most one log line per key every ``every`` seconds."""
+    """At most one log line per key every ``every`` seconds: a
+    :class:`~media.logthrottle.LogThrottle` behind a lock, because the reactor
+    (dropped frames) and the writer thread (write failures) share it."""
 
     def __init__(self, now: Callable[[], float], every: float = LOG_EVERY) -> None:
         self._now = now
-        self._every = every
-        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._throttle = LogThrottle(every)
 
     def ready(self, key: str) -> bool:
-        now = self._now()
-        last = self._last.get(key)
-        if last is not None and now - last < self._every:
-            return False
-        self._last[key] = now
-        return True
+        with self._lock:
+            return self._throttle.hit(key, self._now()) > 0
 
 
 _CLOSE = "close"

@@ -1,1 +1,1 @@
-"""INVITE sessions with devices: live video now; playback, download and talk next."""
+"""INVITE sessions with devices: live video now (``live.py``, its API ``http.py``); playback, download and talk next."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -45,7 +46,7 @@ from twisted.python.failure import Failure
 from gbplatform.core.clock import Clock, DelayedCallLike
 from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
 from gbplatform.core.ids import SsrcAllocator
-from gbplatform.signalling.sipapp import SipTimeout
+from gbplatform.signalling.router import SipRouter, SipTimeout
 from media.frame import Frame
 from media.ingest import RtpIngest, payload_formats_from_rtpmap
 from media.nal import sps_info
@@ -55,6 +56,7 @@ from sip import sdp
 from sip.dialog import Dialog
 from sip.endpoint import Addr
 from sip.message import Request, Response, make_response
+from sip.transaction import ServerTransaction
 
 log = Logger()
 
@@ -199,7 +201,7 @@ class LiveStreams:
     def __init__(
         self,
         *,
-        app: Any,
+        router: SipRouter,
         clock: Clock,
         ports: PortPool,
         ssrcs: SsrcAllocator,
@@ -211,7 +213,7 @@ class LiveStreams:
         gop_cache_bytes: int = GOP_CACHE_BYTES,
         rng: random.Random | None = None,
     ) -> None:
-        self.app = app
+        self.router = router
         self.clock = clock
         self.ports = ports
         self.ssrcs = ssrcs
@@ -223,8 +225,6 @@ class LiveStreams:
         self.gop_cache_bytes = gop_cache_bytes  # 0: no GOP cache, viewers start at the next keyframe
         self.rng = rng or random.Random()
         self.streams: dict[str, LiveStream] = {}
-        self._by_call: dict[str, LiveStream] = {}
-        app.on_in_dialog = self.in_dialog_request
 
     def get(self, channel_id: str) -> LiveStream | None:
         return self.streams.get(channel_id)
@@ -238,7 +238,7 @@ class LiveStreams:
             waiter: Deferred[LiveStream] = Deferred()
             stream.waiters.append(waiter)
             return await waiter
-        dest = self.app.devices.address_of(device_id)
+        dest = self.router.devices.address_of(device_id)
         if dest is None:
             raise DeviceOffline(f"device {device_id} is not registered")
         profile = self.media_mode(device_id)
@@ -329,7 +329,7 @@ class LiveStreams:
     async def _invite(self, stream: LiveStream, dest: Addr) -> None:
         tcp = {"tcp-passive": "passive", "tcp-active": "active"}.get(stream.mode)
         offer = sdp.build_gb_offer(
-            device_id=self.app.platform_id, channel_id=stream.channel_id, ip=self.media_ip,
+            device_id=self.router.platform_id, channel_id=stream.channel_id, ip=self.media_ip,
             port=stream.lease.rtp, ssrc=stream.ssrc, tcp=tcp, stream_index=self._stream_index(stream),
         )
         if not stream.sdp_y_line:
@@ -337,15 +337,14 @@ class LiveStreams:
             # rejects the unknown line and such firmware never answers: leave
             # it out, and take the SSRC from the answer or the first packet.
             offer = replace(offer, ssrc=None, media=[replace(m, ssrc=None) for m in offer.media])
-        req: Request = self.app.new_request(
+        req: Request = self.router.new_request(
             "INVITE", stream.channel_id, dest, body=offer.serialize(), content_type=SDP_TYPE
         )
         # GB/T 28181-2016 §9.2.2.1: Subject "<channel>:<ssrc>,<platform>:0".
-        req.headers.add("Subject", f"{stream.channel_id}:{stream.ssrc},{self.app.platform_id}:0")
-        self._by_call[req.call_id] = stream
+        req.headers.add("Subject", f"{stream.channel_id}:{stream.ssrc},{self.router.platform_id}:0")
         invite = _Invite(req, dest)
         stream.invite = invite
-        answer = self.app.send_request(req, dest, on_provisional=lambda _: self._provisional(stream, invite))
+        answer = self.router.send_request(req, dest, on_provisional=lambda _: self._provisional(stream, invite))
         answer.addCallbacks(self._final_answer, self._no_final_answer, callbackArgs=(stream, invite),
                             errbackArgs=(stream, invite))
         # Timer B (32 s) is far too long for a viewer, and longer than the
@@ -363,9 +362,11 @@ class LiveStreams:
         if resp.status >= 300:
             raise DeviceRejected(f"device answered the INVITE for {stream.channel_id} with {resp.status} {resp.reason}")
         stream.dialog = Dialog.from_uac(req, resp)
+        # The device's BYE (and INFO/NOTIFY) in this dialog come to us (RFC 3261 §12.2.2).
+        self.router.add_dialog(stream.dialog.id, partial(self.in_dialog_request, stream))
         ack = stream.dialog.ack_for(req.cseq[0])
-        self.app.endpoint.send_stateless(ack, dest)
-        self.app.flush()
+        self.router.endpoint.send_stateless(ack, dest)
+        self.router.flush()
         try:
             stream.answer = sdp.parse(resp.body)
         except sdp.SdpError as e:
@@ -425,9 +426,9 @@ class LiveStreams:
         log.info("channel {id}: the device accepted the given-up INVITE; ending the call", id=stream.channel_id)
         try:
             dialog = Dialog.from_uac(invite.request, resp)
-            self.app.endpoint.send_stateless(dialog.ack_for(invite.request.cseq[0]), invite.dest)
-            self.app.flush()
-            bye = self.app.send_request(dialog.new_request("BYE"), invite.dest)
+            self.router.endpoint.send_stateless(dialog.ack_for(invite.request.cseq[0]), invite.dest)
+            self.router.flush()
+            bye = self.router.send_request(dialog.new_request("BYE"), invite.dest)
         except Exception:  # noqa: BLE001 - a broken late 2xx must not reach the reactor
             log.failure("channel {id}: cannot end the call of a late 2xx", id=stream.channel_id)
             return
@@ -462,7 +463,7 @@ class LiveStreams:
             return
         invite.cancelled = True
         log.info("channel {id}: cancelling the INVITE", id=stream.channel_id)
-        d = self.app.send_request(cancel_for(invite.request), invite.dest)
+        d = self.router.send_request(cancel_for(invite.request), invite.dest)
         d.addErrback(lambda f: log.info("CANCEL to {id} not answered: {e}", id=stream.channel_id, e=f.value))
 
     @staticmethod
@@ -516,17 +517,14 @@ class LiveStreams:
         delay = max(start + self.idle_timeout - now, 0.0) or self.idle_timeout
         stream.idle_timer = self.clock.call_later(delay, self._idle_check, stream)
 
-    def in_dialog_request(self, req: Request, tx: Any) -> bool:
-        """A BYE (or other request) that may belong to one of our streams' dialogs."""
-        stream = self._by_call.get(req.call_id)
-        if stream is None or stream.dialog is None:
-            return False
+    def in_dialog_request(self, stream: LiveStream, req: Request, tx: ServerTransaction, source: Addr) -> None:
+        """A BYE (or INFO, NOTIFY) the router matched to ``stream``'s dialog (RFC 3261 §12.2.2)."""
+        assert stream.dialog is not None
         status = stream.dialog.receive_request(req)
-        self.app.respond(tx, make_response(req, status or 200))
+        self.router.respond(tx, make_response(req, status or 200))
         if req.method == "BYE" and status is None:
             log.info("channel {id}: the device ended the stream (BYE)", id=stream.channel_id)
             self._close(stream, "closed", "device sent BYE", send_bye=False)
-        return True
 
     def _no_rtp(self, stream: LiveStream, reason: str) -> None:
         log.warn("channel {id}: {reason}; ending the stream", id=stream.channel_id, reason=reason)
@@ -540,7 +538,7 @@ class LiveStreams:
         invite, stream.invite = stream.invite, None
         if send_bye and stream.dialog is not None and stream.dest is not None and not stream.dialog.terminated:
             bye = stream.dialog.new_request("BYE")
-            d = self.app.send_request(bye, stream.dest)
+            d = self.router.send_request(bye, stream.dest)
             d.addErrback(lambda f: log.info("BYE to {id} not answered: {e}", id=stream.channel_id, e=f.value))
         if stream.receiver is not None:
             d2 = ensureDeferred(_maybe_deferred(stream.receiver.stop()))
@@ -549,9 +547,8 @@ class LiveStreams:
         self.ssrcs.release(stream.ssrc)
         if self.streams.get(stream.channel_id) is stream:
             del self.streams[stream.channel_id]
-        for call_id, s in list(self._by_call.items()):
-            if s is stream:
-                del self._by_call[call_id]
+        if stream.dialog is not None:
+            self.router.remove_dialog(stream.dialog.id)
         if stream.idle_timer is not None:
             if stream.idle_timer.active():
                 stream.idle_timer.cancel()

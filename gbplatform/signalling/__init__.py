@@ -1,3 +1,3 @@
-"""SIP signalling above the ``sip/`` core: the SIP application that dispatches
-requests, and the per-device trace.
+"""SIP signalling above the ``sip/`` core: the router (registries by SIP method,
+MANSCDP CmdType and dialog; SN correlation) and the per-device trace.
 """

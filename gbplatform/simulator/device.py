@@ -11,18 +11,17 @@ socket, incoming requests routed by the Request-URI user, then the To user).
 Client transactions carry a callback that the link calls with the final
 response, or ``None`` on timeout (RFC 3261 §17.1.2.2 timer F).
 
-Registration of one device::
-
-    start ──► REGISTER (no auth) ──401──► REGISTER (Authorization) ──200──► registered
-                  ▲        │                         │ 401 (not stale)        │
-                  │        └─403/4xx/5xx/timeout─────┴──► failure ──back-off──┤
-                  └──────────── keepalive 403/404, 3 keepalives lost ◄────────┤
-                                refresh at 0.8 x Expires (last nonce) ◄───────┘
-
-A refresh reuses the last challenge's nonce (incrementing ``nc`` when qop is
-used); a ``stale=true`` 401 is answered again at once (RFC 2617 §3.2.1). A
-non-stale 401 to an ``Authorization`` computed from a challenge of the same
-attempt means the password is wrong: a failure, retried after a back-off.
+The device side of the protocol is ``sip.useragent``, shared with the
+upward cascade: ``RegistrationSession`` (REGISTER with digest, refresh,
+back-off, keepalive schedule, re-register when keepalives fail; its module
+docstring draws the state diagram), ``QueryAnswers`` (one answer builder per
+query CmdType) and ``invite_refusal``/``answer_invite`` (a Play INVITE around
+our SDP answer hook). A ``SimDevice`` is the Twisted adapter: it feeds the
+session the reactor's time and the final answers, sends the REGISTERs it
+asks for, turns ``KeepaliveDue`` into a keepalive MESSAGE, counts events in
+``SimStats`` and keeps one reactor timer at the session's ``next_timer()``.
+Retries wait a fixed ``register_retry``/``timeout_retry`` (a ``RetryPolicy``
+with factor 1), as the CLI options promise.
 
 Vendor behaviour is a set of named flags (``Quirks``) chosen by ``vendor``,
 copied from the wire logs in ``/work/shared/vectors/sip-wire``.
@@ -36,12 +35,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import random
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
+from functools import partial
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -49,10 +50,10 @@ from twisted.logger import Logger
 
 from gbplatform import __version__
 from gbplatform.app.config import ConfigError
+from gbplatform.app.reactor import install_reactor
 from gbplatform.simulator.clip import AUDIO_CHOICES, CLIP_CHOICES, PAYLOAD_CHOICES, clip_loader
 from gbplatform.simulator.media import MediaSender, SimMedia
 from sip import manscdp, sdp
-from sip.auth import AuthError, authorization_for, parse_auth_header
 from sip.dialog import Dialog
 from sip.endpoint import (
     Addr,
@@ -65,11 +66,28 @@ from sip.endpoint import (
     TransactionTimedOut,
 )
 from sip.errors import LocalSipError, SipParseError
-from sip.headers import NameAddr, expires_value
+from sip.headers import NameAddr
 from sip.message import Request, Response, make_response
 from sip.transaction import ClientTransaction, ServerTransaction
 from sip.transport import SipTransport
 from sip.uri import SipUri, is_gb_id
+from sip.useragent import (
+    Deregistered,
+    KeepaliveDue,
+    KeepaliveFailed,
+    MessageFactory,
+    NatKeepaliveDue,
+    QueryAnswers,
+    Registered,
+    RegistrationConfig,
+    RegistrationFailed,
+    RegistrationSession,
+    RetryPolicy,
+    UaEvent,
+    Unregistered,
+    answer_invite,
+    invite_refusal,
+)
 
 __all__ = [
     "VENDOR_QUIRKS",
@@ -87,13 +105,11 @@ __all__ = [
 
 log = Logger()
 
-MANSCDP_TYPE = "Application/MANSCDP+xml"
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO, SUBSCRIBE, NOTIFY, REGISTER"
 # RFC 5389 §6: Binding request, zero-length, magic cookie.
 STUN_HEADER = bytes.fromhex("000100002112a442")
 CHANNEL_TYPE = "131"  # GB/T 28181-2016 Annex D Table D.1: camera
 MANUFACTURER = "gbplatform-sim"
-MAX_STALE_RETRIES = 3
 _MAX_SEQUENCE = 9_999_999
 # Live streams one device serves at once (an NVR serves several); beyond: 486.
 MAX_PLAY_SESSIONS = 16
@@ -270,6 +286,28 @@ def channel_id(device_id: str, index: int, channels: int) -> str:
     return f"{device_id[:10]}{CHANNEL_TYPE}{seq:07d}"
 
 
+def _registration_config(sim: Simulator, device_id: str) -> RegistrationConfig:
+    """What ``sip.useragent`` needs of the options: retries at a fixed wait, as the CLI says."""
+    cfg, quirks = sim.config, sim.quirks
+    stun = quirks.stun_keepalive and cfg.transport == "udp"
+    return RegistrationConfig(
+        user=device_id,
+        domain=cfg.domain,
+        registrar_uri=sim.registrar_uri,
+        password=cfg.password,
+        expires=cfg.expires,
+        user_agent=quirks.user_agent,
+        keepalive_interval=cfg.keepalive_interval,
+        keepalive_max_misses=cfg.keepalive_max_misses,
+        nat_keepalive_interval=cfg.stun_interval if stun else None,
+        retry=RetryPolicy(rejected=cfg.register_retry, no_answer=cfg.timeout_retry,
+                          factor=1.0, cap=math.inf),
+        numeric_ids=quirks.numeric_call_id,
+        double_unauth_register=quirks.double_unauth_register,
+        extra_headers=(("Allow", ALLOW),) if quirks.allow_header else (),
+    )
+
+
 def stun_binding_request(rng: random.Random) -> bytes:
     """A 20-byte STUN Binding request with a random transaction ID (RFC 5389 §6)."""
     return STUN_HEADER + rng.getrandbits(96).to_bytes(12, "big")
@@ -430,7 +468,13 @@ class _Link:
 
 
 class SimDevice:
-    """One simulated device (IPC/NVR): registration, keepalive, query answers."""
+    """One simulated device (IPC/NVR): the Twisted side of ``sip.useragent``.
+
+    Registration and the keepalive schedule are ``sip.useragent.RegistrationSession``;
+    this class feeds it the reactor's time and the answers, sends what it
+    asks, turns its events into MESSAGEs, counters and log lines, and keeps
+    one reactor timer at its ``next_timer()``.
+    """
 
     def __init__(self, sim: Simulator, index: int, device_id: str) -> None:
         self.sim = sim
@@ -440,35 +484,21 @@ class SimDevice:
         self.quirks = sim.quirks
         self.link: _Link | None = None
         self.registered = False
-        self.paused = False
-        self._stopped = True
-        self._timers: dict[str, Any] = {}
-        # Registration dialog-ish state (RFC 3261 §10.2: same Call-ID, rising CSeq).
-        self._call_id = ""
-        self._from_tag = ""
-        self._cseq = 0
-        self._attempt = 0
-        self._attempt_expires = 0
-        # What we ask for; raised by a 423 Min-Expires (RFC 3261 §10.2.8).
-        self._wanted_expires = sim.config.expires
-        self._unauth_sent = 0
-        self._fresh_auth_sent = False
-        self._stale_retries = 0
-        self._first_challenge: list[str] | None = None
-        self._challenges: list[str] | None = None
-        self._auth_header = "Authorization"
-        self._nc = 0
-        self._failures_in_row = 0
-        self._registered_until = 0.0
-        self._refresh_at = 0.0
-        self._misses = 0
+        self.ua = RegistrationSession(
+            _registration_config(sim, device_id), sim.rng, self._contact, self._call_id_host
+        )
+        self._timer: Any = None
+        self._timer_at = 0.0
         self._unregistering: Deferred[bool] | None = None
         # Out-of-dialog MESSAGEs.
-        self._message_cseq = 0
-        self._sn = 0
+        self.messages = MessageFactory(
+            self.ua.config, sim.rng, self._call_id_host,
+            _PaddedRequest if self.quirks.padded_content_length else Request,
+        )
         self._outbox: deque[bytes] = deque()
         self._in_flight = 0
         self._items = self._build_catalog()
+        self.queries = self._query_answers()
         # Live streams by Call-ID (GB/T 28181-2016 §9.2), at most MAX_PLAY_SESSIONS.
         self.plays: dict[str, _Play] = {}
 
@@ -478,49 +508,39 @@ class SimDevice:
     # -- public control ----------------------------------------------------
     def start(self) -> None:
         """Begin a fresh registration (new Call-ID)."""
-        self._stopped = False
-        self._new_registration()
+        self.ua.start(self._now())
+        self._drive()
 
     def pause(self) -> None:
         """Go silent: no keepalives, refreshes or answers, so the platform marks us offline."""
         if self.paused:
             return
-        self.paused = True
-        self._cancel_all()
+        self.ua.pause(self._now())
         self._outbox.clear()
-        if self.registered:
-            self._schedule("expire", self._registered_until - self._now(), self._expired)
+        self._drive()
 
     def resume(self) -> None:
         """Come back: keepalive at once if still registered, else register again."""
-        if not self.paused:
-            return
-        self.paused = False
-        self._cancel("expire")
-        if self._stopped:
-            return
-        if self.registered and self._now() < self._registered_until:
-            self._send_keepalive()
-            self._arm_running_timers()
-        else:
-            self._begin_attempt(self._wanted_expires)
+        self.ua.resume(self._now())
+        self._drive()
 
     def unregister(self) -> Deferred[bool]:
         """REGISTER with Expires: 0 (RFC 3261 §10.2.2); fires True when the platform agreed."""
-        self._stopped = True
-        backing_off = "retry" in self._timers
-        self._cancel_all()
         self._outbox.clear()
-        if self._cseq == 0 or self.link is None or (backing_off and not self.registered):
+        pending = self.ua.unregister(self._now())
+        if not pending or self.link is None:
             # Nothing registered to remove: never sent, or the last attempt failed.
-            self._set_registered(False)
+            self._drive()
             return succeed(False)
-        if self._unregistering is not None:
-            return _chain(self._unregistering)
-        self._unregistering = Deferred()
+        if self._unregistering is None:
+            self._unregistering = Deferred()
         d = _chain(self._unregistering)
-        self._begin_attempt(0)
+        self._drive()
         return d
+
+    @property
+    def paused(self) -> bool:
+        return self.ua.paused
 
     @property
     def online(self) -> bool:
@@ -534,294 +554,105 @@ class SimDevice:
     def channel_ids(self) -> list[str]:
         return [item.device_id or "" for item in self._items if item.parent_id == self.device_id]
 
-    # -- timers ------------------------------------------------------------
+    # -- the adapter: feed the core, act on its output, re-arm one timer ------
     def _now(self) -> float:
         return float(self.sim.reactor.seconds())
 
-    def _schedule(self, name: str, delay: float, fn: Callable[[], None]) -> None:
-        self._cancel(name)
-        self._timers[name] = self.sim.reactor.callLater(max(0.0, delay), self._fire, name, fn)
-
-    def _fire(self, name: str, fn: Callable[[], None]) -> None:
-        self._timers.pop(name, None)
-        fn()
-
-    def _cancel(self, *names: str) -> None:
-        for name in names:
-            call = self._timers.pop(name, None)
-            if call is not None and call.active():
-                call.cancel()
-
-    def _cancel_all(self) -> None:
-        self._cancel(*list(self._timers))
-
-    # -- registration (GB/T 28181-2016 §9.1) -------------------------------
-    def _new_registration(self) -> None:
-        rng = self.sim.rng
-        host = self.link.local[0] if self.link is not None else self.config.local_host
-        if self.quirks.numeric_call_id:
-            self._call_id = str(rng.randrange(10**8, 2**31))
-            self._from_tag = str(rng.randrange(10**8, 2**31))
-        else:
-            self._call_id = f"{rng.getrandbits(64):016x}@{host}"
-            self._from_tag = f"{rng.getrandbits(32):08x}"
-        self._cseq = 0
-        self._challenges = None
-        self._set_registered(False)
-        self._cancel("keepalive", "stun", "refresh")
-        self._begin_attempt(self._wanted_expires)
-
-    def _begin_attempt(self, expires: int) -> None:
-        self._attempt += 1
-        self._attempt_expires = expires
-        self._unauth_sent = 0
-        self._fresh_auth_sent = False
-        self._stale_retries = 0
-        self._first_challenge = None
-        self._cancel("retry", "refresh")
-        authorization: str | None = None
-        if self._challenges is not None:
-            # Refresh with the last nonce (RFC 2617 §3.3: a nonce may be reused).
-            self._nc += 1
-            try:
-                authorization = self._authorize(self._challenges)
-            except AuthError:
-                self._challenges = None
-        self._send_register(authorization)
-
-    def _send_register(self, authorization: str | None) -> None:
+    def _contact(self) -> str:
+        """Our Contact URI as the wire logs show it (§9.1.2.1), from the bound socket."""
         if self.link is None:
-            return
-        token = self._attempt
-        req = self._register_request(authorization)
-        if authorization is None:
-            self._unauth_sent += 1
-        self.link.send_request(req, lambda resp: self._on_register_answer(token, resp))
-
-    def _register_request(self, authorization: str | None) -> Request:
-        """REGISTER shaped like the eXosip/pjsua devices in the wire logs (§9.1.2.1)."""
-        assert self.link is not None
+            return f"sip:{self.device_id}@{self.config.local_host}"
         host, port = self.link.local
         contact = f"sip:{self.device_id}@{host}:{port}"
         if self.link.kind == "TCP":
             contact += ";transport=tcp"
         if self.quirks.contact_ob:
             contact += ";ob"
-        self._cseq += 1
-        req = self._request("REGISTER", self.sim.registrar_uri)
-        h = req.headers
-        h.add("From", f"<sip:{self.device_id}@{self.config.domain}>;tag={self._from_tag}")
-        h.add("To", f"<sip:{self.device_id}@{self.config.domain}>")
-        h.add("Call-ID", self._call_id)
-        h.add("CSeq", f"{self._cseq} REGISTER")
-        h.add("Contact", f"<{contact}>")
-        if authorization is not None:
-            h.add(self._auth_header, authorization)
-        h.add("Max-Forwards", "70")
-        h.add("User-Agent", self.quirks.user_agent)
-        h.add("Expires", str(self._attempt_expires))
-        if self.quirks.allow_header:
-            h.add("Allow", ALLOW)
-        return req
+        return contact
 
-    def _authorize(self, challenges: Sequence[str]) -> str:
-        """Answer the first challenge we can (RFC 8760 §2.4: several may be offered)."""
-        error: AuthError | None = None
-        for value in challenges:
-            try:
-                return authorization_for(
-                    value, method="REGISTER", uri=self.sim.registrar_uri,
-                    username=self.device_id, password=self.config.password,
-                    rng=self.sim.rng, nc=max(1, self._nc),
-                )
-            except AuthError as e:
-                error = e
-        raise error or AuthError("no challenge")
+    def _call_id_host(self) -> str:
+        return self.link.local[0] if self.link is not None else self.config.local_host
+
+    def _drive(self) -> None:
+        for event in self.ua.take_events():
+            self._on_event(event)
+        for out in self.ua.take_requests():
+            if self.link is None:
+                continue
+            self.link.send_request(out.request, partial(self._on_register_answer, out.token))
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.ua.next_timer()
+        if self._timer is not None and self._timer.active():
+            if deadline == self._timer_at:
+                return
+            self._timer.cancel()
+        self._timer = None
+        if deadline is None:
+            return
+        self._timer_at = deadline
+        self._timer = self.sim.reactor.callLater(max(0.0, deadline - self._now()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        # The reactor may round the delay a hair short of the deadline it was armed for.
+        self.ua.handle_timer(max(self._now(), self._timer_at))
+        self._drive()
 
     def _on_register_answer(self, token: int, resp: Response | None) -> None:
-        if token != self._attempt:
-            return  # a newer attempt superseded this one
-        if resp is None:
-            self._register_failed("no answer", self.config.timeout_retry)
-        elif resp.status in (401, 407):
-            self._on_challenge(resp)
-        elif 200 <= resp.status < 300:
-            self._on_registered(resp)
-        elif resp.status == 423 and self._attempt_expires and self._retry_min_expires(resp):
-            return
-        else:
-            if resp.status == 403:
-                self._challenges = None
-            self._register_failed(f"{resp.status} {resp.reason}", self.config.register_retry)
+        self.ua.handle_answer(token, resp, self._now())
+        self._drive()
 
-    def _retry_min_expires(self, resp: Response) -> bool:
-        """RFC 3261 §10.2.8: 423 Interval Too Brief: ask again for Min-Expires."""
-        try:
-            minimum = expires_value(resp.headers.get("Min-Expires"))
-        except SipParseError:
-            return False
-        if minimum is None or minimum <= self._attempt_expires:
-            return False
-        self._attempt_expires = self._wanted_expires = minimum
-        authorization = None
-        if self._challenges is not None:
-            self._nc += 1
-            authorization = self._authorize(self._challenges)
-        self._send_register(authorization)
-        return True
+    def _on_keepalive_answer(self, resp: Response | None) -> None:
+        self.ua.keepalive_answered(None if resp is None else resp.status, self._now())
+        self._drive()
 
-    def _on_challenge(self, resp: Response) -> None:
-        """RFC 3261 §22.2: answer a 401/407 with credentials, once per fresh challenge."""
-        name = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
-        challenges = resp.headers.get_all(name)
-        if not challenges:
-            self._register_failed(f"{resp.status} without {name}", self.config.register_retry)
-            return
-        if _is_stale(challenges):
-            self._stale_retries += 1
-            if self._stale_retries > MAX_STALE_RETRIES:
-                self._register_failed("stale nonce loop", self.config.register_retry)
-                return
-        elif self._fresh_auth_sent:
-            self._challenges = None
-            self._register_failed("credentials rejected", self.config.register_retry)
-            return
-        self._auth_header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
-        if (
-            self.quirks.double_unauth_register
-            and self._unauth_sent == 1
-            and self._first_challenge is None
-        ):
-            # eXosip asks again without credentials, then answers the first nonce.
-            self._first_challenge = challenges
-            self._send_register(None)
-            return
-        chosen = self._first_challenge or challenges
-        self._first_challenge = None
-        self._challenges = chosen
-        self._nc = 1
-        try:
-            authorization = self._authorize(chosen)
-        except AuthError as e:
-            self._register_failed(f"cannot answer the challenge: {e}", self.config.register_retry)
-            return
-        self._fresh_auth_sent = True
-        self._send_register(authorization)
-
-    def _on_registered(self, resp: Response) -> None:
-        now = self._now()
-        if self._attempt_expires == 0:
+    def _on_event(self, event: UaEvent) -> None:
+        stats = self.sim.stats
+        if isinstance(event, Registered):
+            stats.registrations += 1
+            self._set_registered(True)
+        elif isinstance(event, Deregistered):
             self._set_registered(False)
-            self._finish_unregister(True)
-            return
-        granted = self._granted_expires(resp)
-        self._failures_in_row = 0
-        self._registered_until = now + granted
-        self._refresh_at = now + max(1.0, granted * 0.8)
-        self._misses = 0
-        self.sim.stats.registrations += 1
-        self._set_registered(True)
-        self._arm_running_timers()
-
-    def _granted_expires(self, resp: Response) -> int:
-        """Expires granted by the registrar (RFC 3261 §10.2.4), else what we asked."""
-        try:
-            value = expires_value(resp.headers.get("Expires"))
-            if value is None:
-                for contact in resp.headers.get_all("Contact"):
-                    param = NameAddr.parse(contact).params.get("expires")
-                    if param is not None:
-                        value = expires_value(param)
-                        break
-        except SipParseError as e:
-            log.info("device {device_id}: bad Expires in 200 ({error}); keeping {asked}",
-                     device_id=self.device_id, error=e.reason, asked=self._attempt_expires)
-            value = None
-        return value if value else self._attempt_expires
-
-    def _register_failed(self, reason: str, retry_in: float) -> None:
-        if self._attempt_expires == 0:
-            log.info("device {device_id}: unregister failed ({reason})",
-                     device_id=self.device_id, reason=reason)
-            self._set_registered(False)
-            self._finish_unregister(False)
-            return
-        self.sim.stats.register_failures += 1
-        self._failures_in_row += 1
-        if self._failures_in_row == 1:
-            log.warn("device {device_id}: REGISTER failed ({reason}); retrying in {delay:.0f} s",
-                     device_id=self.device_id, reason=reason, delay=retry_in)
-        else:
-            log.debug("device {device_id}: REGISTER failed again ({reason})",
-                      device_id=self.device_id, reason=reason)
-        self._set_registered(False)
-        self._cancel("keepalive", "stun", "refresh")
-        if not self._stopped and not self.paused:  # resume() registers again itself
-            self._schedule("retry", retry_in, lambda: self._begin_attempt(self._wanted_expires))
-
-    def _finish_unregister(self, ok: bool) -> None:
-        d, self._unregistering = self._unregistering, None
-        if d is not None:
-            d.callback(ok)
+        elif isinstance(event, RegistrationFailed):
+            stats.register_failures += 1
+            if event.failures_in_row == 1:
+                log.warn("device {device_id}: REGISTER failed ({reason}); retrying in {delay:.0f} s",
+                         device_id=self.device_id, reason=event.reason, delay=event.retry_in)
+            else:
+                log.debug("device {device_id}: REGISTER failed again ({reason})",
+                          device_id=self.device_id, reason=event.reason)
+        elif isinstance(event, Unregistered):
+            if not event.ok:
+                log.info("device {device_id}: unregister failed ({reason})",
+                         device_id=self.device_id, reason=event.reason)
+            d, self._unregistering = self._unregistering, None
+            if d is not None:
+                d.callback(event.ok)
+        elif isinstance(event, KeepaliveDue):
+            body = manscdp.encode_keepalive(self.messages.next_sn(), self.device_id,
+                                            charset=self.config.body_charset)
+            stats.keepalives_sent += 1
+            self._send_message(self._label(body), self._on_keepalive_answer)
+        elif isinstance(event, NatKeepaliveDue):
+            if self.link is not None:
+                self.link.send_raw(stun_binding_request(self.sim.rng))
+        elif isinstance(event, KeepaliveFailed):
+            stats.keepalive_failures += 1
+            if event.registering_again and event.status in self.ua.config.reregister_statuses:
+                # The platform restarted or forgot us.
+                log.info("device {device_id}: keepalive answered {status}; registering again",
+                         device_id=self.device_id, status=event.status)
+            elif event.registering_again:
+                log.info("device {device_id}: {n} keepalives lost; registering again",
+                         device_id=self.device_id, n=event.misses)
 
     def _set_registered(self, value: bool) -> None:
         if value == self.registered:
             return
         self.registered = value
         self.sim._registration_changed(self, value)
-
-    def _expired(self) -> None:
-        """The registration ran out while paused (RFC 3261 §10.2.1)."""
-        self._set_registered(False)
-
-    def _arm_running_timers(self) -> None:
-        if self._stopped:
-            return
-        now = self._now()
-        if self.paused:
-            self._schedule("expire", self._registered_until - now, self._expired)
-            return
-        self._schedule("refresh", self._refresh_at - now,
-                       lambda: self._begin_attempt(self._wanted_expires))
-        if "keepalive" not in self._timers:
-            self._schedule("keepalive", self.config.keepalive_interval, self._send_keepalive)
-        if self.quirks.stun_keepalive and self.link is not None and self.link.kind == "UDP":
-            if "stun" not in self._timers:
-                self._schedule("stun", self.config.stun_interval, self._send_stun)
-
-    # -- keepalive (GB/T 28181-2016 §9.6) ----------------------------------
-    def _send_keepalive(self) -> None:
-        if self._stopped or self.paused or not self.registered:
-            return
-        self._schedule("keepalive", self.config.keepalive_interval, self._send_keepalive)
-        body = manscdp.encode_keepalive(self._next_sn(), self.device_id, charset=self.config.body_charset)
-        self.sim.stats.keepalives_sent += 1
-        self._send_message(self._label(body), self._on_keepalive_answer)
-
-    def _on_keepalive_answer(self, resp: Response | None) -> None:
-        if self._stopped or not self.registered:
-            return
-        if resp is not None and 200 <= resp.status < 300:
-            self._misses = 0
-            return
-        self.sim.stats.keepalive_failures += 1
-        if resp is not None and resp.status in (403, 404):
-            # The platform restarted or forgot us: register again at once.
-            log.info("device {device_id}: keepalive answered {status}; registering again",
-                     device_id=self.device_id, status=resp.status)
-            self._new_registration()
-            return
-        self._misses += 1
-        if self._misses >= self.config.keepalive_max_misses:
-            log.info("device {device_id}: {n} keepalives lost; registering again",
-                     device_id=self.device_id, n=self._misses)
-            self._new_registration()
-
-    def _send_stun(self) -> None:
-        if self._stopped or self.paused or self.link is None:
-            return
-        self._schedule("stun", self.config.stun_interval, self._send_stun)
-        self.link.send_raw(stun_binding_request(self.sim.rng))
 
     # -- requests from the platform ----------------------------------------
     def handle_request(self, req: Request, tx: ServerTransaction) -> None:
@@ -845,48 +676,46 @@ class SimDevice:
     def _handle_invite(self, req: Request, tx: ServerTransaction) -> None:
         """Answer a Play offer: 100, then 200 with our SDP; media starts on the ACK."""
         assert self.link is not None
-        if ";tag=" in (req.headers.get("To") or "").replace(" ", ""):
-            # A re-INVITE (RFC 3261 §14.2): we keep the session as it is.
-            self._reply(req, tx, 488 if req.call_id in self.plays else 481)
-            return
-        if len(self.plays) >= MAX_PLAY_SESSIONS:
-            self._reply(req, tx, 486)
+        refusal = invite_refusal(req, active_calls=self.plays, sessions=len(self.plays),
+                                 max_sessions=MAX_PLAY_SESSIONS)
+        if refusal is not None:
+            self._reply(req, tx, refusal.status)
             return
         trying = make_response(req, 100)
         trying.headers.add("User-Agent", self.quirks.user_agent)
         self.link.respond(tx, trying)
         host = self.link.local[0] or self.config.local_host
-        try:
-            offer = sdp.parse(req.body)
+        senders: list[MediaSender] = []
+
+        def answer_sdp(offer: sdp.SessionDescription) -> sdp.SessionDescription:
             answer, sender = self.sim.media.answer(offer, device_id=self.device_id, local_ip=host)
-        except sdp.SdpError as e:
-            log.info("device {device_id}: INVITE refused: {reason}",
-                     device_id=self.device_id, reason=e.reason)
-            self._reply(req, tx, 488)
-            return
-        except (OSError, ValueError) as e:
-            log.error("device {device_id}: cannot serve media: {error}",
-                      device_id=self.device_id, error=str(e))
-            self._reply(req, tx, 500)
-            return
+            senders.append(sender)
+            return answer
+
         contact = f"sip:{self.device_id}@{host}:{self.link.local[1]}"
         if self.link.kind == "TCP":
             contact += ";transport=tcp"
-        resp = make_response(req, 200, to_tag=self.link.endpoint.new_tag(), headers=[
-            ("Contact", f"<{contact}>"), ("Content-Type", "application/sdp"),
-            ("User-Agent", self.quirks.user_agent)], body=answer.serialize())
-        try:
-            dialog = Dialog.from_uas(req, resp)
-        except (SipParseError, LocalSipError) as e:
-            sender.stop()
-            log.info("device {device_id}: INVITE without a usable dialog: {error}",
-                     device_id=self.device_id, error=str(e))
-            self._reply(req, tx, 400)
+        got = answer_invite(req, answer_sdp=answer_sdp, contact=contact,
+                            new_tag=self.link.endpoint.new_tag,
+                            headers=[("User-Agent", self.quirks.user_agent)])
+        if got.response is None or got.dialog is None:
+            for sender in senders:
+                sender.stop()
+            if got.status == 488:
+                log.info("device {device_id}: INVITE refused: {reason}",
+                         device_id=self.device_id, reason=got.reason)
+            elif got.status == 500:
+                log.error("device {device_id}: cannot serve media: {error}",
+                          device_id=self.device_id, error=got.reason)
+            else:
+                log.info("device {device_id}: INVITE without a usable dialog: {error}",
+                         device_id=self.device_id, error=got.reason)
+            self._reply(req, tx, got.status)
             return
         call_id = req.call_id
         timer = self.sim.reactor.callLater(ACK_TIMEOUT, self._ack_timed_out, call_id)
-        self.plays[call_id] = _Play(dialog, sender, timer)
-        self.link.respond(tx, resp)
+        self.plays[call_id] = _Play(got.dialog, senders[0], timer)
+        self.link.respond(tx, got.response)
 
     def handle_ack(self, req: Request) -> None:
         play = self.plays.get(req.call_id)
@@ -955,62 +784,60 @@ class SimDevice:
 
     def _handle_message(self, req: Request, tx: ServerTransaction) -> None:
         """GB/T 28181-2016 §9.5.1: 200 the MESSAGE, then answer in a MESSAGE of our own."""
-        if "manscdp" not in req.content_type:
-            self._reply(req, tx, 415, headers=[("Accept", MANSCDP_TYPE)])
-            return
-        try:
-            msg = manscdp.decode(req.body, default_charset=self.config.body_charset)
-        except manscdp.ManscdpError as e:
+        got = self.queries.answer_message(req, self.config.body_charset)
+        if got.status == 400:
             log.info("device {device_id}: bad MANSCDP body: {reason}",
-                     device_id=self.device_id, reason=str(e))
-            self._reply(req, tx, 400)
+                     device_id=self.device_id, reason=got.reason)
+        self._reply(req, tx, got.status, headers=got.headers)
+        if got.message is None or got.message.kind != "Query":
             return
-        self._reply(req, tx, 200)
-        if msg.kind != "Query":
+        if not got.bodies:
+            log.debug("device {device_id}: no answer to query {cmd}",
+                      device_id=self.device_id, cmd=got.message.cmd_type)
             return
-        bodies = self._answer_query(msg)
-        if bodies:
-            self.sim.stats.queries_answered += 1
-            self._outbox.extend(bodies)
-            self._pump()
+        self.sim.stats.queries_answered += 1
+        self._outbox.extend(got.bodies)
+        self._pump()
 
-    def _answer_query(self, msg: manscdp.ManscdpMessage) -> list[bytes]:
-        cmd = msg.cmd_type.lower()
-        sn = msg.sn
-        charset = self._out_charset
-        if cmd == "catalog":
-            return self._catalog_bodies(sn)
-        if cmd == "deviceinfo":
-            return [self._label(manscdp.encode_device_info_response(
-                sn, self.device_id, device_name=self.device_name,
-                manufacturer=MANUFACTURER, model="SIM-NVR" if self.config.channels > 1 else "SIM-IPC",
-                firmware=f"V{__version__}", channel=self.config.channels, charset=charset,
-            ))]
-        if cmd == "devicestatus":
-            return [self._label(manscdp.encode_device_status_response(
-                sn, self.device_id, online="ONLINE", status="OK", encode="ON", record="OFF",
-                device_time=datetime.fromtimestamp(self._now()), charset=charset,
-            ))]
-        if cmd == "configdownload":
-            types = [t.strip().lower() for t in msg.fields.get("ConfigType", "").split("/")]
-            if "basicparam" not in types:
-                return []
-            param = manscdp.BasicParam(
-                name=self.device_name,
-                device_id=self.device_id,
-                sip_server_id=self.config.server_id,
-                sip_server_ip=self.config.server_host,
-                sip_server_port=self.config.server_port,
-                domain_name=self.config.domain,
-                expiration=self.config.expires,
-                heart_beat_interval=int(self.config.keepalive_interval),
-                heart_beat_count=self.config.keepalive_max_misses,
-            )
-            return [self._label(manscdp.encode_config_download_response(
-                sn, self.device_id, param, charset=charset))]
-        log.debug("device {device_id}: no answer to query {cmd}",
-                  device_id=self.device_id, cmd=msg.cmd_type)
-        return []
+    def _query_answers(self) -> QueryAnswers:
+        """The queries a simulated device answers (GB/T 28181-2016 §A.2.4), by CmdType."""
+        answers = QueryAnswers()
+        answers.register("Catalog", lambda query: self._catalog_bodies(query.sn))
+        answers.register("DeviceInfo", self._device_info)
+        answers.register("DeviceStatus", self._device_status)
+        answers.register("ConfigDownload", self._config_download)
+        return answers
+
+    def _device_info(self, query: manscdp.ManscdpMessage) -> list[bytes]:
+        return [self._label(manscdp.encode_device_info_response(
+            query.sn, self.device_id, device_name=self.device_name,
+            manufacturer=MANUFACTURER, model="SIM-NVR" if self.config.channels > 1 else "SIM-IPC",
+            firmware=f"V{__version__}", channel=self.config.channels, charset=self._out_charset,
+        ))]
+
+    def _device_status(self, query: manscdp.ManscdpMessage) -> list[bytes]:
+        return [self._label(manscdp.encode_device_status_response(
+            query.sn, self.device_id, online="ONLINE", status="OK", encode="ON", record="OFF",
+            device_time=datetime.fromtimestamp(self._now()), charset=self._out_charset,
+        ))]
+
+    def _config_download(self, query: manscdp.ManscdpMessage) -> list[bytes]:
+        types = [t.strip().lower() for t in query.fields.get("ConfigType", "").split("/")]
+        if "basicparam" not in types:
+            return []
+        param = manscdp.BasicParam(
+            name=self.device_name,
+            device_id=self.device_id,
+            sip_server_id=self.config.server_id,
+            sip_server_ip=self.config.server_host,
+            sip_server_port=self.config.server_port,
+            domain_name=self.config.domain,
+            expiration=self.config.expires,
+            heart_beat_interval=int(self.config.keepalive_interval),
+            heart_beat_count=self.config.keepalive_max_misses,
+        )
+        return [self._label(manscdp.encode_config_download_response(
+            query.sn, self.device_id, param, charset=self._out_charset))]
 
     def _build_catalog(self) -> list[manscdp.CatalogItem]:
         host = self.config.local_host
@@ -1055,10 +882,6 @@ class SimDevice:
             return body.replace(b'encoding="UTF-8"', b'encoding="GB2312"', 1)
         return body
 
-    def _next_sn(self) -> int:
-        self._sn += 1
-        return self._sn
-
     # -- MESSAGEs to the platform -------------------------------------------
     def _pump(self) -> None:
         while self._in_flight < self.config.max_in_flight and self._outbox:
@@ -1077,28 +900,9 @@ class SimDevice:
         """An out-of-dialog MESSAGE to the platform (GB/T 28181-2016 §9.5, §9.6)."""
         if self.link is None:
             return
-        rng = self.sim.rng
-        self._message_cseq += 1
-        req = self._request("MESSAGE", self.sim.registrar_uri)
-        h = req.headers
-        tag = str(rng.randrange(10**8, 2**31)) if self.quirks.numeric_call_id else f"{rng.getrandbits(32):08x}"
-        h.add("From", f"<sip:{self.device_id}@{self.config.domain}>;tag={tag}")
-        h.add("To", f"<{self.sim.registrar_uri}>")
-        if self.quirks.numeric_call_id:
-            h.add("Call-ID", str(rng.randrange(10**8, 2**31)))
-        else:
-            h.add("Call-ID", f"{rng.getrandbits(64):016x}@{self.link.local[0]}")
-        h.add("CSeq", f"{self._message_cseq} MESSAGE")
-        h.add("Content-Type", MANSCDP_TYPE)
-        h.add("Max-Forwards", "70")
-        h.add("User-Agent", self.quirks.user_agent)
-        req.body = body
+        req = self.messages.message(body)
         self.sim.stats.messages_sent += 1
         self.link.send_request(req, on_final)
-
-    def _request(self, method: str, uri: str) -> Request:
-        cls = _PaddedRequest if self.quirks.padded_content_length else Request
-        return cls(method=method, uri=uri)
 
 
 @dataclass
@@ -1112,18 +916,6 @@ class _Play:
 
 def _ignore_answer(resp: Response | None) -> None:
     """A BYE's answer changes nothing: the dialog ended when we sent it (RFC 3261 §15.1.1)."""
-
-
-def _is_stale(challenges: Sequence[str]) -> bool:
-    for value in challenges:
-        try:
-            _, params = parse_auth_header(value)
-        except AuthError as e:
-            log.info("unparsable challenge {value!r}: {error}", value=value[:80], error=str(e))
-            continue
-        if params.get("stale", "").lower() == "true":
-            return True
-    return False
 
 
 def _chain(d: Deferred[bool]) -> Deferred[bool]:
@@ -1382,18 +1174,6 @@ def run(
     return exit_code
 
 
-def _install_reactor() -> None:
-    """Prefer epoll (thousands of sockets); must run before the reactor is imported."""
-    if "twisted.internet.reactor" in sys.modules:
-        return
-    try:
-        from twisted.internet import epollreactor
-    except ImportError:
-        return
-    install: Callable[[], None] = epollreactor.install
-    install()
-
-
 def _resolve(config: SimConfig) -> SimConfig:
     """Twisted's UDP write wants an IP address: resolve a server host name once."""
     import ipaddress
@@ -1425,7 +1205,7 @@ def main(args: argparse.Namespace) -> int:
         redirectStandardIO=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    _install_reactor()
+    install_reactor()
     from twisted.internet import reactor
 
     limit = raise_fd_limit()

@@ -21,6 +21,14 @@ from pathlib import Path
 from typing import Any
 
 TOKEN = "e2e-token"
+# Short segments and frequent checks, so recording tests see segments close within seconds.
+RECORDING_ENV = {
+    "GBP_RECORD_SEGMENT_SECONDS": "4",
+    "GBP_RECORD_CHECK_INTERVAL": "1",
+    "GBP_RECORD_RETENTION_INTERVAL": "1",
+    "GBP_RECORD_MIN_FREE_BYTES": "0",
+    "GBP_RECORD_TIMEZONE": "UTC",
+}
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -126,6 +134,24 @@ class PlatformProcess:
         except urllib.error.HTTPError as e:
             raw = e.read()
             return e.code, json.loads(raw) if raw else None
+
+    def first_channel(self, device_id: str, timeout: float = 60) -> str:
+        """The first channel of ``device_id``'s catalog, once a sync has stored it."""
+
+        def find() -> str | None:
+            status, body = self.api("GET", f"/devices/{device_id}/channels")
+            items = body["items"] if status == 200 else []
+            return str(items[0]["channel_id"]) if items else None
+
+        channel_id: str = wait_for(find, timeout, f"a channel of {device_id} in the catalog")
+        return channel_id
+
+    def get_bytes(self, path: str) -> bytes:
+        """GET a media or download URL of this platform with the admin token."""
+        sep = "&" if "?" in path else "?"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}{sep}token={TOKEN}", timeout=30) as r:
+            data: bytes = r.read()
+            return data
 
     def devices(self, **query: str) -> list[dict[str, Any]]:
         qs = "&".join(f"{k}={v}" for k, v in {"limit": "500", **query}.items())

@@ -52,12 +52,7 @@ def test_http_flv_plays_the_simulated_camera_and_stop_ends_it(tmp_path: Path) ->
     sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1",
                            "--first-id", DEVICE)
     try:
-        def channel() -> str | None:
-            status, body = platform.api("GET", f"/devices/{DEVICE}/channels")
-            items = body["items"] if status == 200 else []
-            return items[0]["channel_id"] if items else None
-
-        channel_id = wait_for(channel, 60, "the simulated device's channel in the catalog")
+        channel_id = platform.first_channel(DEVICE)
         status, body = platform.api("GET", "/streams")
         assert (status, body) == (200, {"items": []})
 

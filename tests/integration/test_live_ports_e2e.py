@@ -52,12 +52,7 @@ def test_plays_skip_a_taken_rtp_port_and_log_it(tmp_path: Path) -> None:
     sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1",
                            "--first-id", DEVICE)
     try:
-        def channel() -> str | None:
-            status, body = platform.api("GET", f"/devices/{DEVICE}/channels")
-            items = body["items"] if status == 200 else []
-            return items[0]["channel_id"] if items else None
-
-        channel_id = wait_for(channel, 60, "the simulated device's channel in the catalog")
+        channel_id = platform.first_channel(DEVICE)
         for _ in range(PLAYS):
             status, body = platform.api("POST", f"/channels/{channel_id}/play")
             assert status == 200, f"{body}\n{platform.log()}"

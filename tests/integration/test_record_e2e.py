@@ -27,35 +27,18 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import TOKEN, PlatformProcess, SimulatorProcess, wait_for
+from tests.integration.harness import (
+    RECORDING_ENV,
+    TOKEN,
+    PlatformProcess,
+    SimulatorProcess,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 DEVICE = "34020000001320000001"
-ENV = {
-    "GBP_RECORD_SEGMENT_SECONDS": "4",
-    "GBP_RECORD_CHECK_INTERVAL": "1",
-    "GBP_RECORD_RETENTION_INTERVAL": "1",
-    "GBP_RECORD_MIN_FREE_BYTES": "0",
-    "GBP_RECORD_TIMEZONE": "UTC",
-}
-
-
-def _get(platform: PlatformProcess, path: str) -> bytes:
-    sep = "&" if "?" in path else "?"
-    with urllib.request.urlopen(f"http://127.0.0.1:{platform.http_port}{path}{sep}token={TOKEN}", timeout=30) as r:
-        data: bytes = r.read()
-        return data
-
-
-def _channel(platform: PlatformProcess) -> str:
-    def find() -> str | None:
-        status, body = platform.api("GET", f"/devices/{DEVICE}/channels")
-        items = body["items"] if status == 200 else []
-        return items[0]["channel_id"] if items else None
-
-    channel_id: str = wait_for(find, 60, "the simulated device's channel")
-    return channel_id
+ENV = RECORDING_ENV
 
 
 def _segments(platform: PlatformProcess, channel_id: str) -> list[dict[str, Any]]:
@@ -119,7 +102,7 @@ def test_record_play_kill_recover_retain(tmp_path: Path) -> None:
     sim = SimulatorProcess(platform, tmp_path / "sim1.log", "--devices", "1", "--channels", "1",
                            "--first-id", DEVICE)
     try:
-        channel_id = _channel(platform)
+        channel_id = platform.first_channel(DEVICE)
         # A recording plan through the API: every day, all day (record.timezone's days).
         week = [{"weekday": day, "start": "00:00", "end": "24:00"} for day in range(7)]
         status, plan = platform.api("POST", "/record/plans", {"name": "always", "schedule": week})
@@ -140,8 +123,8 @@ def test_record_play_kill_recover_retain(tmp_path: Path) -> None:
         # HLS VOD of the middle of a whole segment: exactly its frames, 40 ms apart.
         middle = [s for s in segs if _epoch(s["end"]) - _epoch(s["start"]) > 3.5][1]
         a, b = _epoch(middle["start"]), _epoch(middle["end"])
-        file_pts = _packet_pts(_get(platform, f"/vod/{channel_id}/seg/{middle['id']}.ts"))
-        playlist = _get(platform, f"/vod/{channel_id}/index.m3u8?start={a + 0.5}&end={b - 0.5}").decode()
+        file_pts = _packet_pts(platform.get_bytes(f"/vod/{channel_id}/seg/{middle['id']}.ts"))
+        playlist = platform.get_bytes(f"/vod/{channel_id}/index.m3u8?start={a + 0.5}&end={b - 0.5}").decode()
         assert "#EXT-X-ENDLIST" in playlist and "#EXT-X-BYTERANGE:" in playlist, playlist
         hls_pts = _decode_hls(f"http://127.0.0.1:{platform.http_port}/vod/{channel_id}/index.m3u8?"
                               f"start={a + 0.5}&end={b - 0.5}&token={TOKEN}")
@@ -194,7 +177,7 @@ def test_record_play_kill_recover_retain(tmp_path: Path) -> None:
         # The segment open at the kill is the first one the API did not list before (it lists closed ones).
         torn = min((s for s in after.values() if s["id"] not in known), key=lambda s: s["id"])
         assert torn["state"] == "closed" and torn["size"] % 188 == 0 and torn["size"] > 0
-        frames = _packet_pts(_get(platform, f"/vod/{channel_id}/seg/{torn['id']}.ts"))
+        frames = _packet_pts(platform.get_bytes(f"/vod/{channel_id}/seg/{torn['id']}.ts"))
         assert len(frames) >= 25  # at least the flushed second of video plays
 
         def oldest_gone() -> bool:
@@ -220,7 +203,7 @@ def test_unwritable_recordings_do_not_delay_signalling_or_live_video(tmp_path: P
     sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1",
                            "--first-id", DEVICE)
     try:
-        channel_id = _channel(platform)
+        channel_id = platform.first_channel(DEVICE)
         assert platform.api("PUT", f"/channels/{channel_id}/record", {"mode": "continuous"})[0] == 200
 
         def failing() -> dict[str, Any] | None:

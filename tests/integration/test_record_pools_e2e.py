@@ -13,31 +13,23 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.harness import TOKEN, PlatformProcess, SimulatorProcess, wait_for
+from tests.integration.harness import (
+    RECORDING_ENV,
+    TOKEN,
+    PlatformProcess,
+    SimulatorProcess,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 DEVICE = "34020000001320000001"
-ENV = {
-    "GBP_RECORD_SEGMENT_SECONDS": "4",
-    "GBP_RECORD_CHECK_INTERVAL": "1",
-    "GBP_RECORD_RETENTION_INTERVAL": "1",
-    "GBP_RECORD_MIN_FREE_BYTES": "0",
-    "GBP_RECORD_TIMEZONE": "UTC",
-}
-
-
-def _get(platform: PlatformProcess, path: str) -> bytes:
-    sep = "&" if "?" in path else "?"
-    with urllib.request.urlopen(f"http://127.0.0.1:{platform.http_port}{path}{sep}token={TOKEN}", timeout=30) as r:
-        data: bytes = r.read()
-        return data
+ENV = RECORDING_ENV
 
 
 def _epoch(iso: str) -> float:
@@ -61,15 +53,10 @@ def test_replayed_gop_index_and_slow_downloads(tmp_path: Path) -> None:
     sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1", "--first-id", DEVICE)
     stalled: list[socket.socket] = []
     try:
-        def channel() -> str | None:
-            status, body = platform.api("GET", f"/devices/{DEVICE}/channels")
-            items = body["items"] if status == 200 else []
-            return items[0]["channel_id"] if items else None
-
-        channel_id: str = wait_for(channel, 60, "the simulated device's channel")
+        channel_id = platform.first_channel(DEVICE)
         snapshot = f"/api/v1/channels/{channel_id}/snapshot"
         # A viewer first (the snapshot starts the stream): its GOP cache is full when recording joins.
-        assert _get(platform, snapshot)[:2] == b"\xff\xd8"
+        assert platform.get_bytes(snapshot)[:2] == b"\xff\xd8"
         status, body = platform.api("PUT", f"/channels/{channel_id}/record", {"mode": "continuous"})
         assert status == 200, body
         segs = wait_for(lambda: (s := _closed(platform, channel_id)) and len(s) >= 5 and s, 90,
@@ -99,7 +86,7 @@ def test_replayed_gop_index_and_slow_downloads(tmp_path: Path) -> None:
         jobs = wait_for(muxed, 60, f"ten MP4 downloads of {size} recorded bytes muxed", interval=0.5)
         assert all(j["state"] == "running" for j in jobs[-10:]), jobs  # ... and still being sent
         # Snapshots (and the API) answer meanwhile.
-        assert _get(platform, snapshot)[:2] == b"\xff\xd8"
+        assert platform.get_bytes(snapshot)[:2] == b"\xff\xd8"
         # The clients go away: every download ends, cancelled.
         for s in stalled:
             s.close()

@@ -196,7 +196,7 @@ def _pid_listening(port: int) -> int:
 def test_gbplatform_run_records_into_the_bucket_and_plays_back(s3_endpoint: str, tmp_path: Path) -> None:
     """The whole path in processes: ``gbplatform run`` with ``record.backend = s3`` and a simulated camera."""
     from tests.integration.harness import TOKEN, PlatformProcess, SimulatorProcess
-    from tests.integration.test_record_e2e import ENV, _channel, _epoch, _probe, _segments
+    from tests.integration.test_record_e2e import ENV, _epoch, _probe, _segments
 
     device = "34020000001320000001"
     platform = PlatformProcess(tmp_path / "data", env={
@@ -205,7 +205,7 @@ def test_gbplatform_run_records_into_the_bucket_and_plays_back(s3_endpoint: str,
     }).start()
     sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1", "--first-id", device)
     try:
-        channel_id = _channel(platform)
+        channel_id = platform.first_channel(device)
         status, body = platform.api("PUT", f"/channels/{channel_id}/record", {"mode": "continuous"})
         assert status == 200, body
 

@@ -50,12 +50,7 @@ def test_rtsp_plays_the_simulated_camera_over_tcp_and_udp(tmp_path: Path) -> Non
     sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1",
                            "--first-id", DEVICE)
     try:
-        def channel() -> str | None:
-            status, body = platform.api("GET", f"/devices/{DEVICE}/channels")
-            items = body["items"] if status == 200 else []
-            return items[0]["channel_id"] if items else None
-
-        channel_id = wait_for(channel, 60, "the simulated device's channel in the catalog")
+        channel_id = platform.first_channel(DEVICE)
         url = f"rtsp://127.0.0.1:{rtsp_port}/live/{channel_id}?token={TOKEN}"
         for transport in ("tcp", "udp"):
             result: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import TOKEN, PlatformProcess, SimulatorProcess, wait_for
-from tests.integration.test_record_e2e import DEVICE, ENV, _channel, _epoch, _segments
+from tests.integration.test_record_e2e import DEVICE, ENV, _epoch, _segments
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_rtsp_vod_plays_and_seeks(tmp_path: Path) -> None:
     platform = PlatformProcess(tmp_path / "data", env=env).start()
     sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1", "--first-id", DEVICE)
     try:
-        channel_id = _channel(platform)
+        channel_id = platform.first_channel(DEVICE)
         status, body = platform.api("PUT", f"/channels/{channel_id}/record", {"mode": "continuous"})
         assert status == 200, body
 

@@ -34,11 +34,13 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from gbplatform.app.config import Config
-from gbplatform.app.service import Platform, build_platform
+from gbplatform.app.context import AppContext
+from gbplatform.app.service import build_platform
 from gbplatform.core.clock import FakeClock
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner, make_engine
 from gbplatform.db.models import Base
+from gbplatform.signalling.router import SipRouter
 from sip import manscdp
 from sip.auth import authorization_for, parse_auth_header
 from sip.endpoint import Addr, Endpoint, EndpointEvent, RequestReceived
@@ -145,7 +147,7 @@ class Harness:
         self.clock = clock or FakeClock()
         self.engine = engine if engine is not None else new_engine()
         self.db = Database(self.engine, pool=InlineRunner())
-        self.platform: Platform = build_platform(
+        self.platform: AppContext = build_platform(
             self.config, clock=self.clock, db=self.db, rng=random.Random(seed),
             api_token=API_TOKEN, secret=SECRET,
         )
@@ -156,7 +158,7 @@ class Harness:
         self.unrouted: list[tuple[bytes, Addr]] = []  # sent to an address no device is at
         self._outbox: list[tuple[bytes, Addr]] = []
         self._devices: dict[Addr, FakeDevice] = {}
-        self.platform.app.flush = self._collect
+        self.platform.router.flush = self._collect
         self._timers = _TimerDriver(self.clock, self.platform.endpoint, self._platform_events)
         self.log_failures: list[LogEvent] = []
         self.successor: Harness | None = None
@@ -165,8 +167,8 @@ class Harness:
 
     # -- plumbing ------------------------------------------------------------
     @property
-    def app(self) -> Any:
-        return self.platform.app
+    def router(self) -> SipRouter:
+        return self.platform.router
 
     @property
     def devices(self) -> Any:
@@ -207,7 +209,7 @@ class Harness:
             self._outbox.append((data, dest))
 
     def _platform_events(self, events: list[EndpointEvent]) -> None:
-        self.platform.app.handle_events(events)
+        self.platform.router.handle_events(events)
         self._collect()
 
     def deliver(self, data: bytes, source: Addr) -> None:

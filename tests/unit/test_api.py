@@ -29,7 +29,8 @@ from twisted.web.test.requesthelper import DummyChannel
 from gbplatform.api import schemas
 from gbplatform.api.app import Api
 from gbplatform.app.config import Config
-from gbplatform.app.service import Platform, build_platform
+from gbplatform.app.context import AppContext
+from gbplatform.app.service import build_platform
 from gbplatform.core.clock import FakeClock
 from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
 from gbplatform.db import queries as q
@@ -79,7 +80,7 @@ def fired(d: Deferred[Any]) -> bool:
     return bool(box)
 
 
-def call(platform: Platform, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def call(platform: AppContext, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return result_of(platform.db.run(fn.__name__, fn, *args, **kwargs))
 
 
@@ -131,7 +132,7 @@ class Client:
         return self.finish(self.start(method, path, **kw))
 
 
-def make_platform(config: Config | None = None) -> tuple[Platform, FakeClock]:
+def make_platform(config: Config | None = None) -> tuple[AppContext, FakeClock]:
     engine = make_engine("sqlite://")
     Base.metadata.create_all(engine)
     db = Database(engine, pool=InlineRunner())
@@ -143,7 +144,7 @@ def make_platform(config: Config | None = None) -> tuple[Platform, FakeClock]:
 
 @dataclass
 class Env:
-    platform: Platform
+    platform: AppContext
     clock: FakeClock
     api: Api
     client: Client
@@ -171,7 +172,7 @@ def assert_error(reply: Reply, status: int, code: str, field: str | None = None)
 class FakeDevice:
     """A registered device: answers the platform's MESSAGEs and sends its own."""
 
-    def __init__(self, platform: Platform, clock: FakeClock, device_id: str = DEV) -> None:
+    def __init__(self, platform: AppContext, clock: FakeClock, device_id: str = DEV) -> None:
         self.platform = platform
         self.clock = clock
         self.device_id = device_id
@@ -189,7 +190,7 @@ class FakeDevice:
 
     def _feed(self, data: bytes) -> None:
         p = self.platform
-        p.app.handle_events(p.endpoint.receive_datagram(data, DEVICE_ADDR, self.clock.seconds()))
+        p.router.handle_events(p.endpoint.receive_datagram(data, DEVICE_ADDR, self.clock.seconds()))
 
     def take_request(self) -> Request:
         out = self.platform.endpoint.take_output()

@@ -30,7 +30,7 @@ def lines() -> Iterator[list[str]]:
 
     def observe(event: LogEvent) -> None:
         namespace = event.get("log_namespace")
-        if namespace in ("gbplatform.devices.registrar", "gbplatform.signalling.sipapp"):
+        if namespace in ("gbplatform.devices.registrar", "gbplatform.signalling.router"):
             seen.append(formatEvent(event))
 
     globalLogPublisher.addObserver(observe)

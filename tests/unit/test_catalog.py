@@ -233,7 +233,7 @@ def test_an_unexpected_send_failure_is_logged_as_error(h: Harness, dev: FakeDevi
     async def broken(device_id: str, body: bytes) -> None:
         raise RuntimeError("socket gone")
 
-    monkeypatch.setattr(h.app, "send_manscdp", broken)
+    monkeypatch.setattr(h.router, "send_manscdp", broken)
     session = h.platform.catalog.start(DEV)
     assert (session.status, session.error) == ("error", "socket gone")
     assert len(h.log_failures) == 1

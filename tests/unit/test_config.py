@@ -10,6 +10,7 @@ from gbplatform import __version__
 from gbplatform.app.config import (
     Config,
     ConfigError,
+    bool_word,
     config_reference,
     env_var_name,
     load_config,
@@ -387,3 +388,13 @@ def test_config_reference_covers_every_field() -> None:
 def test_env_var_name() -> None:
     assert env_var_name("sip.register_expires_max") == "GBP_SIP_REGISTER_EXPIRES_MAX"
     assert env_var_name("storage.data_dir") == "GBP_STORAGE_DATA_DIR"
+
+
+@pytest.mark.parametrize(
+    ("text", "flag"),
+    [("true", True), (" YES ", True), ("1", True), ("false", False), ("No", False), ("0", False),
+     ("", None), ("on", None), ("2", None)],
+)
+def test_bool_word(text: str, flag: bool | None) -> None:
+    # One reading of booleans for the config file, its environment overrides and GBP_PYOPENSSL.
+    assert bool_word(text) is flag

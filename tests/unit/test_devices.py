@@ -1,5 +1,5 @@
 """Device lifecycle through SIP: REGISTER (GB/T 28181-2016 §9.1), keepalive
-(§9.6), onboarding queries (§9.5), ``DeviceQueries`` and ``SipApp`` dispatch.
+(§9.6), onboarding queries (§9.5), ``DeviceQueries`` and ``SipRouter`` dispatch.
 
 Every test drives the platform with bytes from a fake device over the
 in-memory harness and checks what went back on the wire, the live state and
@@ -646,7 +646,7 @@ def test_query_answered_403_is_device_rejected(h: Harness) -> None:
     dev.answer_status = 403
     with pytest.raises(DeviceRejected, match="403"):
         result_of(h.run(h.platform.queries.device_status(DEV)))
-    assert not [key for key in h.app._answers if key[1] == "DeviceStatus"]
+    assert not [key for key in h.router._correlations if key[1] == "devicestatus"]
 
 
 def test_basic_param_query_without_basic_param(h: Harness) -> None:
@@ -657,7 +657,7 @@ def test_basic_param_query_without_basic_param(h: Harness) -> None:
     assert result_of(d) is None
 
 
-# --- SipApp dispatch --------------------------------------------------------
+# --- SipRouter dispatch -----------------------------------------------------
 
 
 def test_options_is_200_with_allow(h: Harness) -> None:
@@ -759,7 +759,7 @@ def test_one_failing_event_does_not_stop_the_others(h: Harness) -> None:
     events = [event for data, _ in dev.endpoint.take_output()
               for event in h.platform.endpoint.receive_datagram(data, DEVICE_ADDR, 0.0)]
     assert len(events) == 2
-    original = h.app.request_received
+    original = h.router.request_received
     calls: list[Any] = []
 
     def flaky(event: Any) -> None:
@@ -768,8 +768,8 @@ def test_one_failing_event_does_not_stop_the_others(h: Harness) -> None:
             raise RuntimeError("boom")
         original(event)
 
-    h.app.request_received = flaky
-    h.app.handle_events(events)
+    h.router.request_received = flaky
+    h.router.handle_events(events)
     h.pump()
     failed = dev.finals[id(first)]  # answered 500 at once, not leaked (issue 8 item 11)
     assert failed is not None and failed.status == 500
@@ -780,7 +780,7 @@ def test_one_failing_event_does_not_stop_the_others(h: Harness) -> None:
 
 
 def test_request_factory_shapes(h: Harness) -> None:
-    req = h.app.new_request("MESSAGE", DEV, ("UDP", "192.0.2.1", 5062), body=b"x", content_type=MANSCDP)
+    req = h.router.new_request("MESSAGE", DEV, ("UDP", "192.0.2.1", 5062), body=b"x", content_type=MANSCDP)
     assert isinstance(req, Request)
     assert req.uri == f"sip:{DEV}@192.0.2.1:5062"
     assert req.headers.get("Contact") == f"<sip:{PLATFORM_ID}@127.0.0.1:5060>"

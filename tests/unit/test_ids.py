@@ -1,4 +1,4 @@
-"""Tests for gbplatform.core.ids (Annex D codes, SSRC allocation, SIP tokens) and gbplatform.core.clock."""
+"""Tests for sip.gbid and gbplatform.core.ids (Annex D codes, SSRC allocation, SIP tokens) and gbplatform.core.clock."""
 
 import random
 import re
@@ -21,6 +21,7 @@ from gbplatform.core.ids import (
     new_call_id,
     new_tag,
 )
+from sip.gbid import CATALOG_KINDS, TYPE_KINDS, catalog_kind, civil_code_ancestors, is_domain
 
 # -- Annex D codes ---------------------------------------------------------------
 
@@ -33,6 +34,7 @@ from gbplatform.core.ids import (
         ("340200000013200000011", False),
         ("3402000000132000000a", False),
         ("３４０２００００００１３２００００００１", False),  # full-width digits
+        ("34020000001320000001\n", False),  # re's "$" would accept it
         ("", False),
     ],
 )
@@ -58,37 +60,107 @@ def test_not_civil_codes(s: str) -> None:
     assert not is_civil_code(s)
 
 
+# GB/T 28181-2016 Annex D Table D.1 (2022 Table E.1): ID -> (id_kind, catalog_kind).
+KINDS = [
+    # Civil-code nodes: 2, 4, 6 or 8 digits (Annex D.1); other lengths are not.
+    ("34", "civil_code", "civil_code"),
+    ("3402", "civil_code", "civil_code"),
+    ("340200", "civil_code", "civil_code"),
+    ("34020000", "civil_code", "civil_code"),
+    ("34020001", "civil_code", "civil_code"),
+    ("340", "unknown", "channel"),
+    ("3402000", "unknown", "channel"),
+    ("3402000000", "unknown", "channel"),
+    ("３４", "unknown", "channel"),  # full-width digits
+    # 111-130 front-end main devices: catalog "device" nodes.
+    ("34020000001110000001", "dvr", "device"),
+    ("34020000001120000001", "video_server", "device"),
+    ("34020000001130000001", "encoder", "device"),
+    ("34020000001140000001", "decoder", "device"),
+    ("34020000001170000001", "alarm_controller", "device"),
+    ("34020000001180000001", "nvr", "device"),
+    ("34020000001190000001", "device", "device"),  # unassigned in the range
+    ("34020000001300000001", "hvr", "device"),
+    # 131-199 front-end peripherals: channels.
+    ("34020000001310000001", "camera", "channel"),
+    ("34020000001320000001", "camera", "channel"),
+    ("34020000001330000001", "display", "channel"),
+    ("34020000001340000001", "alarm_input", "channel"),
+    ("34020000001350000001", "alarm_output", "channel"),
+    ("34020000001370000001", "voice_output", "channel"),
+    ("34020000001390000001", "peripheral", "channel"),
+    ("34020000001400000001", "peripheral", "channel"),
+    ("34020000001990000001", "peripheral", "channel"),
+    # 200-299 platform devices; 215/216 are catalog groups.
+    ("34020000002000000001", "platform", "channel"),
+    ("34020000002020000001", "media_server", "channel"),
+    ("34020000002990000001", "server", "channel"),
+    ("34020000002150000001", "business_group", "business_group"),
+    ("34020000002160000001", "virtual_org", "virtual_org"),
+    # Users, and codes outside every range.
+    ("34020000003000000001", "centre_user", "channel"),
+    ("34020000004000000001", "terminal_user", "channel"),
+    ("34020000001100000001", "unknown", "channel"),
+    ("34020000001090000001", "unknown", "channel"),
+    ("34020000006000000001", "unknown", "channel"),
+    ("3402000000132000000a", "unknown", "channel"),
+    ("camera-1", "unknown", "channel"),
+    ("abc", "unknown", "channel"),
+    ("", "unknown", "channel"),
+]
+
+
+@pytest.mark.parametrize(("s", "kind", "node"), KINDS)
+def test_id_kind(s: str, kind: str, node: str) -> None:
+    assert id_kind(s) == kind
+
+
+@pytest.mark.parametrize(("s", "kind", "node"), KINDS)
+def test_catalog_kind(s: str, kind: str, node: str) -> None:
+    assert catalog_kind(s) == node
+    assert node in CATALOG_KINDS
+
+
+def test_every_named_type_is_in_its_range() -> None:
+    # A named code outside Table D.1's ranges would make id_kind and
+    # catalog_kind disagree about what the code is.
+    for code, kind in TYPE_KINDS.items():
+        assert 111 <= code <= 499, (code, kind)
+        assert id_kind(f"3402000000{code}0000001") == kind
+
+
 @pytest.mark.parametrize(
-    ("s", "kind"),
+    ("code", "ancestors"),
     [
-        ("34", "civil_code"),
-        ("3402", "civil_code"),
-        ("340200", "civil_code"),
-        ("34020000", "civil_code"),
-        ("34020000002150000001", "business_group"),
-        ("34020000002160000001", "virtual_org"),
-        ("34020000002000000001", "platform"),
-        ("34020000001310000001", "camera"),
-        ("34020000001320000001", "camera"),
-        ("34020000001180000001", "nvr"),
-        ("34020000001110000001", "dvr"),
-        ("34020000001120000001", "encoder"),
-        ("34020000001340000001", "alarm_input"),
-        ("34020000001350000001", "alarm_output"),
-        ("34020000001100000001", "device"),
-        ("34020000001140000001", "device"),
-        ("34020000001330000001", "device"),
-        ("34020000001390000001", "device"),
-        ("34020000001400000001", "unknown"),
-        ("34020000003000000001", "unknown"),
-        ("34020000001090000001", "unknown"),
-        ("3402000000", "unknown"),
-        ("abc", "unknown"),
-        ("", "unknown"),
+        ("34020001", ("340200", "3402", "34")),
+        ("340200", ("3402", "34")),
+        ("34", ()),
+        ("340", ()),
+        ("34020000001320000001", ()),
     ],
 )
-def test_id_kind(s: str, kind: str) -> None:
-    assert id_kind(s) == kind
+def test_civil_code_ancestors(code: str, ancestors: tuple[str, ...]) -> None:
+    assert civil_code_ancestors(code) == ancestors
+
+
+def test_one_set_of_rules() -> None:
+    # The application, the URI module and the registry all use sip.gbid's rules.
+    from gbplatform.core import ids
+    from gbplatform.db import queries
+    from sip import gbid, uri
+
+    assert ids.is_gb_id is gbid.is_gb_id is uri.is_gb_id
+    assert ids.id_kind is gbid.id_kind
+    assert queries.CHANNEL_KINDS is gbid.CATALOG_KINDS
+
+
+@pytest.mark.parametrize(
+    ("s", "expected"),
+    [("3402000000", True), ("340200000", False), ("34020000000", False), ("340200000a", False),
+     ("３４０２０００００００", False), ("3402000000\n", False)],
+)
+def test_is_domain(s: str, expected: bool) -> None:
+    assert is_domain(s) is expected
 
 
 def test_domain_of() -> None:

@@ -82,7 +82,7 @@ def env(h: Harness) -> tuple[Harness, Camera, LiveStreams, list[Receiver]]:
 
     rng = random.Random(5)
     streams = LiveStreams(
-        app=h.platform.app, clock=h.clock, ports=PortPool(30000, 30019, rng),
+        router=h.platform.router, clock=h.clock, ports=PortPool(30000, 30019, rng),
         ssrcs=SsrcAllocator("3402000000", rng), receiver_factory=factory, media_ip="192.0.2.10",
     )
     return h, cam, streams, receivers

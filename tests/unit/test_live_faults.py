@@ -90,7 +90,7 @@ def make_streams(h: Harness, factory: Any = None, **kw: Any) -> tuple[LiveStream
 
     rng = random.Random(5)
     streams = LiveStreams(
-        app=h.platform.app, clock=h.clock, ports=PortPool(30000, 30019, rng),
+        router=h.platform.router, clock=h.clock, ports=PortPool(30000, 30019, rng),
         ssrcs=SsrcAllocator("3402000000", rng), receiver_factory=fake if factory is None else wrapped,
         media_ip="192.0.2.10", **kw,
     )

@@ -448,7 +448,7 @@ def test_namespaced_root_and_memoryview_input() -> None:
 
 
 def test_catalog_item_every_field_info_and_event() -> None:
-    values = {tag: f"v-{tag}" for _, tag in manscdp._CATALOG_ITEM_FIELDS}
+    values = {tag: f"v-{tag}" for _, tag in manscdp.catalog.CATALOG_ITEM_FIELDS}
     children = "".join(f"<{t}>{v}</{t}>" for t, v in values.items())
     inner = (
         f"<CmdType>Catalog</CmdType><SN>5</SN><DeviceID>{DEV}</DeviceID><SumNum>1</SumNum>"
@@ -458,7 +458,7 @@ def test_catalog_item_every_field_info_and_event() -> None:
     msg = decode(body(inner, root="Notify"))
     assert isinstance(msg, CatalogNotify)
     item = msg.items[0]
-    for attr, tag in manscdp._CATALOG_ITEM_FIELDS:
+    for attr, tag in manscdp.catalog.CATALOG_ITEM_FIELDS:
         assert getattr(item, attr) == f"v-{tag}"
     assert item.info == {"PTZType": "1", "Resolution": "6/4"}
     assert item.extra == {"VendorThing": "x"}
@@ -885,7 +885,7 @@ def test_fuzz_name_round_trip_utf8(name: str) -> None:
     )
     msg = decode(raw)
     assert isinstance(msg, CatalogResponse) and msg.charset == "UTF-8"
-    assert msg.items[0].name == manscdp._INVALID_XML_CHARS_RE.sub("\ufffd", name).strip()
+    assert msg.items[0].name == manscdp.xmltext.INVALID_XML_CHARS_RE.sub("\ufffd", name).strip()
 
 
 @settings(max_examples=200, deadline=None)
@@ -915,7 +915,7 @@ def test_fuzz_gb_encoding_never_raises_and_decodes(name: str, charset: str) -> N
     ],
 )
 def test_fast_keepalive_matches_the_full_decoder(body: bytes) -> None:
-    fast = manscdp._fast_keepalive(body, "gb2312")
+    fast = manscdp.keepalive.fast_keepalive(body, "gb2312")
     assert fast is not None
     # The full path, forced by a trailing comment the fast pattern does not accept.
     full = manscdp.decode(body + b"<!-- x -->")
@@ -929,6 +929,6 @@ def test_keepalive_with_extra_elements_takes_the_full_path() -> None:
     body = (b'<?xml version="1.0" encoding="GB2312"?>\n<Notify>\n<CmdType>Keepalive</CmdType>\n<SN>1</SN>\n'
             b"<DeviceID>34020000001320000001</DeviceID>\n<Status>OK</Status>\n<Info><DeviceID>3402</DeviceID>"
             b"</Info>\n</Notify>\n")
-    assert manscdp._fast_keepalive(body, "gb2312") is None
+    assert manscdp.keepalive.fast_keepalive(body, "gb2312") is None
     msg = manscdp.decode(body)
     assert isinstance(msg, manscdp.Keepalive) and msg.status == "OK"

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 
 from gbplatform.api.app import Api
 from gbplatform.app.config import Config, RecordConfig
-from gbplatform.app.service import Platform
+from gbplatform.app.context import AppContext
 from gbplatform.core.clock import FakeClock
 from gbplatform.db import queries as q
 from gbplatform.recording import queries as rq
@@ -56,7 +56,7 @@ def frames(shared_dir: Path) -> list[Frame]:
 
 @dataclass
 class Rec:
-    platform: Platform
+    platform: AppContext
     clock: FakeClock
     manager: RecordingManager
     live: FakeLive
@@ -64,7 +64,7 @@ class Rec:
     root: Path
 
 
-def make_manager(platform: Platform, clock: FakeClock, root: Path, **cfg: Any) -> RecordingManager:
+def make_manager(platform: AppContext, clock: FakeClock, root: Path, **cfg: Any) -> RecordingManager:
     config = RecordConfig(**{"directory": str(root), "segment_seconds": 2.0, "min_free_bytes": 0,
                              "timezone": "UTC", **cfg})
     return RecordingManager(

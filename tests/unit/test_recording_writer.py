@@ -27,6 +27,7 @@ from gbplatform.recording.writer import (
     SegmentClosed,
     SegmentOpened,
     WriteFailed,
+    _Throttle,
     segment_key,
 )
 from media.frame import Codec, Frame
@@ -309,3 +310,14 @@ def test_g711_audio_is_recorded_as_aac(frames: list[Frame], tmp_path: Path) -> N
         assert c.streams.audio[0].codec_context.name == "aac"
         audio_packets = sum(1 for p in c.demux(audio=0) if p.size)
     assert audio_packets > 50  # ~4 s of 16 kHz AAC is ~60 frames of 1024 samples
+
+
+def test_throttle_one_line_per_key_per_interval() -> None:
+    now = [0.0]
+    throttle = _Throttle(lambda: now[0], every=10.0)
+    assert throttle.ready("drop:a") and throttle.ready("drop:b")
+    assert not throttle.ready("drop:a")
+    now[0] = 9.9
+    assert not throttle.ready("drop:a")
+    now[0] = 10.0
+    assert throttle.ready("drop:a") and not throttle.ready("drop:a")

@@ -124,7 +124,7 @@ def _critical(events: list[LogEvent]) -> Callable[[LogEvent], None]:
 
 
 def test_a_request_the_application_never_answers_gets_500_and_is_forgotten(h: Harness) -> None:
-    h.app.request_received = lambda event: None  # a handler that forgets to answer
+    h.router.request_received = lambda event: None  # a handler that forgets to answer
     seen: list[LogEvent] = []
     observer = _critical(seen)
     globalLogPublisher.addObserver(observer)
@@ -147,7 +147,7 @@ def test_a_handler_exception_is_answered_500_at_once(h: Harness) -> None:
     def broken(event: Any) -> None:
         raise RuntimeError("handler bug")
 
-    h.app.request_received = broken
+    h.router.request_received = broken
     dev = h.device()
     resp = dev.exchange(dev.request("OPTIONS"))
     assert resp.status == 500

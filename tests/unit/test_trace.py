@@ -241,8 +241,8 @@ def test_an_unregistered_device_has_one_history() -> None:
 
 def test_a_registered_device_trace_includes_its_live_video_signalling(h: Harness) -> None:
     dev = h.registered_device()
-    invite = h.app.new_request("INVITE", CHANNEL, dev.addr, body=b"v=0\r\n", content_type="Application/SDP")
-    h.app.send_request(invite, dev.addr)
+    invite = h.router.new_request("INVITE", CHANNEL, dev.addr, body=b"v=0\r\n", content_type="Application/SDP")
+    h.router.send_request(invite, dev.addr)
     h.pump()
     summaries = [(e.direction, e.to_json()["summary"]) for e in h.platform.trace.entries(DEV)]
     assert ("send", f"INVITE sip:{CHANNEL}@127.0.0.1:5070 SIP/2.0") in summaries

@@ -1,0 +1,69 @@
+"""API shapes of live sessions: a stream's state and the play result.
+
+See ``gbplatform/api/shapes.py`` for how shapes become validation and OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+from msgspec import UNSET, Meta, UnsetType
+
+from gbplatform.api.shapes import OptStr, Shape, Time
+
+__all__ = ["PlayResult", "PlayUrls", "Stream", "StreamList"]
+
+_PT: Final = "l.1733400000.Jm2uQ4Vb8c1oZ0vX9kT3yA"  # a playback token, gbplatform.auth.play_tokens
+_URI: Final = {"format": "uri"}
+
+
+class Stream(Shape):
+    """A live stream (one INVITE session) and its counters."""
+
+    device_id: str
+    channel_id: str
+    state: Literal["inviting", "playing", "closed", "failed"]
+    error: Annotated[OptStr, Meta(description="Why a failed stream ended.")]
+    ssrc: Annotated[str, Meta(description="10-digit GB SSRC offered in the INVITE (y= line).")]
+    transport: Literal["udp", "tcp-passive", "tcp-active"]
+    rtp_port: Annotated[int, Meta(description="Platform port the device sends RTP to.")]
+    started_at: Annotated[float, Meta(description="Unix time the INVITE was sent.")]
+    packets: int
+    bytes: int
+    frames: int
+    rtp_lost: int
+    jitter_seconds: float
+    foreign_ssrc: Annotated[int, Meta(description="Packets dropped for carrying another SSRC.")]
+    gop: Annotated[int | None, Meta(description="Frames in the last complete GOP.")]
+    video_codec: Annotated[Literal["h264", "h265"] | None, Meta(description="From the PSM/SPS.")]
+    audio_codec: Literal["g711a", "g711u", "aac"] | None
+    width: Annotated[int | None, Meta(description="Picture width from the SPS (after cropping).")]
+    height: Annotated[int | None, Meta(description="Picture height from the SPS (after cropping).")]
+    fps: Annotated[float, Meta(description="Video frames per second over the last 5 s.")]
+    bitrate_bps: Annotated[int, Meta(description="Video bits per second over the last 5 s.")]
+    uptime_seconds: Annotated[float, Meta(description="Seconds since the INVITE was sent.")]
+    viewers: Annotated[int, Meta(description="Attached outputs (FLV/RTSP connections, HLS, recorder).")]
+
+
+class StreamList(Shape):
+    items: list[Stream]
+
+
+class PlayUrls(Shape):
+    """Play these as given: each carries a playback token (`?token=`) for this channel's live media only,
+    never the API token."""
+
+    http_flv: Annotated[str, Meta(extra_json_schema=_URI, examples=[
+        f"http://192.0.2.1:8080/live/34020000001310000001.flv?token={_PT}"])]
+    hls: Annotated[str, Meta(extra_json_schema=_URI, examples=[
+        f"http://192.0.2.1:8080/live/34020000001310000001/index.m3u8?token={_PT}"])]
+    snapshot: Annotated[str, Meta(extra_json_schema=_URI)]
+    rtsp: Annotated[str, Meta(extra_json_schema=_URI, description="Present when media.rtsp_port is set.", examples=[
+        f"rtsp://192.0.2.1:8554/live/34020000001310000001?token={_PT}"])] | UnsetType = UNSET
+
+
+class PlayResult(Shape):
+    stream: Stream
+    urls: PlayUrls
+    expires_at: Annotated[Time, Meta(description="When the URLs' playback token stops opening or controlling "
+                                                 "playback (api.play_token_ttl); call play again for fresh URLs.")]
