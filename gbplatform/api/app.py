@@ -52,7 +52,7 @@ from werkzeug.routing import IntegerConverter, RequestRedirect
 from zope.interface import provider
 
 from gbplatform import __version__
-from gbplatform.api import schemas
+from gbplatform.api import schemas, shapes
 from gbplatform.api.openapi import build_openapi
 from gbplatform.api.routing import JSON_TYPE, Routes, Web, authenticated, mount
 from gbplatform.api.routing import set_header as _set_header
@@ -152,7 +152,7 @@ class _Resource(KleinResource):
                          method=req.method.decode("ascii", "replace"), field=name)
                 req.setResponseCode(400)
                 _set_header(req, b"Content-Type", JSON_TYPE)
-                return schemas.dumps(schemas.error_json("invalid", f"{name}: is not UTF-8", name))
+                return schemas.dumps(schemas.to_json(schemas.error_json("invalid", f"{name}: is not UTF-8", name)))
         return super().render(request)
 
 
@@ -193,23 +193,23 @@ class Api(Routes):
     @app.route("/api/v1/health", methods=["GET"])
     async def health(self, request: Request) -> bytes:
         p = self.platform
-        return self._json(request, {
-            "status": "ok",
-            "version": __version__,
-            "uptime": round(max(0.0, p.clock.time() - p.started_at), 3),
-            "devices_online": p.devices.online_count(),
-            "sip": {
-                "transactions": p.endpoint.transaction_count,
-                "stats": dict(p.endpoint.stats),
-                "registrar": dict(p.devices.stats),
-                "onboarding_backlog": p.queries.backlog,
-            },
-            "media": None if p.live is None else {
-                "streams": len(p.live.streams),
-                "ports": {"capacity": p.live.ports.capacity, "in_use": p.live.ports.in_use,
-                          "available": p.live.ports.available},
-            },
-        })
+        return self._json(request, shapes.Health(
+            status="ok",
+            version=__version__,
+            uptime=round(max(0.0, p.clock.time() - p.started_at), 3),
+            devices_online=p.devices.online_count(),
+            sip=shapes.SipHealth(
+                transactions=p.endpoint.transaction_count,
+                stats=dict(p.endpoint.stats),
+                registrar=dict(p.devices.stats),
+                onboarding_backlog=p.queries.backlog,
+            ),
+            media=None if p.live is None else shapes.MediaHealth(
+                streams=len(p.live.streams),
+                ports=shapes.PortsHealth(capacity=p.live.ports.capacity, in_use=p.live.ports.in_use,
+                                         available=p.live.ports.available),
+            ),
+        ))
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     @authenticated

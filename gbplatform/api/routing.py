@@ -28,6 +28,7 @@ from twisted.internet.threads import deferToThread
 from twisted.web.server import Request
 
 from gbplatform.api import schemas
+from gbplatform.api.shapes import Shape
 
 if TYPE_CHECKING:
     from gbplatform.app.context import AppContext
@@ -95,11 +96,17 @@ class Routes:
     def _blocking(self, kind: str) -> Callable[..., Deferred[Any]]:
         return self.web.blocking(kind)
 
-    def _json(self, request: Request, obj: Any, status: int = 200) -> bytes:
+    def _json(self, request: Request, obj: Shape | bytes, status: int = 200) -> bytes:
+        """The one place a route's answer becomes JSON. A response is built as its shape
+        (``gbplatform.api.shapes``; typed so, a plain dict does not pass mypy), so what is sent
+        is what the OpenAPI component declares; ``bytes`` are sent as they are (the OpenAPI
+        document, the streamed channel tree)."""
+        if not isinstance(obj, (Shape, bytes)):
+            raise TypeError(f"a response is built as its shape, not sent as a {type(obj).__name__}")
         request.setResponseCode(status)
         set_header(request, b"Content-Type", JSON_TYPE)
         set_header(request, b"Cache-Control", b"no-store")
-        return obj if isinstance(obj, bytes) else schemas.dumps(obj)
+        return obj if isinstance(obj, bytes) else schemas.dumps(schemas.to_json(obj))
 
     def _body(self, request: Request) -> dict[str, Any]:
         content = request.content

@@ -9,8 +9,9 @@ the client learns what to fix (the API maps it to 400). Unknown body fields
 are refused rather than ignored: a typo such as ``"pasword"`` must not
 silently leave a device without its password.
 
-Outbound: registry records, live state and service results become plain
-JSON-able dicts. Datetimes are ISO 8601 UTC strings ending in ``Z``;
+Outbound: registry records, live state and service results become their
+response shapes (``*_json`` here; ``Routes._json`` serialises them with
+:func:`to_json` and :func:`dumps`). Datetimes are ISO 8601 UTC strings ending in ``Z``;
 passwords never leave the process, not even as their digest HA1
 (``has_password`` says whether one is set).
 """
@@ -23,11 +24,20 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
+import msgspec
 from msgspec import UNSET
 
-from gbplatform.api.shapes import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, BodyError, S, convert_body
+from gbplatform.api import shapes as api_shapes
+from gbplatform.api.shapes import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+    BodyError,
+    S,
+    Shape,
+    convert_body,
+)
 from gbplatform.core.errors import DomainError
 from gbplatform.core.ids import is_gb_id
 from gbplatform.db.queries import ChannelRecord, DeviceRecord, Page, TreeNode
@@ -45,6 +55,7 @@ if TYPE_CHECKING:
     from gbplatform.recording.queries import PlanRecord, PolicyRecord, SegmentRecord
 
 T = TypeVar("T")
+P = TypeVar("P", bound=api_shapes.Page)
 
 __all__ = [
     "CHARSETS", "DEFAULT_PAGE_LIMIT", "DEFAULT_TRACE_LIMIT", "MAX_BODY", "MAX_NAME", "MAX_PAGE_LIMIT",
@@ -92,11 +103,9 @@ class PayloadTooLarge(DomainError):
     code = "payload_too_large"
 
 
-def error_json(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    return {"error": error}
+def error_json(code: str, message: str, field: str | None = None) -> api_shapes.Error:
+    return api_shapes.Error(error=api_shapes.ErrorBody(code=code, message=message,
+                                                       field=UNSET if field is None else field))
 
 
 def dumps(obj: Any) -> bytes:
@@ -104,9 +113,21 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
+def to_json(obj: Shape) -> Any:
+    """A response shape as JSON-able data: every declared field, ``None`` as null;
+    only ``UNSET`` fields (declared optional) are left out."""
+    # to_builtins then json.dumps rather than msgspec.json.encode: the latter
+    # writes NaN as null, where a NaN reaching here is a bug to see (dumps raises).
+    return msgspec.to_builtins(obj)
+
+
 # --- times ------------------------------------------------------------------
 
 
+@overload
+def iso(value: dt.datetime) -> str: ...
+@overload
+def iso(value: dt.datetime | None) -> str | None: ...
 def iso(value: dt.datetime | None) -> str | None:
     """ISO 8601 in UTC with a ``Z`` and milliseconds: ``2023-11-14T22:13:20.000Z``."""
     if value is None:
@@ -116,6 +137,10 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@overload
+def iso_epoch(epoch: float) -> str: ...
+@overload
+def iso_epoch(epoch: float | None) -> str | None: ...
 def iso_epoch(epoch: float | None) -> str | None:
     if epoch is None:
         return None
@@ -415,7 +440,7 @@ def device_json(
     now: float,
     wall: float,
     catalog: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> device_shapes.Device:
     """A device as the API shows it.
 
     The live state, when the device manager has one, wins over the registry:
@@ -446,44 +471,44 @@ def device_json(
     if catalog is not None and catalog.get("status") == "running":
         status, total, received = "running", catalog.get("total") or 0, catalog.get("received") or 0
         catalog_error = None  # the stored reason belongs to the previous sync
-    return {
-        "device_id": record.device_id,
-        "name": record.name,
-        "manufacturer": record.manufacturer,
-        "model": record.model,
-        "firmware": record.firmware,
-        "enabled": record.enabled,
-        "pre_added": record.pre_added,
-        "online": online,
-        "transport": transport,
-        "host": host,
-        "port": port,
-        "address": _address(host, port),
-        "contact": contact,
-        "user_agent": user_agent,
-        "charset": charset,
-        "media_transport": record.media_transport,
-        "stream_index": record.stream_index,
-        "sdp_y_line": record.sdp_y_line,
-        "registered_at": registered_at,
-        "register_expires_at": expires_at,
-        "last_keepalive_at": keepalive_at,
-        "keepalive_interval": interval,
-        "keepalive_count": count,
-        "online_at": iso(record.online_at),
-        "offline_at": iso(record.offline_at),
-        "catalog": {
-            "status": status,
-            "total": total,
-            "received": received,
-            "synced_at": iso(record.catalog_synced_at),
-            "error": catalog_error,
-        },
-        "channel_count": record.channel_count,
-        "has_password": record.has_password,
-        "created_at": iso(record.created_at),
-        "updated_at": iso(record.updated_at),
-    }
+    return device_shapes.Device(
+        device_id=record.device_id,
+        name=record.name,
+        manufacturer=record.manufacturer,
+        model=record.model,
+        firmware=record.firmware,
+        enabled=record.enabled,
+        pre_added=record.pre_added,
+        online=online,
+        transport=transport,
+        host=host,
+        port=port,
+        address=_address(host, port),
+        contact=contact,
+        user_agent=user_agent,
+        charset=charset,
+        media_transport=cast(device_shapes.MediaTransport, record.media_transport),
+        stream_index=record.stream_index,
+        sdp_y_line=record.sdp_y_line,
+        registered_at=registered_at,
+        register_expires_at=expires_at,
+        last_keepalive_at=keepalive_at,
+        keepalive_interval=interval,
+        keepalive_count=count,
+        online_at=iso(record.online_at),
+        offline_at=iso(record.offline_at),
+        catalog=device_shapes.DeviceCatalog(
+            status=cast(device_shapes.CatalogStatus, status),
+            total=total,
+            received=received,
+            synced_at=iso(record.catalog_synced_at),
+            error=catalog_error,
+        ),
+        channel_count=record.channel_count,
+        has_password=record.has_password,
+        created_at=iso(record.created_at),
+        updated_at=iso(record.updated_at),
+    )
 
 
 def _finite(value: float | None) -> float | None:
@@ -491,36 +516,42 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def channel_json(record: ChannelRecord) -> dict[str, Any]:
-    """A channel as the ``Channel`` shape declares it: the stored catalog fields
-    of ``sip.channel_fields`` plus the registry's bookkeeping."""
-    out: dict[str, Any] = {"device_id": record.device_id}
+def channel_json(record: ChannelRecord) -> Any:
+    """A channel as the ``Channel`` shape (``devices.shapes``): the stored catalog
+    fields of ``sip.channel_fields`` plus the registry's bookkeeping."""
+    stored: dict[str, Any] = {}
     for row in STORED_FIELDS:
         value = getattr(record, str(row.name))
-        out[str(row.name)] = _finite(value) if row.value is float else value
-    out["kind"] = record.kind
-    out["extra"] = record.extra
-    out["updated_at"] = iso(record.updated_at)
-    return out
+        stored[str(row.name)] = _finite(value) if row.value is float else value
+    return device_shapes.Channel(device_id=record.device_id, **stored, kind=record.kind, extra=record.extra,
+                                 updated_at=iso(record.updated_at))
 
 
-def page_json(page: Page[T], item: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
-    return {"items": [item(x) for x in page.items], "total": page.total, "offset": page.offset,
-            "limit": page.limit}
+def page_json(page: Page[T], item: Callable[[T], Any], shape: type[P]) -> P:
+    """One page of a list as its ``*Page`` shape (``DevicePage``, ``ChannelPage``)."""
+    return shape(items=[item(x) for x in page.items], total=page.total, offset=page.offset, limit=page.limit)
+
+
+def _open_list(shape: Shape) -> bytes:
+    """``shape`` serialised up to the inside of its last field, an empty list: ``{...,"children":[``."""
+    text = dumps(to_json(shape))
+    assert text.endswith(b"[]}")  # the list is the shape's last field
+    return text[:-2]
 
 
 def _node_head(node: TreeNode) -> bytes:
-    head = dumps({"id": node.id, "name": node.name, "kind": node.kind, "status": node.status})
-    return head[:-1] + b',"children":['
+    return _open_list(device_shapes.TreeNode(id=node.id, name=node.name, kind=node.kind, status=node.status,
+                                             children=[]))
 
 
 def tree_bytes(device_id: str, roots: Sequence[TreeNode]) -> bytes:
-    """``{"device_id", "items": [node...]}`` with nested ``children``.
+    """The ``ChannelTree`` shape: ``{"device_id", "items": [node...]}`` with nested ``children``.
 
     Serialised with an explicit stack: a hostile catalog can nest deeper than
     json.dumps' recursion limit (the tree query is iterative for the same reason).
+    Each object is still built as its shape, serialised with its list left open.
     """
-    out: list[bytes] = [dumps({"device_id": device_id})[:-1], b',"items":[']
+    out: list[bytes] = [_open_list(device_shapes.ChannelTree(device_id=device_id, items=[]))]
     stack: list[tuple[Sequence[TreeNode], int]] = [(roots, 0)]
     while stack:
         nodes, i = stack.pop()
@@ -538,48 +569,48 @@ def tree_bytes(device_id: str, roots: Sequence[TreeNode]) -> bytes:
 
 def catalog_progress_json(
     device_id: str, progress: Mapping[str, Any] | None, record: DeviceRecord | None
-) -> dict[str, Any]:
+) -> device_shapes.CatalogProgress:
     """Catalog sync progress: from the running or last session, else the registry."""
     synced_at = iso(record.catalog_synced_at) if record is not None else None
     if progress is not None:
         if progress["status"] in ("done", "partial"):
             synced_at = iso_epoch(progress["finished_at"])
-        return {
-            "device_id": device_id,
-            "status": progress["status"],
-            "sn": progress["sn"],
-            "total": progress["total"] or 0,
-            "received": progress["received"],
-            "parts": progress["parts"],
-            "duplicates": progress["duplicates"],
-            "started_at": iso_epoch(progress["started_at"]),
-            "finished_at": iso_epoch(progress["finished_at"]),
-            "error": progress["error"],
-            "synced_at": synced_at,
-        }
+        return device_shapes.CatalogProgress(
+            device_id=device_id,
+            status=progress["status"],
+            sn=progress["sn"],
+            total=progress["total"] or 0,
+            received=progress["received"],
+            parts=progress["parts"],
+            duplicates=progress["duplicates"],
+            started_at=iso_epoch(progress["started_at"]),
+            finished_at=iso_epoch(progress["finished_at"]),
+            error=progress["error"],
+            synced_at=synced_at,
+        )
     assert record is not None
-    return {
-        "device_id": device_id,
-        "status": record.catalog_status,
-        "sn": None,
-        "total": record.catalog_total,
-        "received": record.catalog_received,
-        "parts": None,
-        "duplicates": None,
-        "started_at": None,
-        "finished_at": None,
-        "error": record.catalog_error,
-        "synced_at": synced_at,
-    }
+    return device_shapes.CatalogProgress(
+        device_id=device_id,
+        status=cast(device_shapes.CatalogStatus, record.catalog_status),
+        sn=None,
+        total=record.catalog_total,
+        received=record.catalog_received,
+        parts=None,
+        duplicates=None,
+        started_at=None,
+        finished_at=None,
+        error=record.catalog_error,
+        synced_at=synced_at,
+    )
 
 
-def trace_json(device_id: str, entries: Sequence[TraceEntry]) -> dict[str, Any]:
+def trace_json(device_id: str, entries: Sequence[TraceEntry]) -> device_shapes.Trace:
     items = []
     for entry in entries:
-        item = entry.to_json()
-        item["at"] = iso_epoch(entry.at)
-        items.append(item)
-    return {"device_id": device_id, "items": items}
+        items.append(device_shapes.TraceEntry(
+            at=iso_epoch(entry.at), direction=entry.direction, transport=entry.transport,  # type: ignore[arg-type]
+            peer=entry.peer, summary=entry.summary, message=entry.text))
+    return device_shapes.Trace(device_id=device_id, items=items)
 
 
 # --- recording (issue 4) ---------------------------------------------------------
@@ -711,42 +742,48 @@ def path_id(name: str, value: int) -> int:
     return value
 
 
-def plan_json(plan: PlanRecord) -> dict[str, Any]:
-    return {"id": plan.id, "name": plan.name, "schedule": plan.schedule, "created_at": iso(plan.created_at),
-            "updated_at": iso(plan.updated_at)}
+def plan_json(plan: PlanRecord) -> record_shapes.RecordPlan:
+    return record_shapes.RecordPlan(
+        id=plan.id, name=plan.name, schedule=[record_shapes.ScheduleWindow(**w) for w in plan.schedule],
+        created_at=iso(plan.created_at), updated_at=iso(plan.updated_at))
 
 
-def policy_json(policy: PolicyRecord, recording: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {"channel_id": policy.channel_id, "mode": policy.mode, "plan_id": policy.plan_id,
-            "retention_days": policy.retention_days, "updated_at": iso(policy.updated_at),
-            "status": dict(recording) if recording is not None else None}
+def policy_json(policy: PolicyRecord, recording: record_shapes.RecordingStatus | None) -> record_shapes.RecordPolicy:
+    return record_shapes.RecordPolicy(
+        channel_id=policy.channel_id, mode=policy.mode, plan_id=policy.plan_id,  # type: ignore[arg-type]
+        retention_days=policy.retention_days, updated_at=iso(policy.updated_at), status=recording)
 
 
-def segment_json(seg: SegmentRecord) -> dict[str, Any]:
-    return {"id": seg.id, "start": iso_epoch(seg.start), "end": iso_epoch(seg.end), "size": seg.size,
-            "backend": seg.backend, "state": seg.state, "local": seg.local, "has_audio": seg.has_audio,
-            "keyframes": len(seg.keyframes)}
+def segment_json(seg: SegmentRecord) -> record_shapes.RecordSegment:
+    return record_shapes.RecordSegment(
+        id=seg.id, start=iso_epoch(seg.start), end=iso_epoch(seg.end), size=seg.size,
+        backend=seg.backend, state=seg.state, local=seg.local, has_audio=seg.has_audio,  # type: ignore[arg-type]
+        keyframes=len(seg.keyframes))
 
 
-def timeline_json(channel_id: str, day: dt.date, result: Mapping[str, Any], urls: Callable[[float, float], dict[str, str]]) -> dict[str, Any]:
-    def span(a: float, b: float) -> dict[str, Any]:
-        return {"start": iso_epoch(a), "end": iso_epoch(b), "seconds": round(b - a, 3)}
+def timeline_json(channel_id: str, day: dt.date, result: Mapping[str, Any],
+                  urls: Callable[[float, float], record_shapes.RecordUrls]) -> record_shapes.RecordTimeline:
+    def span(a: float, b: float) -> record_shapes.Span:
+        return record_shapes.Span(start=iso_epoch(a), end=iso_epoch(b), seconds=round(b - a, 3))
 
-    return {
-        "channel_id": channel_id,
-        "date": day.isoformat(),
-        "start": iso_epoch(result["start"]),
-        "end": iso_epoch(result["end"]),
-        "recorded_seconds": result["seconds"],
-        "intervals": [{**span(a, b), "urls": urls(a, b)} for a, b in result["intervals"]],
-        "gaps": [span(a, b) for a, b in result["gaps"]],
-        "segments": [segment_json(s) for s in result["segments"]],
-    }
+    return record_shapes.RecordTimeline(
+        channel_id=channel_id,
+        date=day.isoformat(),
+        start=iso_epoch(result["start"]),
+        end=iso_epoch(result["end"]),
+        recorded_seconds=result["seconds"],
+        intervals=[record_shapes.Interval(start=iso_epoch(a), end=iso_epoch(b), seconds=round(b - a, 3),
+                                          urls=urls(a, b)) for a, b in result["intervals"]],
+        gaps=[span(a, b) for a, b in result["gaps"]],
+        segments=[segment_json(s) for s in result["segments"]],
+    )
 
 
-def download_json(job: DownloadJob) -> dict[str, Any]:
+def download_json(job: DownloadJob) -> record_shapes.Download:
     p = job.progress
-    return {"id": job.id, "channel_id": job.channel_id, "start": iso_epoch(job.start), "end": iso_epoch(job.end),
-            "state": p.state, "total_seconds": round(p.total_seconds, 3), "done_seconds": round(p.done_seconds, 3),
-            "percent": round(100 * p.done_seconds / p.total_seconds, 1) if p.total_seconds else 100.0,
-            "bytes": p.bytes, "error": p.error}
+    return record_shapes.Download(
+        id=job.id, channel_id=job.channel_id, start=iso_epoch(job.start), end=iso_epoch(job.end),
+        state=p.state, total_seconds=round(p.total_seconds, 3),  # type: ignore[arg-type]
+        done_seconds=round(p.done_seconds, 3),
+        percent=round(100 * p.done_seconds / p.total_seconds, 1) if p.total_seconds else 100.0,
+        bytes=p.bytes, error=p.error)

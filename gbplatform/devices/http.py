@@ -13,7 +13,7 @@ and a known one that is offline a 409.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import cast
 
 from klein import Klein
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from gbplatform.api.routing import Routes, authenticated, set_header
 from gbplatform.core.errors import DeviceOffline
 from gbplatform.core.errors import NotFound as Missing
 from gbplatform.db import queries as q
+from gbplatform.devices import shapes
 
 __all__ = ["DeviceRoutes"]
 
@@ -69,7 +70,7 @@ class DeviceRoutes(Routes):
 
     app = Klein()
 
-    def _device_json(self, record: q.DeviceRecord) -> dict[str, Any]:
+    def _device_json(self, record: q.DeviceRecord) -> shapes.Device:
         p = self.platform
         return schemas.device_json(
             record, p.devices.live_info(record.device_id), now=p.clock.seconds(), wall=p.clock.time(),
@@ -99,7 +100,7 @@ class DeviceRoutes(Routes):
             "list_devices", q.list_devices_txn, online=query.online, q=query.q,
             offset=query.paging.offset, limit=query.paging.limit,
         )
-        return self._json(request, schemas.page_json(page, self._device_json))
+        return self._json(request, schemas.page_json(page, self._device_json, shapes.DevicePage))
 
     @app.route("/api/v1/devices", methods=["POST"])
     @authenticated
@@ -153,7 +154,7 @@ class DeviceRoutes(Routes):
             "list_channels", _channels_txn, device_id, parent_id=query.parent_id,
             offset=query.paging.offset, limit=query.paging.limit,
         )
-        return self._json(request, schemas.page_json(page, schemas.channel_json))
+        return self._json(request, schemas.page_json(page, schemas.channel_json, shapes.ChannelPage))
 
     @app.route("/api/v1/devices/<device_id>/channels/tree", methods=["GET"])
     @authenticated
@@ -215,11 +216,11 @@ class DeviceRoutes(Routes):
     async def list_bans(self, request: Request) -> bytes:
         p = self.platform
         now, wall = p.clock.seconds(), p.clock.time()
-        items = [{
-            "key": b.key, "kind": b.kind, "value": b.value, "failures": b.failures, "refused": b.refused,
-            "since": schemas.iso_epoch(wall - b.banned_for), "until": schemas.iso_epoch(wall + b.remaining),
-        } for b in p.devices.guard.bans(now)]
-        return self._json(request, {"items": items, "stats": dict(p.devices.guard.stats)})
+        items = [shapes.Ban(
+            key=b.key, kind=cast(shapes.BanKind, b.kind), value=b.value, failures=b.failures, refused=b.refused,
+            since=schemas.iso_epoch(wall - b.banned_for), until=schemas.iso_epoch(wall + b.remaining),
+        ) for b in p.devices.guard.bans(now)]
+        return self._json(request, shapes.BanList(items=items, stats=dict(p.devices.guard.stats)))
 
     @app.route("/api/v1/security/bans/<key>", methods=["DELETE"])
     @authenticated

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from gbplatform.core.clock import Clock
 from gbplatform.core.errors import DeviceRejected, DomainError
 from gbplatform.db.database import Database
+from gbplatform.devices import shapes
 from gbplatform.devices.catalog import CatalogSync
 from gbplatform.devices.registrar import DeviceManager
 from gbplatform.signalling.router import SipRouter
@@ -41,32 +42,22 @@ log = Logger()
 ONBOARDING_QUERIES = 3  # DeviceInfo, ConfigDownload BasicParam, Catalog
 
 
-def _status_json(msg: manscdp.DeviceStatusResponse) -> dict[str, Any]:
-    return {
-        "device_id": msg.device_id,
-        "result": msg.result,
-        "online": msg.online,
-        "status": msg.status,
-        "reason": msg.reason,
-        "encode": msg.encode,
-        "record": msg.record,
-        "device_time": msg.device_time.isoformat() if msg.device_time else None,
-        "alarm_status": [{"device_id": a.device_id, "duty_status": a.duty_status} for a in msg.alarm_status],
-        "fields": dict(msg.fields),
-    }
+def _status_json(msg: manscdp.DeviceStatusResponse) -> shapes.DeviceStatus:
+    return shapes.DeviceStatus(
+        device_id=msg.device_id, result=msg.result, online=msg.online, status=msg.status, reason=msg.reason,
+        encode=msg.encode, record=msg.record,
+        device_time=msg.device_time.isoformat() if msg.device_time else None,
+        alarm_status=[shapes.AlarmStatus(device_id=a.device_id, duty_status=a.duty_status)
+                      for a in msg.alarm_status],
+        fields=dict(msg.fields),
+    )
 
 
-def _info_json(msg: manscdp.DeviceInfoResponse) -> dict[str, Any]:
-    return {
-        "device_id": msg.device_id,
-        "result": msg.result,
-        "device_name": msg.device_name,
-        "manufacturer": msg.manufacturer,
-        "model": msg.model,
-        "firmware": msg.firmware,
-        "channel": msg.channel,
-        "fields": dict(msg.fields),
-    }
+def _info_json(msg: manscdp.DeviceInfoResponse) -> shapes.DeviceInfo:
+    return shapes.DeviceInfo(
+        device_id=msg.device_id, result=msg.result, device_name=msg.device_name, manufacturer=msg.manufacturer,
+        model=msg.model, firmware=msg.firmware, channel=msg.channel, fields=dict(msg.fields),
+    )
 
 
 class DeviceQueries:
@@ -165,7 +156,7 @@ class DeviceQueries:
         ]
         await gatherResults(steps)
 
-    async def device_info(self, device_id: str, *, batch: bool = False) -> dict[str, Any]:
+    async def device_info(self, device_id: str, *, batch: bool = False) -> shapes.DeviceInfo:
         """Query and store DeviceInfo (GB/T 28181-2016 §A.2.4.4 / §A.2.6.5).
 
         ``batch``: leave the write to the next batch (onboarding); otherwise
@@ -183,10 +174,10 @@ class DeviceQueries:
             await self.devices.writer.flush()
         return _info_json(msg)
 
-    async def onboarding_info(self, device_id: str) -> dict[str, Any]:
+    async def onboarding_info(self, device_id: str) -> shapes.DeviceInfo:
         return await self.device_info(device_id, batch=True)
 
-    async def device_status(self, device_id: str) -> dict[str, Any]:
+    async def device_status(self, device_id: str) -> shapes.DeviceStatus:
         """Query DeviceStatus (GB/T 28181-2016 §A.2.4.3 / §A.2.6.6)."""
         msg = await self.router.query(device_id, "DeviceStatus")
         if not isinstance(msg, manscdp.DeviceStatusResponse):

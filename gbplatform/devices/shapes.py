@@ -49,6 +49,7 @@ MAX_PASSWORD: Final = 128
 CatalogStatus = Literal["idle", "running", "done", "partial", "timeout", "error"]
 Charset = Literal["GB2312", "GBK", "GB18030", "UTF-8"]
 MediaTransport = Literal["UDP", "TCP-PASSIVE", "TCP-ACTIVE"]
+BanKind = Literal["address", "device"]
 _CATALOG_ERROR_EXAMPLE: Final = "device 34020000001180000001 answered 415 Unsupported Media Type"
 
 
@@ -251,7 +252,7 @@ class Trace(Shape):
 
 class Ban(Shape):
     key: Annotated[str, Meta(examples=["address:192.0.2.66"])]
-    kind: Literal["address", "device"]
+    kind: BanKind
     value: Annotated[str, Meta(description="The source host or the device ID.")]
     failures: Annotated[int, Meta(description="Failed digests counted before the ban.")]
     refused: Annotated[int, Meta(description="REGISTERs refused unverified since the ban (and during its back-off).")]

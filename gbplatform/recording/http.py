@@ -52,6 +52,7 @@ from gbplatform.core.errors import DomainError
 from gbplatform.core.errors import NotFound as Missing
 from gbplatform.db import queries as q
 from gbplatform.recording import queries as rq
+from gbplatform.recording import shapes as record_shapes
 from gbplatform.recording.playback import (
     Cancelled,
     Range,
@@ -252,7 +253,7 @@ class RecordingRoutes(Routes):
     @authenticated
     async def list_record_plans(self, request: Request) -> bytes:
         items = await self.platform.db.run("list_plans", rq.list_plans_txn)
-        return self._json(request, {"items": [schemas.plan_json(p) for p in items]})
+        return self._json(request, record_shapes.RecordPlanList(items=[schemas.plan_json(p) for p in items]))
 
     @app.route("/api/v1/record/plans", methods=["POST"])
     @authenticated
@@ -294,11 +295,9 @@ class RecordingRoutes(Routes):
         if rec is not None:
             rec.poke()
 
-    def _channel_status(self, channel_id: str) -> dict[str, Any] | None:
+    def _channel_status(self, channel_id: str) -> record_shapes.RecordingStatus | None:
         rec = self.platform.recording
-        if rec is None:
-            return None
-        return next((c for c in rec.state()["channels"] if c["channel_id"] == channel_id), None)
+        return rec.channel_status(channel_id) if rec is not None else None
 
     @app.route("/api/v1/channels/<channel_id>/record", methods=["GET"])
     @authenticated
@@ -329,7 +328,7 @@ class RecordingRoutes(Routes):
 
         token = self.platform.play_tokens.issue(VOD, channel_id)
 
-        def urls(a: float, b: float) -> dict[str, str]:
+        def urls(a: float, b: float) -> record_shapes.RecordUrls:
             return interval_urls(channel_id, a, b, rtsp_base, token)
 
         return self._json(request, schemas.timeline_json(channel_id, day, result, urls))
@@ -343,7 +342,7 @@ class RecordingRoutes(Routes):
     @authenticated
     async def list_downloads(self, request: Request) -> bytes:
         jobs = sorted(self._recording().downloads.values(), key=lambda j: j.id)
-        return self._json(request, {"items": [schemas.download_json(j) for j in jobs]})
+        return self._json(request, record_shapes.DownloadList(items=[schemas.download_json(j) for j in jobs]))
 
     async def _vod_ranges(self, request: Request, channel_id: str) -> tuple[float, float, list[Range]]:
         rec = self._recording()

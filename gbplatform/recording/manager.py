@@ -56,6 +56,13 @@ from gbplatform.recording import queries as rq
 from gbplatform.recording.playback import Progress, TimelineCache, timeline
 from gbplatform.recording.recovery import parse_key, repair
 from gbplatform.recording.schedule import covers
+from gbplatform.recording.shapes import (
+    RecordingStatus,
+    Recovery,
+    Retention,
+    StorageBackend,
+    StorageState,
+)
 from gbplatform.recording.storage import LocalStorage, S3Storage, Uploader
 from gbplatform.recording.writer import (
     DiskWriter,
@@ -535,58 +542,61 @@ class RecordingManager:
             del self.downloads[old.id]
         return job
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> StorageState:
         """Storage state for the API (reactor thread; no blocking call)."""
         w = self.writer
         storage = self.storage
         local_usage = self._usage.get("local", {})
-        backends: list[dict[str, Any]] = [{
-            "name": "local",
-            "path": str(storage.root),
-            "healthy": storage.healthy and not w.stalled(self.config.nas_timeout),
-            "error": storage.health_error or (
-                "writer stalled (hung disk?)" if w.stalled(self.config.nas_timeout) else None),
-            "used_bytes": local_usage.get("local_bytes", 0) + self._usage.get("s3", {}).get("local_bytes", 0),
-            "segments": local_usage.get("segments", 0),
-            "free_bytes": storage.last_disk.free if storage.last_disk is not None else None,
-            "total_bytes": storage.last_disk.total if storage.last_disk is not None else None,
-            "queue_bytes": w.queue.bytes,
-            "queue_frames": len(w.queue),
-            "queue_limit": w.queue.limit,
-            "dropped_frames": w.dropped_frames,
-            "written_bytes": w.written_bytes,
-            "write_errors": w.errors,
-        }]
+        stalled = w.stalled(self.config.nas_timeout)
+        backends = [StorageBackend(
+            name="local",
+            path=str(storage.root),
+            healthy=storage.healthy and not stalled,
+            error=storage.health_error or ("writer stalled (hung disk?)" if stalled else None),
+            used_bytes=local_usage.get("local_bytes", 0) + self._usage.get("s3", {}).get("local_bytes", 0),
+            segments=local_usage.get("segments", 0),
+            free_bytes=storage.last_disk.free if storage.last_disk is not None else None,
+            total_bytes=storage.last_disk.total if storage.last_disk is not None else None,
+            queue_bytes=w.queue.bytes,
+            queue_frames=len(w.queue),
+            queue_limit=w.queue.limit,
+            dropped_frames=w.dropped_frames,
+            written_bytes=w.written_bytes,
+            write_errors=w.errors,
+        )]
         if self.s3 is not None and self.uploader is not None:
             s3_usage = self._usage.get("s3", {})
-            backends.append({
-                "name": "s3",
-                "bucket": self.s3.bucket,
-                "healthy": self.uploader.failures == 0 or self.uploader.backlog == 0,
-                "used_bytes": s3_usage.get("bytes", 0),
-                "segments": s3_usage.get("segments", 0),
-                "upload_backlog": self.uploader.backlog,
-                "uploaded": self.uploader.uploaded,
-                "uploaded_bytes": self.uploader.uploaded_bytes,
-                "upload_failures": self.uploader.failures,
-            })
-        channels = [{
-            "channel_id": r.channel_id,
-            "device_id": r.device_id,
-            "recording": r.stream is not None and r.stream.state == "playing",
-            "segment": r.open_key,
-            "dropped_frames": r.sink.dropped,
-            "error": r.error,
-        } for r in sorted(self.channels.values(), key=lambda r: r.channel_id)]
+            backends.append(StorageBackend(
+                name="s3",
+                bucket=self.s3.bucket,
+                healthy=self.uploader.failures == 0 or self.uploader.backlog == 0,
+                used_bytes=s3_usage.get("bytes", 0),
+                segments=s3_usage.get("segments", 0),
+                upload_backlog=self.uploader.backlog,
+                uploaded=self.uploader.uploaded,
+                uploaded_bytes=self.uploader.uploaded_bytes,
+                upload_failures=self.uploader.failures,
+            ))
         s = self.stats
-        return {
-            "ready": self.ready,  # crash recovery done, policies applied from now on
-            "backend": self.backend,
-            "segment_seconds": self.config.segment_seconds,
-            "backends": backends,
-            "channels": channels,
-            "retention": {"days": self.config.retention_days, "quota_bytes": self.config.quota_bytes,
-                          "min_free_bytes": self.config.min_free_bytes, "deleted_segments": s.deleted_segments,
-                          "deleted_bytes": s.deleted_bytes},
-            "recovery": {"repaired": s.recovered, "adopted": s.adopted, "unindexed": list(s.unindexed)},
-        }
+        return StorageState(
+            ready=self.ready,  # crash recovery done, policies applied from now on
+            backend=self.backend,  # type: ignore[arg-type]
+            segment_seconds=self.config.segment_seconds,
+            backends=backends,
+            channels=[self.channel_state(r) for r in sorted(self.channels.values(), key=lambda r: r.channel_id)],
+            retention=Retention(days=self.config.retention_days, quota_bytes=self.config.quota_bytes,
+                                min_free_bytes=self.config.min_free_bytes, deleted_segments=s.deleted_segments,
+                                deleted_bytes=s.deleted_bytes),
+            recovery=Recovery(repaired=s.recovered, adopted=s.adopted, unindexed=list(s.unindexed)),
+        )
+
+    def channel_status(self, channel_id: str) -> RecordingStatus | None:
+        """The channel's live recording state while it is recorded."""
+        r = self.channels.get(channel_id)
+        return self.channel_state(r) if r is not None else None
+
+    @staticmethod
+    def channel_state(r: Recorded) -> RecordingStatus:
+        return RecordingStatus(channel_id=r.channel_id, device_id=r.device_id,
+                               recording=r.stream is not None and r.stream.state == "playing",
+                               segment=r.open_key, dropped_frames=r.sink.dropped, error=r.error)

@@ -34,7 +34,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from msgspec import UNSET
+
 from gbplatform.recording.queries import SegmentRecord
+from gbplatform.recording.shapes import RecordUrls
 
 __all__ = ["Range", "TimelineCache", "gop_ranges", "interval_urls", "remux_mp4", "rtsp_vod_base", "timeline",
            "vod_playlist"]
@@ -138,16 +141,14 @@ def rtsp_vod_base(host_header: bytes | None, rtsp_port: int) -> str | None:
 
 
 def interval_urls(channel_id: str, start: float, end: float, rtsp_base: str | None,
-                  token: str | None = None) -> dict[str, str]:
+                  token: str | None = None) -> RecordUrls:
     """Playback URLs of one timeline interval: HLS VOD, MP4 download and, with RTSP on, RTSP VOD.
 
     ``token`` (a playback token for the channel's recordings, URL-safe) makes them
     work as given in a player."""
     query = f"start={start:.3f}&end={end:.3f}" + (f"&token={token}" if token else "")
-    urls = {"hls": f"/vod/{channel_id}/index.m3u8?{query}", "mp4": f"/vod/{channel_id}.mp4?{query}"}
-    if rtsp_base is not None:
-        urls["rtsp"] = f"{rtsp_base}/vod/{channel_id}?{query}"
-    return urls
+    return RecordUrls(hls=f"/vod/{channel_id}/index.m3u8?{query}", mp4=f"/vod/{channel_id}.mp4?{query}",
+                      rtsp=f"{rtsp_base}/vod/{channel_id}?{query}" if rtsp_base is not None else UNSET)
 
 
 def timeline(segments: Sequence[SegmentRecord], start: float, end: float,

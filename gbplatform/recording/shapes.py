@@ -5,7 +5,7 @@ See ``gbplatform/api/shapes.py`` for how shapes become validation and OpenAPI.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from msgspec import UNSET, Meta, UnsetType
 
@@ -74,13 +74,15 @@ class RecordPlanList(Shape):
     items: list[RecordPlan]
 
 
-class RecordingStatus(Shape, kw_only=True):
-    """Live recording state while the manager records it."""
+class RecordingStatus(Shape):
+    """Live recording state of a channel while the manager records it."""
 
-    recording: bool | UnsetType = UNSET
-    segment: OptStr | UnsetType = UNSET
-    error: OptStr | UnsetType = UNSET
-    dropped_frames: int | UnsetType = UNSET
+    channel_id: str
+    device_id: OptStr
+    recording: Annotated[bool, Meta(description="Its live stream is playing.")]
+    segment: Annotated[OptStr, Meta(description="Key of the segment being written.")]
+    dropped_frames: int
+    error: OptStr
 
 
 class RecordPolicy(Shape):
@@ -137,18 +139,45 @@ class RecordTimeline(Shape):
 
 
 class StorageBackend(Shape, kw_only=True):
-    name: str
+    """A storage backend; the ``local`` one has the path, disk and write-queue fields, ``s3`` the bucket and
+    upload ones."""
+
+    name: Literal["local", "s3"]
     healthy: bool
     used_bytes: int
+    segments: int
+    path: str | UnsetType = UNSET
     error: OptStr | UnsetType = UNSET
     free_bytes: int | None | UnsetType = UNSET
     total_bytes: int | None | UnsetType = UNSET
     queue_bytes: int | UnsetType = UNSET
     queue_frames: int | UnsetType = UNSET
+    queue_limit: int | UnsetType = UNSET
     dropped_frames: int | UnsetType = UNSET
     written_bytes: int | UnsetType = UNSET
+    write_errors: int | UnsetType = UNSET
+    bucket: str | UnsetType = UNSET
     upload_backlog: int | UnsetType = UNSET
+    uploaded: int | UnsetType = UNSET
+    uploaded_bytes: int | UnsetType = UNSET
     upload_failures: int | UnsetType = UNSET
+
+
+class Retention(Shape):
+    days: Annotated[int, Meta(description="record.retention_days (0: forever).")]
+    quota_bytes: Annotated[int, Meta(description="record.quota_bytes (0: no quota).")]
+    min_free_bytes: Annotated[int, Meta(description="record.min_free_bytes.")]
+    deleted_segments: int
+    deleted_bytes: int
+
+
+class Recovery(Shape):
+    """What crash recovery at start found."""
+
+    repaired: Annotated[int, Meta(description="Segments left open by a crash, closed with their torn bytes cut.")]
+    adopted: Annotated[int, Meta(description="Segment files without a row, indexed again.")]
+    unindexed: Annotated[list[str], Meta(description="Files not named as this platform names recordings "
+                                                     "(left alone, not indexed).")]
 
 
 class StorageState(Shape):
@@ -156,9 +185,9 @@ class StorageState(Shape):
     backend: Literal["local", "s3"]
     segment_seconds: float
     backends: list[StorageBackend]
-    channels: list[dict[str, Any]]
-    retention: dict[str, Any]
-    recovery: dict[str, Any]
+    channels: list[RecordingStatus]
+    retention: Retention
+    recovery: Recovery
 
 
 class Download(Shape):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from klein import Klein
+from msgspec import UNSET
 from twisted.web.server import Request
 
 from gbplatform.api import schemas
@@ -21,6 +22,7 @@ from gbplatform.core.errors import DomainError
 from gbplatform.core.errors import NotFound as Missing
 from gbplatform.db import queries as q
 from gbplatform.sessions.live import LiveStream, LiveStreams
+from gbplatform.sessions.shapes import PlayResult, PlayUrls, StreamList
 
 if TYPE_CHECKING:
     from gbplatform.app.context import AppContext
@@ -72,18 +74,17 @@ class SessionRoutes(Routes):
         # token for this channel's live media (RFC 6750 §2.3), never the API token.
         tokens = self.platform.play_tokens
         query = "?token=" + tokens.issue(LIVE, channel_id)
-        urls = {
-            "http_flv": f"http://{host}/live/{channel_id}.flv{query}",
-            "hls": f"http://{host}/live/{channel_id}/index.m3u8{query}",
-            "snapshot": f"http://{host}/api/v1/channels/{channel_id}/snapshot{query}",
-        }
         rtsp_port = self.platform.config.media.rtsp_port
-        if rtsp_port:
-            # The RTSP server listens beside the API: same host name, its own port.
-            hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            urls["rtsp"] = f"rtsp://{hostname}:{rtsp_port}/live/{channel_id}{query}"
-        return self._json(request, {"stream": stream.to_json(self.platform.clock), "urls": urls,
-                                    "expires_at": schemas.iso_epoch(tokens.expires_at())})
+        # The RTSP server listens beside the API: same host name, its own port.
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        urls = PlayUrls(
+            http_flv=f"http://{host}/live/{channel_id}.flv{query}",
+            hls=f"http://{host}/live/{channel_id}/index.m3u8{query}",
+            snapshot=f"http://{host}/api/v1/channels/{channel_id}/snapshot{query}",
+            rtsp=f"rtsp://{hostname}:{rtsp_port}/live/{channel_id}{query}" if rtsp_port else UNSET,
+        )
+        return self._json(request, PlayResult(stream=stream.info(self.platform.clock), urls=urls,
+                                              expires_at=schemas.iso_epoch(tokens.expires_at())))
 
     @app.route("/api/v1/channels/<channel_id>/stop", methods=["POST"])
     @authenticated
@@ -97,5 +98,5 @@ class SessionRoutes(Routes):
     @authenticated
     async def list_streams(self, request: Request) -> bytes:
         live = live_streams(self.platform)
-        items = [s.to_json(self.platform.clock) for _, s in sorted(live.streams.items())]
-        return self._json(request, {"items": items})
+        items = [s.info(self.platform.clock) for _, s in sorted(live.streams.items())]
+        return self._json(request, StreamList(items=items))

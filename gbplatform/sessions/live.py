@@ -36,7 +36,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, Literal, NamedTuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.error import CannotListenError
@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from gbplatform.core.clock import Clock, DelayedCallLike
 from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
 from gbplatform.core.ids import SsrcAllocator
+from gbplatform.sessions.shapes import AudioCodec, Stream, StreamState, StreamTransport, VideoCodec
 from gbplatform.signalling.router import SipRouter, SipTimeout
 from media.frame import Frame
 from media.ingest import RtpIngest, payload_formats_from_rtpmap
@@ -110,6 +111,13 @@ class _Invite:
     timer: DelayedCallLike | None = None
 
 
+class MediaInfo(NamedTuple):
+    video_codec: VideoCodec | None
+    width: int | None
+    height: int | None
+    audio_codec: AudioCodec | None
+
+
 @dataclass
 class LiveStream:
     device_id: str
@@ -121,7 +129,7 @@ class LiveStream:
     ingest: RtpIngest
     receiver: Any
     started_at: float
-    state: str = "inviting"  # inviting -> playing -> closed | failed
+    state: StreamState = "inviting"  # inviting -> playing -> closed | failed
     error: str | None = None
     dialog: Dialog | None = None
     dest: Addr | None = None
@@ -134,65 +142,58 @@ class LiveStream:
     stream_choice: str | None = None  # the device's main/sub choice, e.g. "streamnumber:1"
     sdp_y_line: bool = True  # False: the device's SDP parser rejects y= (osip2 5.x)
     invite: _Invite | None = None  # while the INVITE awaits its final answer
-    _info: dict[str, Any] = field(default_factory=dict, repr=False)
+    _info: MediaInfo = field(default_factory=lambda: MediaInfo(None, None, None, None), repr=False)
     _info_key: Frame | None = field(default=None, repr=False)
 
     @property
     def viewers(self) -> int:
         return len(self.dispatcher.sinks)
 
-    def media_info(self) -> dict[str, Any]:
+    def media_info(self) -> MediaInfo:
         """Codecs and picture size, read from the latest keyframe's SPS (memoised per keyframe)."""
         tracks = self.dispatcher.tracks
         key = tracks.video.keyframe if tracks.video is not None else None
         audio_track = tracks.audio
-        audio = audio_track.codec.value if audio_track is not None else None
-        if key is not None and (key is not self._info_key or audio != self._info.get("audio_codec")):
+        audio = cast(AudioCodec, audio_track.codec.value) if audio_track is not None else None
+        if key is not None and (key is not self._info_key or audio != self._info.audio_codec):
             info = sps_info(key.codec, key.data)
-            self._info = {
-                "video_codec": key.codec.value,
-                "width": info.width if info else None,
-                "height": info.height if info else None,
-                "audio_codec": audio,
-            }
+            self._info = MediaInfo(cast(VideoCodec, key.codec.value), info.width if info else None,
+                                   info.height if info else None, audio)
             self._info_key = key
         return self._info
 
-    def to_json(self, clock: Clock | None = None) -> dict[str, Any]:
+    def info(self, clock: Clock) -> Stream:
         """The stream's state and health (GB/T 28181-2016 §9.2 session, RFC 3550 §6.4.1 loss/jitter)."""
         stats = self.ingest.stats
         reorder = self.ingest.reorder.stats
         figures = self.dispatcher.stats
-        info = self.media_info()
-        health: dict[str, Any] = {
-            "video_codec": info.get("video_codec"),
-            "audio_codec": info.get("audio_codec"),
-            "width": info.get("width"),
-            "height": info.get("height"),
-            "viewers": self.viewers,
-        }
-        if clock is not None:
-            now = clock.seconds()  # the receivers stamp frames with reactor time
-            health["uptime_seconds"] = round(max(clock.time() - self.started_at, 0.0), 3)
-            health["fps"] = round(figures.fps(now), 2)
-            health["bitrate_bps"] = int(figures.bitrate(now))
-        return health | {
-            "device_id": self.device_id,
-            "channel_id": self.channel_id,
-            "state": self.state,
-            "error": self.error,
-            "ssrc": self.ssrc,
-            "transport": self.mode,
-            "rtp_port": self.lease.rtp,
-            "started_at": self.started_at,
-            "packets": stats.packets,
-            "bytes": stats.bytes,
-            "frames": stats.frames,
-            "rtp_lost": reorder.lost,
-            "jitter_seconds": reorder.jitter_seconds,
-            "foreign_ssrc": stats.foreign_ssrc,
-            "gop": self.dispatcher.stats.last_gop,
-        }
+        media = self.media_info()
+        now = clock.seconds()  # the receivers stamp frames with reactor time
+        return Stream(
+            device_id=self.device_id,
+            channel_id=self.channel_id,
+            state=self.state,
+            error=self.error,
+            ssrc=self.ssrc,
+            transport=cast(StreamTransport, self.mode),
+            rtp_port=self.lease.rtp,
+            started_at=self.started_at,
+            packets=stats.packets,
+            bytes=stats.bytes,
+            frames=stats.frames,
+            rtp_lost=reorder.lost,
+            jitter_seconds=reorder.jitter_seconds,
+            foreign_ssrc=stats.foreign_ssrc,
+            gop=figures.last_gop,
+            video_codec=media.video_codec,
+            audio_codec=media.audio_codec,
+            width=media.width,
+            height=media.height,
+            fps=round(figures.fps(now), 2),
+            bitrate_bps=int(figures.bitrate(now)),
+            uptime_seconds=round(max(clock.time() - self.started_at, 0.0), 3),
+            viewers=self.viewers,
+        )
 
 
 class LiveStreams:
@@ -530,7 +531,8 @@ class LiveStreams:
         log.warn("channel {id}: {reason}; ending the stream", id=stream.channel_id, reason=reason)
         self._close(stream, "failed", reason)
 
-    def _close(self, stream: LiveStream, state: str, reason: str, *, send_bye: bool = True) -> None:
+    def _close(self, stream: LiveStream, state: Literal["closed", "failed"], reason: str, *,
+               send_bye: bool = True) -> None:
         if stream.state in ("closed", "failed"):
             return
         stream.state = state

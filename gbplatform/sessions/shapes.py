@@ -17,15 +17,21 @@ _PT: Final = "l.1733400000.Jm2uQ4Vb8c1oZ0vX9kT3yA"  # a playback token, gbplatfo
 _URI: Final = {"format": "uri"}
 
 
+StreamState = Literal["inviting", "playing", "closed", "failed"]
+StreamTransport = Literal["udp", "tcp-passive", "tcp-active"]
+VideoCodec = Literal["h264", "h265"]
+AudioCodec = Literal["g711a", "g711u", "aac"]
+
+
 class Stream(Shape):
     """A live stream (one INVITE session) and its counters."""
 
     device_id: str
     channel_id: str
-    state: Literal["inviting", "playing", "closed", "failed"]
+    state: StreamState
     error: Annotated[OptStr, Meta(description="Why a failed stream ended.")]
     ssrc: Annotated[str, Meta(description="10-digit GB SSRC offered in the INVITE (y= line).")]
-    transport: Literal["udp", "tcp-passive", "tcp-active"]
+    transport: StreamTransport
     rtp_port: Annotated[int, Meta(description="Platform port the device sends RTP to.")]
     started_at: Annotated[float, Meta(description="Unix time the INVITE was sent.")]
     packets: int
@@ -35,8 +41,8 @@ class Stream(Shape):
     jitter_seconds: float
     foreign_ssrc: Annotated[int, Meta(description="Packets dropped for carrying another SSRC.")]
     gop: Annotated[int | None, Meta(description="Frames in the last complete GOP.")]
-    video_codec: Annotated[Literal["h264", "h265"] | None, Meta(description="From the PSM/SPS.")]
-    audio_codec: Literal["g711a", "g711u", "aac"] | None
+    video_codec: Annotated[VideoCodec | None, Meta(description="From the PSM/SPS.")]
+    audio_codec: AudioCodec | None
     width: Annotated[int | None, Meta(description="Picture width from the SPS (after cropping).")]
     height: Annotated[int | None, Meta(description="Picture height from the SPS (after cropping).")]
     fps: Annotated[float, Meta(description="Video frames per second over the last 5 s.")]

@@ -55,17 +55,19 @@ class TraceEntry(NamedTuple):
     data: bytes
     seq: int = 0  # arrival order across the lists entries() merges; wall time may step back
 
-    def to_json(self) -> dict[str, object]:
-        text = self.data.decode("utf-8", "replace")
-        first = text.split("\r\n", 1)[0]
-        return {
-            "at": self.at,
-            "direction": self.direction,
-            "transport": self.transport,
-            "peer": f"{self.host}:{self.port}",
-            "summary": first,
-            "message": text,
-        }
+    @property
+    def peer(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def text(self) -> str:
+        """The message as text: a trace shows what came, invalid UTF-8 replaced rather than refused."""
+        return self.data.decode("utf-8", "replace")
+
+    @property
+    def summary(self) -> str:
+        """The start line (RFC 3261 §7.1, §7.2)."""
+        return self.text.split("\r\n", 1)[0]
 
 
 class SipTrace:

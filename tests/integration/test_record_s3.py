@@ -154,8 +154,8 @@ def test_recordings_upload_and_play_back_from_the_bucket(s3_endpoint: str, tmp_p
                             str(out)], capture_output=True, text=True, check=True).stdout
     assert float(probe) == pytest.approx(6.0, abs=0.05)
     state = manager.state()
-    s3_state = next(b for b in state["backends"] if b["name"] == "s3")
-    assert s3_state["upload_backlog"] == 0 and s3_state["uploaded"] == 5
+    s3_state = next(b for b in state.backends if b.name == "s3")
+    assert s3_state.upload_backlog == 0 and s3_state.uploaded == 5
 
     # Retention deletes the objects too.
     manager.config = RecordConfig(**{**manager.config.__dict__, "quota_bytes": 1})

@@ -858,7 +858,7 @@ class FakeStream:
     def viewers(self) -> int:
         return len(self.dispatcher.sinks)
 
-    def to_json(self, clock: Any = None) -> dict[str, Any]:
+    def info(self, clock: Any) -> dict[str, Any]:
         return {"device_id": self.device_id, "channel_id": self.channel_id, "state": self.state,
                 "viewers": self.viewers}
 

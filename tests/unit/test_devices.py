@@ -27,6 +27,7 @@ from gbplatform.core.clock import FakeClock
 from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner
+from gbplatform.devices import shapes as device_shapes
 from gbplatform.devices.registrar import DeviceEvent
 from sip import manscdp
 from sip.auth import parse_auth_header
@@ -591,7 +592,7 @@ def test_device_info_and_status_queries(h: Harness) -> None:
     dev.message(manscdp.encode_device_info_response(query.sn, DEV, manufacturer="Dahua", model="IPC",
                                                     firmware="2.8", channel=4))
     info = result_of(d)
-    assert info["manufacturer"] == "Dahua" and info["channel"] == 4 and info["result"] == "OK"
+    assert info.manufacturer == "Dahua" and info.channel == 4 and info.result == "OK"
 
     d = h.run(h.platform.queries.device_status(DEV))
     query = dev.last_query("DeviceStatus")
@@ -599,9 +600,9 @@ def test_device_info_and_status_queries(h: Harness) -> None:
         query.sn, DEV, encode="ON", record="OFF", device_time="2023-11-15T06:13:20",
         alarm_status=[manscdp.AlarmStatus(device_id="34020000001340000001", duty_status="OFFDUTY")]))
     status = result_of(d)
-    assert status["online"] == "ONLINE" and status["encode"] == "ON"
-    assert status["device_time"] == "2023-11-15T06:13:20"
-    assert status["alarm_status"] == [{"device_id": "34020000001340000001", "duty_status": "OFFDUTY"}]
+    assert status.online == "ONLINE" and status.encode == "ON"
+    assert status.device_time == "2023-11-15T06:13:20"
+    assert status.alarm_status == [device_shapes.AlarmStatus(device_id="34020000001340000001", duty_status="OFFDUTY")]
 
 
 def test_a_query_not_answered_times_out_after_query_timeout(make: Callable[..., Harness]) -> None:

@@ -108,7 +108,7 @@ def test_play_invites_once_acks_and_shares(env: Any) -> None:
     assert offer.effective_ssrc == stream.ssrc and offer.first_media("video").port == stream.lease.rtp
     assert offer.media_ip() == "192.0.2.10"
     assert receivers[0].started == 1 and streams.ports.in_use == 1
-    assert stream.to_json()["state"] == "playing"
+    assert stream.info(h.clock).state == "playing"
 
 
 def test_stop_sends_bye_and_returns_port_and_ssrc(env: Any) -> None:
@@ -300,12 +300,12 @@ def test_stream_health_from_the_capture(env: Any, shared_dir: Any) -> None:
     for _, payload in udp_payloads(shared_dir / "captures" / "zlm_ps_rtp_udp_1080p.pcap")[:1200]:
         stream.ingest.datagram(payload, h.clock.seconds())
         h.clock.advance(10 / 3757)  # the capture's packet rate: 10 s of video
-    health = stream.to_json(h.clock)
-    assert (health["video_codec"], health["width"], health["height"]) == ("h264", 1920, 1080)
-    assert health["audio_codec"] is None and health["viewers"] == 1
-    assert 23 <= health["fps"] <= 27 and health["bitrate_bps"] > 1_000_000
-    assert health["uptime_seconds"] >= 3.0 and health["gop"] == 50
-    assert stream.to_json()["width"] == 1920  # without a clock: no rates
+    health = stream.info(h.clock)
+    assert (health.video_codec, health.width, health.height) == ("h264", 1920, 1080)
+    assert health.audio_codec is None and health.viewers == 1
+    assert 23 <= health.fps <= 27 and health.bitrate_bps > 1_000_000
+    assert health.uptime_seconds >= 3.0 and health.gop == 50
+    assert stream.media_info().width == 1920
 
 
 def test_stream_health_without_a_gop_cache(env: Any, shared_dir: Any) -> None:
@@ -320,5 +320,5 @@ def test_stream_health_without_a_gop_cache(env: Any, shared_dir: Any) -> None:
         stream.ingest.datagram(payload, h.clock.seconds())
         h.clock.advance(10 / 3757)
     assert stream.dispatcher.cache.frames == []
-    health = stream.to_json(h.clock)  # read off the latest keyframe instead
-    assert (health["video_codec"], health["width"], health["height"]) == ("h264", 1920, 1080)
+    health = stream.info(h.clock)  # read off the latest keyframe instead
+    assert (health.video_codec, health.width, health.height) == ("h264", 1920, 1080)

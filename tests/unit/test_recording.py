@@ -366,8 +366,8 @@ def test_recovery_repairs_open_segments_and_adopts_orphans(rec: Rec, frames: lis
     call(rec.platform, rq.delete_segment_by_key_txn, segs[1].key)
     (rec.root / CAM1 / "notes.ts").write_bytes(b"hello")
     result_of(Deferred.fromCoroutine(rec.manager.recover()))
-    state = rec.manager.state()["recovery"]
-    assert state == {"repaired": 1, "adopted": 1, "unindexed": [f"{CAM1}/notes.ts"]}
+    state = rec.manager.state().recovery
+    assert (state.repaired, state.adopted, state.unindexed) == (1, 1, [f"{CAM1}/notes.ts"])
     fixed = call(rec.platform, rq.segments_between_txn, CAM1, 0, 4e9)
     assert [s.state for s in fixed] == ["closed"] * 5
     assert fixed[0].size % 188 == 0 and fixed[0].size == path.stat().st_size

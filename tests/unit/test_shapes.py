@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import re
 import typing
 from typing import Any
 
@@ -82,7 +84,7 @@ def test_channel_json_is_the_channel_shape() -> None:
     record = q.ChannelRecord(id=1, device_id="34020000001180000001", channel_id="34020000001320000001",
                              longitude=float("nan"), latitude=31.8, port=5060, kind="channel",
                              updated_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
-    out = channel_json(record)
+    out = msgspec.to_builtins(channel_json(record))
     assert list(out) == list(device_shapes.Channel.__struct_fields__)
     assert out["longitude"] is None and out["latitude"] == 31.8 and out["updated_at"] == "2024-01-01T00:00:00.000Z"
     msgspec.convert(out, device_shapes.Channel)  # the values fit the declared types
@@ -154,3 +156,85 @@ def test_recording_responses_match_their_schemas(rec: Rec, frames: Any) -> None:
     check(c("GET", f"/channels/{CAM1}/recordings?date={DAY}"), "RecordTimeline")
     check(c("GET", "/storage"), "StorageState")
     check(c("GET", "/record/downloads"), "DownloadList")
+
+
+# --- responses are built as their shapes --------------------------------------------
+
+
+def _documented_shapes(doc: dict[str, Any]) -> list[tuple[str, re.Pattern[str], str, str]]:
+    """``(method, path pattern, status, component)`` of every JSON response the document declares."""
+    out = []
+    for path, item in doc["paths"].items():
+        pattern = re.compile("^/api/v1" * (not path.startswith("/api/")) + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$")
+        for method, op in item.items():
+            for status, response in op.get("responses", {}).items():
+                ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+                if ref:
+                    out.append((method.upper(), pattern, status, ref.rsplit("/", 1)[1]))
+    return out
+
+
+def test_each_route_sends_the_shape_its_document_declares(rec: Rec, frames: Any, monkeypatch: Any) -> None:
+    """Every JSON answer goes through ``Routes._json`` as an instance of the component the OpenAPI
+    document names for its route and status: the component is what is sent, not a description of it."""
+    pytest.importorskip("jsonschema")
+    from gbplatform import __version__
+    from gbplatform.api.routing import Routes
+    from tests.unit import test_auth_guard, test_openapi
+
+    sent: list[tuple[str, str, int, str]] = []
+    original = Routes._json
+
+    def recording(self: Routes, request: Any, obj: Any, status: int = 200) -> bytes:
+        if not isinstance(obj, bytes):
+            sent.append((request.method.decode(), request.path.decode(), status, type(obj).__name__))
+        return original(self, request, obj, status)
+
+    monkeypatch.setattr(Routes, "_json", recording)
+    doc = build_openapi(__version__)
+    test_openapi.test_responses_match_their_schemas(doc)
+    test_openapi.test_live_responses_match_their_schemas(doc)
+    test_auth_guard.test_bans_are_listed_and_lifted_through_the_api()
+    test_recording_responses_match_their_schemas(rec, frames)
+
+    declared = _documented_shapes(doc)
+    seen: set[str] = set()
+    for method, path, status, shape in sent:
+        names = {name for m, pattern, code, name in declared
+                 if m == method and pattern.match(path) and code in (str(status), "default")}
+        assert shape in names or (shape == "Error" and status >= 400), (method, path, status, shape, names)
+        seen.add(shape)
+    # Every response component is built somewhere in the flows above; the channel tree is
+    # streamed as bytes (``schemas.tree_bytes``, each object built as its shape).
+    expected = {name for *_, name in declared} - {"ChannelTree"}
+    assert expected <= seen, expected - seen
+
+
+def test_a_route_answers_a_shape_or_bytes_only() -> None:
+    from twisted.web.http_headers import Headers
+
+    from gbplatform.api.app import Api
+    from gbplatform.api.routing import Routes
+    from tests.unit.test_api import make_platform
+
+    class Request:
+        def __init__(self) -> None:
+            self.responseHeaders = Headers()  # noqa: N815 - twisted.web's name
+
+        def setResponseCode(self, code: int) -> None:  # noqa: N802 - twisted.web's name
+            self.code = code
+
+    platform, _ = make_platform()
+    api = Api(platform)
+    body = api._json(Request(), shapes.Error(error=shapes.ErrorBody(code="x", message="m")))  # type: ignore[arg-type]
+    assert json.loads(body) == {"error": {"code": "x", "message": "m"}}  # UNSET left out, None sent
+    assert json.loads(api._json(Request(), device_shapes.DeviceCatalog(  # type: ignore[arg-type]
+        status="idle", total=0, received=0, synced_at=None, error=None))) == {
+        "status": "idle", "total": 0, "received": 0, "synced_at": None, "error": None}
+    with pytest.raises(TypeError, match="dict"):
+        Routes._json(api, Request(), {"a": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # a NaN that reaches the wire is a bug to see, not a null
+        api._json(Request(), shapes.Health(  # type: ignore[arg-type]
+            status="ok", version="x", uptime=float("nan"), devices_online=0,
+            sip=shapes.SipHealth(transactions=0, stats={}, registrar={}, onboarding_backlog=0), media=None))
+    platform.db.engine.dispose()

@@ -97,7 +97,7 @@ def test_an_answer_with_a_lowercase_cmdtype_is_routed(h: Harness) -> None:
     body = body.replace(b"<CmdType>DeviceStatus</CmdType>", b"<CmdType>devicestatus</CmdType>")
     assert dev.message(body).status == 200
     assert d.called
-    assert d.result["device_id"] == DEV and d.result["result"] == "OK"
+    assert d.result.device_id == DEV and d.result.result == "OK"
 
 
 def test_a_catalog_answered_as_lowercase_catalog_is_aggregated(h: Harness) -> None:
