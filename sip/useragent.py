@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sip import manscdp, sdp
+from sip import manscdp, ptz, sdp
 from sip.auth import AuthError, authorization_for, parse_auth_header
 from sip.dialog import Dialog
 from sip.errors import LocalSipError, SipParseError
@@ -90,6 +90,7 @@ __all__ = [
     "MessageFactory",
     "NatKeepaliveDue",
     "OutgoingRegister",
+    "PtzFrontEnd",
     "QueryAnswerer",
     "QueryAnswers",
     "Registered",
@@ -747,7 +748,8 @@ class QueryAnswers:
         return [] if answerer is None else answerer(query)
 
     def answer_message(self, req: Request, default_charset: str) -> MessageAnswer:
-        """GB/T 28181-2016 §9.5.1: 200 a MANSCDP MESSAGE, then answer a Query in MESSAGEs of our own.
+        """GB/T 28181-2016 §9.5.1: 200 a MANSCDP MESSAGE, then answer a Query (or a Control,
+        §9.3.2) in MESSAGEs of our own.
 
         415 (with Accept) for another content type, 400 for a body that does
         not decode; notifications and responses get their 200 and no bodies.
@@ -758,9 +760,55 @@ class QueryAnswers:
             msg = manscdp.decode(req.body, default_charset=default_charset)
         except manscdp.ManscdpError as e:
             return MessageAnswer(400, reason=str(e))
-        if msg.kind != "Query":
+        if msg.kind not in ("Query", "Control"):
             return MessageAnswer(200, message=msg)
         return MessageAnswer(200, bodies=tuple(self.answer(msg)), message=msg)
+
+
+class PtzFrontEnd:
+    """A device's PTZ front end as its answers show it (GB/T 28181-2016 §9.3, Annex A.3).
+
+    Answers ``DeviceControl`` carrying a ``PTZCmd`` with ``Result`` OK (ERROR
+    for a command that is not 8 well-formed bytes), records every command it
+    received (``received``: target channel and the 16 hex digits, bounded),
+    keeps the presets set and deleted per channel, and answers ``PresetQuery``
+    from them (§A.2.6.11). ``register(answers)`` installs both answerers.
+    """
+
+    MAX_RECEIVED = 1000
+
+    def __init__(self, charset: Callable[[], str]) -> None:
+        self._charset = charset  # asked per answer: a simulator's charset quirk may change it
+        self.received: list[tuple[str, str]] = []
+        self.presets: dict[str, dict[int, str]] = {}
+
+    def register(self, answers: QueryAnswers) -> None:
+        answers.register("DeviceControl", self.device_control)
+        answers.register("PresetQuery", self.preset_query)
+
+    def device_control(self, msg: manscdp.ManscdpMessage) -> list[bytes]:
+        """The Response to a DeviceControl (§A.2.6.2); other DeviceControl commands get none."""
+        if not isinstance(msg, manscdp.DeviceControl) or msg.ptz_cmd is None:
+            return []
+        self.received.append((msg.device_id, msg.ptz_cmd.upper()))
+        del self.received[:-self.MAX_RECEIVED]
+        try:
+            cmd = ptz.decode(msg.ptz_cmd)
+        except ptz.PtzCmdError as e:
+            log.info("PTZCmd %r refused: %s", msg.ptz_cmd, e)
+            return [manscdp.encode_control_response(msg.sn, msg.device_id, result="ERROR", charset=self._charset())]
+        presets = self.presets.setdefault(msg.device_id, {})
+        if cmd.code == ptz.PRESET_SET:
+            presets[cmd.data2] = f"Preset {cmd.data2}"
+        elif cmd.code == ptz.PRESET_DELETE:
+            presets.pop(cmd.data2, None)
+        return [manscdp.encode_control_response(msg.sn, msg.device_id, charset=self._charset())]
+
+    def preset_query(self, msg: manscdp.ManscdpMessage) -> list[bytes]:
+        """The PresetQuery answer (§A.2.6.11): the presets of the channel queried."""
+        presets = self.presets.get(msg.device_id, {})
+        items = [manscdp.Preset(preset_id=str(i), preset_name=name) for i, name in sorted(presets.items())]
+        return [manscdp.encode_preset_query_response(msg.sn, msg.device_id, items, charset=self._charset())]
 
 
 # -- answering INVITE ----------------------------------------------------------

@@ -6,7 +6,8 @@ their rules to this app's one URL map):
 - ``gbplatform.devices.http``: devices, channels, catalog, info/status, trace, security bans;
 - ``gbplatform.sessions.http``: play, stop, streams;
 - ``gbplatform.outputs.http``: HTTP-FLV, HLS, snapshot;
-- ``gbplatform.recording.http``: record plans and policies, recordings, storage, downloads, VOD.
+- ``gbplatform.recording.http``: record plans and policies, recordings, storage, downloads, VOD;
+- ``gbplatform.control.http``: PTZ, lens, presets, cruise, scan, aux of a channel.
 
 This module keeps what is the API's as a whole: health, ``openapi.json``,
 the access log and the error mapping. Every route is ``async def``: parse
@@ -57,6 +58,7 @@ from gbplatform.api.openapi import build_openapi
 from gbplatform.api.routing import JSON_TYPE, Routes, Web, authenticated, mount
 from gbplatform.api.routing import set_header as _set_header
 from gbplatform.app.context import AppContext
+from gbplatform.control.http import ControlRoutes
 from gbplatform.core.errors import DomainError
 from gbplatform.db import queries as q
 from gbplatform.devices.http import DeviceRoutes
@@ -179,6 +181,7 @@ class Api(Routes):
         self.session_routes = SessionRoutes(self.web)
         self.output_routes = OutputRoutes(self.web)
         self.recording_routes = RecordingRoutes(self.web)
+        self.control_routes = ControlRoutes(self.web)
 
     @property
     def run_in_thread(self) -> Callable[..., Deferred[Any]]:
@@ -291,3 +294,4 @@ mount(Api.app, DeviceRoutes.app, "device_routes")
 mount(Api.app, SessionRoutes.app, "session_routes")
 mount(Api.app, OutputRoutes.app, "output_routes")
 mount(Api.app, RecordingRoutes.app, "recording_routes")
+mount(Api.app, ControlRoutes.app, "control_routes")

@@ -21,6 +21,7 @@ from gbplatform.api.schemas import (
     MAX_PAGE_LIMIT,
     MAX_TRACE_LIMIT,
 )
+from gbplatform.control import shapes as control
 from gbplatform.devices import shapes as devices
 from gbplatform.recording import shapes as recording
 from gbplatform.sessions import shapes as sessions
@@ -36,6 +37,8 @@ SHAPES: tuple[Any, ...] = (
     sessions.StreamList, sessions.PlayResult,
     recording.RecordPlan, recording.RecordPlanBody, recording.RecordPlanList, recording.RecordPolicyBody,
     recording.RecordPolicy, recording.RecordTimeline, recording.StorageState, recording.DownloadList,
+    control.PtzBody, control.LensBody, control.PresetBody, control.CruiseBody, control.ScanBody, control.AuxBody,
+    control.ControlResult, control.PresetList,
 )
 
 
@@ -281,8 +284,9 @@ def build_openapi(version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries", "live", "recording")],
-        "paths": {**_paths(), **_record_paths(), **_security_paths()},
+        "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries", "live", "recording",
+                                                  "control")],
+        "paths": {**_paths(), **_record_paths(), **_security_paths(), **_control_paths()},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "The token from `api.token` or <data_dir>/api_token."}},
@@ -414,5 +418,77 @@ def _record_paths() -> dict[str, Any]:
                 **missing, **off,
             }, device=False, params=[_CHANNEL_ID, *_RANGE_QUERY, _TOKEN_QUERY],
                 description="Whole GOPs: the file starts at the keyframe at or before `start`."),
+        },
+    }
+
+
+# --- device control (issue 10: GB/T 28181-2016 A.3) ------------------------------------
+
+_PRESET_INDEX = {"name": "index", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 255},
+                 "description": "The preset number (A.3.4 byte 6)."}
+_CONTROL_ERRORS = {"404": _r("ChannelNotFound"), "409": _r("DeviceOffline"), "502": _r("DeviceRejected"),
+                   "504": _r("DeviceTimeout")}
+_CONTROL_NOTE = ("Sent as a DeviceControl MESSAGE with the 8-byte A.3 PTZCmd and `Info/ControlPriority` to the "
+                 "device that owns the channel (an NVR channel's command goes to the NVR, `DeviceID` the channel); "
+                 "the answer is the device's `Result`. 504 when it does not answer within `sip.query_timeout`.")
+
+
+def _control_op(op_id: str, summary: str, body: str, examples: dict[str, dict[str, Any]], *,
+                params: list[dict[str, Any]] | None = None, description: str = "") -> dict[str, Any]:
+    op = _op(op_id, "control", summary, {"200": _ok("ControlResult"), **_CONTROL_ERRORS}, device=False,
+             params=[_CHANNEL_ID, *(params or [])], body=body,
+             description=f"{description} {_CONTROL_NOTE}".strip())
+    op["requestBody"]["content"]["application/json"]["examples"] = {
+        name: {"value": value} for name, value in examples.items()}
+    return op
+
+
+def _control_paths() -> dict[str, Any]:
+    channel = f"{PREFIX}/channels/{{channel_id}}"
+    return {
+        f"{channel}/ptz": {
+            "post": _control_op("ptz", "Pan, tilt, zoom or stop the channel's camera (A.3.2)", "PtzBody", {
+                "left": {"action": "left", "speed": 128},
+                "timedZoom": {"action": "zoomin", "speed": 200, "duration_ms": 1500},
+                "stop": {"action": "stop"},
+            }, description="With `duration_ms` the platform sends stop itself after it."),
+        },
+        f"{channel}/lens": {
+            "post": _control_op("lens", "Iris and focus of the channel's camera (A.3.3)", "LensBody", {
+                "irisOpen": {"action": "iris_open", "speed": 64},
+                "focusNear": {"action": "focus_near", "speed": 64},
+                "stop": {"action": "stop"},
+            }),
+        },
+        f"{channel}/presets": {
+            "get": _op("listPresets", "control", "The device's presets of the channel (PresetQuery)",
+                       {"200": _ok("PresetList"), **_CONTROL_ERRORS}, device=False, params=[_CHANNEL_ID],
+                       description="A PresetQuery (GB/T 28181-2016 §A.2.4.9) to the device that owns the channel; "
+                                   "504 when it does not answer within `sip.query_timeout`."),
+        },
+        f"{channel}/presets/{{index}}": {
+            "post": _control_op("preset", "Set, call or delete a preset (A.3.4)", "PresetBody", {
+                "set": {"action": "set"}, "call": {"action": "call"}, "delete": {"action": "delete"},
+            }, params=[_PRESET_INDEX]),
+        },
+        f"{channel}/cruise": {
+            "post": _control_op("cruise", "Cruise: points, speed, dwell time, start, stop (A.3.5)", "CruiseBody", {
+                "addPoint": {"action": "add_point", "group": 1, "point": 3},
+                "dwell": {"action": "set_dwell", "group": 1, "value": 10},
+                "start": {"action": "start", "group": 1},
+            }, description="`stop` sends PTZ stop, which ends a cruise."),
+        },
+        f"{channel}/scan": {
+            "post": _control_op("scan", "Auto-scan: limits, speed, start, stop (A.3.6)", "ScanBody", {
+                "setLeft": {"action": "set_left", "group": 0},
+                "speed": {"action": "set_speed", "group": 0, "value": 32},
+                "start": {"action": "start", "group": 0},
+            }, description="`stop` sends PTZ stop, which ends a scan."),
+        },
+        f"{channel}/aux": {
+            "post": _control_op("aux", "Auxiliary switch on or off; switch 1 is the wiper (A.3.7)", "AuxBody", {
+                "wiperOn": {"switch": 1, "on": True},
+            }),
         },
     }

@@ -260,7 +260,8 @@ class DeviceCreate:
     changes: DeviceChanges
 
 
-def _convert(obj: Mapping[str, Any], shape: type[S], messages: Mapping[str, str] | None = None) -> S:
+def parse_body(obj: Mapping[str, Any], shape: type[S], messages: Mapping[str, str] | None = None) -> S:
+    """A checked JSON body as ``shape``; a 400 ``ValidationError`` naming the field otherwise."""
     try:
         return convert_body(obj, shape, messages)
     except BodyError as e:
@@ -670,7 +671,7 @@ PolicyBody = record_shapes.RecordPolicyBody
 def parse_policy(obj: Mapping[str, Any]) -> PolicyBody:
     """``PUT /channels/{id}/record`` (``RecordPolicyBody``): ``mode``, ``plan_id`` (mode plan),
     ``retention_days`` (null: global)."""
-    body = _convert(obj, record_shapes.RecordPolicyBody, record_shapes.POLICY_MESSAGES)
+    body = parse_body(obj, record_shapes.RecordPolicyBody, record_shapes.POLICY_MESSAGES)
     if body.mode == "plan" and body.plan_id is None:
         raise ValidationError("plan_id", "is required when mode is plan")
     if body.mode != "plan" and body.plan_id is not None:

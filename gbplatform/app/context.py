@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # only types: building them is gbplatform.app.service's job
     from gbplatform.app.config import Config
     from gbplatform.auth.play_tokens import PlayTokens
+    from gbplatform.control.service import ControlService
     from gbplatform.core.clock import Clock
     from gbplatform.core.workers import Workers
     from gbplatform.db.database import Database
@@ -50,6 +51,7 @@ class AppContext:
     devices: DeviceManager
     catalog: CatalogSync
     queries: DeviceQueries
+    control: ControlService
     trace: SipTrace
     api_token: str
     started_at: float

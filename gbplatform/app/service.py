@@ -27,6 +27,7 @@ from gbplatform.api.app import Api, access_log_line
 from gbplatform.app.config import Config
 from gbplatform.app.context import AppContext
 from gbplatform.auth.play_tokens import PlayTokens
+from gbplatform.control.service import ControlService
 from gbplatform.core.clock import Clock, ReactorClock
 from gbplatform.core.ids import SsrcAllocator
 from gbplatform.db import queries as q
@@ -101,9 +102,10 @@ def build_platform(
                             concurrency=config.sip.onboarding_queries)
     trace = SipTrace(config.sip.id, per_device=config.sip.trace_size, address_of=devices.known_address,
                      is_known=devices.known_id)
+    control = ControlService(router=router, devices=devices, db=db, clock=clock)
     platform = AppContext(
         config=config, clock=clock, db=db, endpoint=endpoint, router=router, devices=devices, catalog=catalog,
-        queries=queries, trace=trace, api_token=api_token, started_at=clock.time(), events=events,
+        queries=queries, control=control, trace=trace, api_token=api_token, started_at=clock.time(), events=events,
         play_tokens=PlayTokens.from_api_token(api_token, clock, ttl=config.api.play_token_ttl),
     )
     if receiver_factory is not None:

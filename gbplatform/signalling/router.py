@@ -49,7 +49,8 @@ to the ``on_manscdp`` listeners of its CmdType, if any. A Response nothing
 waits for and nobody listens to is acknowledged and dropped.
 
 The router also builds and sends the platform's own requests
-(``new_request``, ``send_request``, ``send_manscdp``, ``query``).
+(``new_request``, ``send_request``, ``send_manscdp``, ``query``; ``ask`` for a
+Control such as DeviceControl, whose Response is correlated the same way).
 """
 
 from __future__ import annotations
@@ -504,6 +505,22 @@ class SipRouter:
         target_id: str | None = None,
     ) -> manscdp.ManscdpMessage:
         """Send a Query and wait for the device's Response with the same SN (§9.5)."""
+
+        def query_body(sn: int, charset: str) -> bytes:
+            return manscdp.encode_query(cmd_type, sn, target_id or device_id, charset=charset, extra=extra)
+
+        return await self.ask(device_id, cmd_type, query_body, timeout=timeout)
+
+    async def ask(
+        self,
+        device_id: str,
+        cmd_type: str,
+        body: Callable[[int, str], bytes],
+        *,
+        timeout: float | None = None,
+    ) -> manscdp.ManscdpMessage:
+        """MESSAGE ``body(sn, charset)`` (a Query or a Control) and wait for the device's
+        Response of ``cmd_type`` with the same SN (GB/T 28181-2016 §9.3, §9.5)."""
         sn = self.next_sn()
         d: Deferred[manscdp.ManscdpMessage] = Deferred()
         wait = timeout if timeout is not None else self.query_timeout
@@ -536,7 +553,10 @@ class SipRouter:
 
         # Not awaited before the answer: a device that never answers the
         # MESSAGE must time out after query_timeout, not after timer F (32 s).
-        sending = ensureDeferred(self.send_query(device_id, cmd_type, sn, extra=extra, target_id=target_id))
+        async def send() -> None:  # in the device's charset; a body that fails to build fails the ask
+            await self.send_manscdp(device_id, body(sn, self.devices.charset_of(device_id)))
+
+        sending = ensureDeferred(send())
         sending.addErrback(send_failed)
         return await d
 

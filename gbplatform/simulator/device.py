@@ -77,6 +77,7 @@ from sip.useragent import (
     KeepaliveFailed,
     MessageFactory,
     NatKeepaliveDue,
+    PtzFrontEnd,
     QueryAnswers,
     Registered,
     RegistrationConfig,
@@ -498,6 +499,8 @@ class SimDevice:
         self._outbox: deque[bytes] = deque()
         self._in_flight = 0
         self._items = self._build_catalog()
+        # PTZ commands received and presets kept (GB/T 28181-2016 A.3): the e2e tests read them from the log.
+        self.ptz = PtzFrontEnd(lambda: self._out_charset)
         self.queries = self._query_answers()
         # Live streams by Call-ID (GB/T 28181-2016 §9.2), at most MAX_PLAY_SESSIONS.
         self.plays: dict[str, _Play] = {}
@@ -789,13 +792,16 @@ class SimDevice:
             log.info("device {device_id}: bad MANSCDP body: {reason}",
                      device_id=self.device_id, reason=got.reason)
         self._reply(req, tx, got.status, headers=got.headers)
-        if got.message is None or got.message.kind != "Query":
+        if got.message is None or got.message.kind not in ("Query", "Control"):
             return
         if not got.bodies:
             log.debug("device {device_id}: no answer to query {cmd}",
                       device_id=self.device_id, cmd=got.message.cmd_type)
             return
         self.sim.stats.queries_answered += 1
+        if isinstance(got.message, manscdp.DeviceControl) and got.message.ptz_cmd is not None:
+            log.info("device {device_id}: PTZCmd {cmd} for {target}", device_id=self.device_id,
+                     cmd=got.message.ptz_cmd.upper(), target=got.message.device_id)
         self._outbox.extend(got.bodies)
         self._pump()
 
@@ -806,6 +812,7 @@ class SimDevice:
         answers.register("DeviceInfo", self._device_info)
         answers.register("DeviceStatus", self._device_status)
         answers.register("ConfigDownload", self._config_download)
+        self.ptz.register(answers)
         return answers
 
     def _device_info(self, query: manscdp.ManscdpMessage) -> list[bytes]:

@@ -31,7 +31,17 @@ from sip.manscdp.catalog import (
 )
 from sip.manscdp.codec import decode, encode_control, encode_notify, encode_query, encode_response
 from sip.manscdp.config import BasicParam, ConfigDownloadResponse, encode_config_download_response
-from sip.manscdp.control import ControlResponse
+from sip.manscdp.control import (
+    ControlInfo,
+    ControlResponse,
+    DeviceControl,
+    Preset,
+    PresetQuery,
+    PresetQueryResponse,
+    encode_control_response,
+    encode_device_control,
+    encode_preset_query_response,
+)
 from sip.manscdp.device import (
     AlarmStatus,
     DeviceInfoResponse,
@@ -101,7 +111,9 @@ __all__ = [
     "Command",
     "ConfigDownloadResponse",
     "Control",
+    "ControlInfo",
     "ControlResponse",
+    "DeviceControl",
     "DeviceInfoResponse",
     "DeviceStatusResponse",
     "Extra",
@@ -111,6 +123,9 @@ __all__ = [
     "ManscdpError",
     "ManscdpMessage",
     "Nested",
+    "Preset",
+    "PresetQuery",
+    "PresetQueryResponse",
     "Notify",
     "Query",
     "Registry",
@@ -125,10 +140,13 @@ __all__ = [
     "encode_catalog_response",
     "encode_config_download_response",
     "encode_control",
+    "encode_control_response",
+    "encode_device_control",
     "encode_device_info_response",
     "encode_device_status_response",
     "encode_keepalive",
     "encode_notify",
+    "encode_preset_query_response",
     "encode_query",
     "encode_response",
     "format_gb_time",

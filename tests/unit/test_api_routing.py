@@ -13,6 +13,7 @@ from twisted.web.server import Request
 from gbplatform.api.app import Api
 from gbplatform.api.routing import Routes, Web, mount
 from gbplatform.app.context import AppContext
+from gbplatform.control.http import ControlRoutes
 from gbplatform.devices.http import DeviceRoutes
 from gbplatform.outputs.http import OutputRoutes
 from gbplatform.recording.http import RecordingRoutes
@@ -20,7 +21,7 @@ from gbplatform.sessions.http import SessionRoutes
 from tests.unit.test_api import TOKEN, Client, make_platform
 
 ROUTE_SETS = {"device_routes": DeviceRoutes, "session_routes": SessionRoutes, "output_routes": OutputRoutes,
-              "recording_routes": RecordingRoutes}
+              "recording_routes": RecordingRoutes, "control_routes": ControlRoutes}
 
 
 def rules(app: Klein) -> set[tuple[str, frozenset[str], str]]:

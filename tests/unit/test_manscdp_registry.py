@@ -182,6 +182,11 @@ SAMPLES: dict[tuple[str, str], dict[str, object]] = {
         heart_beat_interval=60, heart_beat_count=3, position_capability=0, longitude="1.5",
         latitude="2.5")},
     ("Response", "DeviceControl"): {"result": "ERROR"},
+    ("Control", "DeviceControl"): {"ptz_cmd": "A50F01021F1F00E5",
+                                   "info": manscdp.ControlInfo(control_priority=5)},
+    ("Query", "PresetQuery"): {},
+    ("Response", "PresetQuery"): {"result": "OK", "num": 2, "presets": (
+        manscdp.Preset(preset_id="1", preset_name="门口"), manscdp.Preset(preset_id="2", preset_name=None))},
     ("Response", "DeviceConfig"): {"result": "OK"},
 }
 

@@ -179,8 +179,11 @@ def test_each_route_sends_the_shape_its_document_declares(rec: Rec, frames: Any,
     document names for its route and status: the component is what is sent, not a description of it."""
     pytest.importorskip("jsonschema")
     from gbplatform import __version__
+    from gbplatform.api.app import Api
     from gbplatform.api.routing import Routes
-    from tests.unit import test_auth_guard, test_openapi
+    from tests.unit import test_auth_guard, test_control, test_openapi
+    from tests.unit.platform_harness import Harness
+    from tests.unit.test_api import Client
 
     sent: list[tuple[str, str, int, str]] = []
     original = Routes._json
@@ -196,6 +199,11 @@ def test_each_route_sends_the_shape_its_document_declares(rec: Rec, frames: Any,
     test_openapi.test_live_responses_match_their_schemas(doc)
     test_auth_guard.test_bans_are_listed_and_lifted_through_the_api()
     test_recording_responses_match_their_schemas(rec, frames)
+    harness = Harness()
+    try:
+        test_control.test_control_responses_match_their_schemas(harness, Client(Api(harness.platform)))
+    finally:
+        harness.close()
 
     declared = _documented_shapes(doc)
     seen: set[str] = set()

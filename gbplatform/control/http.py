@@ -1,0 +1,119 @@
+"""The device-control API: PTZ, lens, presets, cruise, scan and aux of a channel (GB/T 28181-2016 A.3).
+
+``ControlRoutes`` is mounted into the root API (``gbplatform.api.app``).
+Each route parses its body (``shapes``), builds the A.3 command
+(``sip.ptz``) and has ``ControlService`` send it to the channel's device;
+the answer is the device's Result. Errors: 400 naming the field, 404 for an
+unknown channel, 409 when its device is offline, 504 when it does not
+answer within ``sip.query_timeout``.
+"""
+
+from __future__ import annotations
+
+from klein import Klein
+from msgspec import UNSET
+from twisted.web.server import Request
+
+from gbplatform.api import schemas
+from gbplatform.api.routing import Routes, authenticated
+from gbplatform.control import shapes
+from gbplatform.control.service import ControlAnswer, ControlService
+from sip import ptz
+
+__all__ = ["ControlRoutes"]
+
+_PRESET_CODES = {"set": ptz.PRESET_SET, "call": ptz.PRESET_CALL, "delete": ptz.PRESET_DELETE}
+_CRUISE_CODES = {"add_point": ptz.CRUISE_ADD, "delete_point": ptz.CRUISE_DELETE, "set_speed": ptz.CRUISE_SPEED,
+                 "set_dwell": ptz.CRUISE_DWELL, "start": ptz.CRUISE_START}
+_SCAN_LIMITS = {"start": 0, "set_left": 1, "set_right": 2}  # §A.3.6 byte 6 of 0x89
+
+
+def _result(answer: ControlAnswer) -> shapes.ControlResult:
+    return shapes.ControlResult(device_id=answer.device_id, channel_id=answer.channel_id, result=answer.result,
+                                ptz_cmd=answer.ptz_cmd)
+
+
+def cruise_command(body: shapes.CruiseBody) -> ptz.PtzCmd:
+    """The A.3.5 command of ``body``; the field a cruise action needs is required (400 naming it)."""
+    if body.action == "stop":  # A.3 has no cruise stop: devices end a cruise on PTZ stop
+        return ptz.move("stop")
+    code = _CRUISE_CODES[body.action]
+    if body.action in ("add_point", "delete_point"):
+        if body.point is UNSET:
+            raise schemas.ValidationError("point", f"is required for {body.action}")
+        return ptz.cruise(code, body.group, body.point)
+    if body.action in ("set_speed", "set_dwell"):
+        if body.value is UNSET:
+            raise schemas.ValidationError("value", f"is required for {body.action}")
+        return ptz.cruise(code, body.group, body.value)
+    return ptz.cruise(code, body.group)
+
+
+def scan_command(body: shapes.ScanBody) -> ptz.PtzCmd:
+    """The A.3.6 command of ``body``; stop is PTZ stop, as for a cruise."""
+    if body.action == "stop":
+        return ptz.move("stop")
+    if body.action == "set_speed":
+        if body.value is UNSET:
+            raise schemas.ValidationError("value", "is required for set_speed")
+        return ptz.scan(ptz.SCAN_SPEED, body.group, body.value)
+    return ptz.scan(ptz.SCAN, body.group, _SCAN_LIMITS[body.action])
+
+
+class ControlRoutes(Routes):
+    """``/api/v1/channels/<id>/ptz``, ``lens``, ``presets``, ``cruise``, ``scan`` and ``aux``."""
+
+    app = Klein()
+
+    @property
+    def control(self) -> ControlService:
+        return self.platform.control
+
+    @app.route("/api/v1/channels/<channel_id>/ptz", methods=["POST"])
+    @authenticated
+    async def ptz(self, request: Request, channel_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.PtzBody)
+        duration = None if body.duration_ms is UNSET else body.duration_ms
+        return self._json(request, _result(await self.control.move(channel_id, body.action, body.speed, duration)))
+
+    @app.route("/api/v1/channels/<channel_id>/lens", methods=["POST"])
+    @authenticated
+    async def lens(self, request: Request, channel_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.LensBody)
+        return self._json(request, _result(await self.control.command(channel_id, ptz.lens(body.action, body.speed))))
+
+    @app.route("/api/v1/channels/<channel_id>/presets", methods=["GET"])
+    @authenticated
+    async def presets(self, request: Request, channel_id: str) -> bytes:
+        answer = await self.control.presets(channel_id)
+        return self._json(request, shapes.PresetList(
+            device_id=answer.device_id, channel_id=answer.channel_id, result=answer.result,
+            items=[shapes.PresetItem(preset_id=p.preset_id, name=p.preset_name) for p in answer.presets],
+        ))
+
+    @app.route("/api/v1/channels/<channel_id>/presets/<int:index>", methods=["POST"])
+    @authenticated
+    async def preset(self, request: Request, channel_id: str, index: int) -> bytes:
+        if not 1 <= index <= 255:
+            raise schemas.ValidationError("index", "must be a preset number between 1 and 255")
+        body = schemas.parse_body(self._body(request), shapes.PresetBody)
+        cmd = ptz.preset(_PRESET_CODES[body.action], index)
+        return self._json(request, _result(await self.control.command(channel_id, cmd)))
+
+    @app.route("/api/v1/channels/<channel_id>/cruise", methods=["POST"])
+    @authenticated
+    async def cruise(self, request: Request, channel_id: str) -> bytes:
+        cmd = cruise_command(schemas.parse_body(self._body(request), shapes.CruiseBody))
+        return self._json(request, _result(await self.control.command(channel_id, cmd)))
+
+    @app.route("/api/v1/channels/<channel_id>/scan", methods=["POST"])
+    @authenticated
+    async def scan(self, request: Request, channel_id: str) -> bytes:
+        cmd = scan_command(schemas.parse_body(self._body(request), shapes.ScanBody))
+        return self._json(request, _result(await self.control.command(channel_id, cmd)))
+
+    @app.route("/api/v1/channels/<channel_id>/aux", methods=["POST"])
+    @authenticated
+    async def aux(self, request: Request, channel_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.AuxBody)
+        return self._json(request, _result(await self.control.command(channel_id, ptz.aux(body.switch, body.on))))

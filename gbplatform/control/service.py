@@ -1,0 +1,156 @@
+"""``ControlService``: front-end device control of a channel (GB/T 28181-2016 §9.3.2, Annex A.3).
+
+Theory of operation
+-------------------
+An operator controls a *channel*; the command goes to the *device* that owns
+it (the channel's row in the registry: an NVR channel's PTZ goes to the NVR),
+as a ``DeviceControl`` MESSAGE whose ``DeviceID`` is the channel (§A.2.3.1).
+The body carries the 8-byte A.3 command (``sip.ptz``) and
+``Info/ControlPriority``. The device acknowledges the MESSAGE (200) and then
+answers with a ``Response`` carrying ``Result`` and the same SN (§9.3.2);
+the router correlates it (``SipRouter.ask``) and gives up after
+``sip.query_timeout`` (``DeviceTimeout``, 504). A device that is not
+registered is refused at once (``DeviceOffline``, 409).
+
+A move may carry a duration: after it the platform sends PTZ stop itself,
+on the injected clock, so a move does not run on when the operator's
+browser tab closes. One stop is pending per channel; a later move or stop
+of the channel (``move``) cancels it, and a move answered after a later one
+was sent arms none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gbplatform.core.clock import Clock, DelayedCallLike
+from gbplatform.core.errors import DeviceOffline, DeviceRejected
+from gbplatform.core.errors import NotFound as Missing
+from gbplatform.db import queries as q
+from gbplatform.db.database import Database
+from gbplatform.devices.registrar import DeviceManager
+from gbplatform.signalling.router import SipRouter
+from sip import manscdp, ptz
+
+__all__ = ["CONTROL_PRIORITY", "ControlAnswer", "ControlService", "PresetAnswer"]
+
+log = Logger()
+
+CONTROL_PRIORITY = 5
+"""``Info/ControlPriority`` sent with every PTZCmd (§A.2.3.1.1: 1 is the highest, 5 the lowest)."""
+
+
+@dataclass(frozen=True)
+class ControlAnswer:
+    """What the device answered one command: its ``Result`` (``OK``/``ERROR``) and the bytes sent."""
+
+    device_id: str
+    channel_id: str
+    result: str | None
+    ptz_cmd: str
+
+
+@dataclass(frozen=True)
+class PresetAnswer:
+    """The device's presets of a channel (PresetQuery, §A.2.6.11)."""
+
+    device_id: str
+    channel_id: str
+    result: str | None
+    presets: tuple[manscdp.Preset, ...]
+
+
+class ControlService:
+    """Sends A.3 commands and PresetQuery to the device owning a channel."""
+
+    def __init__(self, *, router: SipRouter, devices: DeviceManager, db: Database, clock: Clock) -> None:
+        self.router = router
+        self.devices = devices
+        self.db = db
+        self.clock = clock
+        self._stops: dict[str, DelayedCallLike] = {}  # channel -> the pending stop of a timed move
+        self._turns: dict[str, int] = {}  # channel -> moves sent, so an older move arms no stop
+
+    async def owner(self, channel_id: str) -> str:
+        """The device to address for ``channel_id``: 404 unknown, 409 not registered.
+
+        A channel row names its device; a device ID that is not a channel
+        (an IPC addressed as itself) is its own owner.
+        """
+        channel = await self.db.run("get_channel", q.get_channel_txn, channel_id)
+        if channel is not None:
+            device_id = channel.device_id
+        elif await self.db.run("get_device", q.get_device_txn, channel_id) is not None:
+            device_id = channel_id
+        else:
+            raise Missing(f"channel {channel_id} not found")
+        if not self.devices.is_known(device_id):
+            raise DeviceOffline(f"device {device_id} is not registered")
+        return device_id
+
+    async def command(self, channel_id: str, cmd: ptz.PtzCmd) -> ControlAnswer:
+        """Send ``cmd`` to the channel's device and return its Result (§9.3.2)."""
+        return await self._send(await self.owner(channel_id), channel_id, cmd)
+
+    async def _send(self, device_id: str, channel_id: str, cmd: ptz.PtzCmd) -> ControlAnswer:
+        wire = ptz.to_hex(cmd)
+
+        def body(sn: int, charset: str) -> bytes:
+            return manscdp.encode_device_control(sn, channel_id, wire, priority=CONTROL_PRIORITY, charset=charset)
+
+        answer = await self.router.ask(device_id, "DeviceControl", body)
+        if not isinstance(answer, manscdp.Response):
+            raise DeviceRejected(f"device {device_id} sent an unexpected DeviceControl answer")
+        log.info("channel {channel_id}: PTZCmd {cmd} answered {result}", channel_id=channel_id, cmd=wire,
+                 result=answer.result)
+        return ControlAnswer(device_id, channel_id, answer.result, wire)
+
+    async def move(self, channel_id: str, action: str, speed: int, duration_ms: int | None = None) -> ControlAnswer:
+        """Pan, tilt, zoom or stop (§A.3.2); with ``duration_ms`` a stop follows on the clock."""
+        cmd = ptz.move(action, speed)  # a bad action or speed fails before anything is cancelled
+        device_id = await self.owner(channel_id)
+        self._cancel_stop(channel_id)
+        turn = self._turns[channel_id] = self._turns.get(channel_id, 0) + 1
+        try:
+            return await self._send(device_id, channel_id, cmd)
+        finally:
+            # Armed even when the answer failed or timed out: the device may be moving anyway.
+            # Not when a later move of the channel was sent meanwhile: it owns the stop.
+            if duration_ms is not None and action != "stop" and self._turns.get(channel_id) == turn:
+                self._stops[channel_id] = self.clock.call_later(duration_ms / 1000, self._timed_stop, channel_id)
+
+    def _cancel_stop(self, channel_id: str) -> None:
+        pending = self._stops.pop(channel_id, None)
+        if pending is not None and pending.active():
+            pending.cancel()
+
+    def _timed_stop(self, channel_id: str) -> None:
+        self._stops.pop(channel_id, None)
+        d = ensureDeferred(self.command(channel_id, ptz.move("stop")))
+        d.addErrback(self._stop_failed, channel_id)
+
+    @staticmethod
+    def _stop_failed(failure: Failure, channel_id: str) -> None:
+        log.warn("channel {channel_id}: the timed PTZ stop failed: {err}", channel_id=channel_id,
+                 err=failure.getErrorMessage())
+
+    def pending_stop(self, channel_id: str) -> bool:
+        """Whether a timed move of the channel still waits for its stop."""
+        pending = self._stops.get(channel_id)
+        return pending is not None and pending.active()
+
+    async def presets(self, channel_id: str) -> PresetAnswer:
+        """PresetQuery (§A.2.4.9) of the channel, answered by its device (§A.2.6.11)."""
+        device_id = await self.owner(channel_id)
+
+        def body(sn: int, charset: str) -> bytes:
+            return manscdp.encode_query("PresetQuery", sn, channel_id, charset=charset)
+
+        answer = await self.router.ask(device_id, "PresetQuery", body)
+        if not isinstance(answer, manscdp.PresetQueryResponse):
+            raise DeviceRejected(f"device {device_id} sent an unexpected PresetQuery answer")
+        return PresetAnswer(device_id, channel_id, answer.result, answer.presets)

@@ -1,0 +1,247 @@
+"""Device control through the API against in-memory devices (GB/T 28181-2016 §9.3, Annex A.3).
+
+The platform (``platform_harness``) and a fake NVR talk SIP in memory with
+a stepped clock; the API is called over StubTreq (``test_api.Client``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gbplatform.api.app import Api
+from sip import manscdp
+from sip.useragent import PtzFrontEnd, QueryAnswers
+from tests.unit.platform_harness import DEV, FakeDevice, Harness, has_fired
+from tests.unit.test_api import Client, Reply
+
+CH = "34020000001310000001"  # a camera channel of the NVR DEV
+LEFT_16 = "A50F0002100000C6"  # test_ptz: left, pan speed 0x10
+STOP = "A50F0000000000B4"
+
+
+def nvr(h: Harness) -> FakeDevice:
+    """A registered NVR whose catalog (one channel, CH) is stored."""
+    dev = h.registered_device()
+    info = dev.last_query("DeviceInfo")
+    dev.message(manscdp.encode_device_info_response(info.sn, DEV, manufacturer="Hikvision"))
+    cat = dev.last_query("Catalog")
+    items = [manscdp.CatalogItem(device_id=CH, name="Gate", status="ON", parent_id=DEV)]
+    dev.message(manscdp.encode_catalog_response(cat.sn, DEV, len(items), items))
+    h.advance(1)
+    assert [c.channel_id for c in h.channels()] == [CH]
+    return dev
+
+
+def answer_control(dev: FakeDevice, result: str = "OK") -> manscdp.DeviceControl:
+    """Answer the platform's last DeviceControl with ``result`` (§A.2.6.2)."""
+    msg = dev.last_query("DeviceControl")
+    assert isinstance(msg, manscdp.DeviceControl)
+    dev.message(manscdp.encode_control_response(msg.sn, msg.device_id, result=result))
+    return msg
+
+
+def controls(dev: FakeDevice) -> list[str | None]:
+    return [m.ptz_cmd for m in dev.queries("DeviceControl") if isinstance(m, manscdp.DeviceControl)]
+
+
+@pytest.fixture
+def client(h: Harness) -> Client:
+    return Client(Api(h.platform))
+
+
+def call(h: Harness, client: Client, method: str, path: str, body: Any = None,
+         answer: FakeDevice | None = None) -> Reply:
+    d = client.start(method, f"/channels/{path}", body=body)
+    h.pump()
+    if answer is not None:
+        answer_control(answer)
+    return client.finish(d)
+
+
+def test_ptz_goes_to_the_owning_device_with_the_channel_as_device_id(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    reply = call(h, client, "POST", f"{CH}/ptz", {"action": "left", "speed": 16}, answer=dev)
+    assert reply.code == 200, reply.json
+    assert reply.json == {"device_id": DEV, "channel_id": CH, "result": "OK", "ptz_cmd": LEFT_16}
+    msg = dev.last_query("DeviceControl")
+    assert isinstance(msg, manscdp.DeviceControl)
+    assert msg.device_id == CH and msg.ptz_cmd == LEFT_16
+    assert msg.info == manscdp.ControlInfo(control_priority=5)
+
+
+def test_the_device_result_is_answered_as_sent(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    d = client.start("POST", f"/channels/{CH}/aux", body={"switch": 1, "on": True})
+    h.pump()
+    answer_control(dev, "ERROR")
+    reply = client.finish(d)
+    assert reply.code == 200 and reply.json["result"] == "ERROR"
+    assert reply.json["ptz_cmd"] == "A50F008C01000041"  # wiper on, test_ptz
+
+
+@pytest.mark.parametrize(("path", "body", "wire"), [
+    ("lens", {"action": "iris_open", "speed": 0x40}, "A50F004400400038"),
+    ("presets/3", {"action": "set"}, "A50F008100030038"),
+    ("presets/255", {"action": "delete"}, "A50F008300FF0036"),
+    ("cruise", {"action": "add_point", "group": 1, "point": 2}, "A50F00840102003B"),
+    ("cruise", {"action": "set_speed", "group": 1, "value": 0x123}, "A50F00860123106E"),
+    ("cruise", {"action": "start", "group": 1}, "A50F00880100003D"),
+    ("cruise", {"action": "stop", "group": 1}, STOP),
+    ("scan", {"action": "set_left"}, "A50F00890001003E"),
+    ("scan", {"action": "set_speed", "value": 0xFF}, "A50F008A00FF003D"),
+    ("scan", {"action": "stop"}, STOP),
+    ("aux", {"switch": 1, "on": False}, "A50F008D01000042"),
+])
+def test_each_command_family_sends_its_a3_bytes(h: Harness, client: Client, path: str, body: Any,
+                                                 wire: str) -> None:
+    dev = nvr(h)
+    reply = call(h, client, "POST", f"{CH}/{path}", body, answer=dev)
+    assert reply.code == 200, reply.json
+    assert controls(dev) == [wire]
+
+
+def test_unknown_channel_is_404_and_offline_device_409(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    assert call(h, client, "POST", "34020000001310000099/ptz", {"action": "stop"}).code == 404
+    assert dev.register_auth(expires=0).status == 200
+    reply = call(h, client, "POST", f"{CH}/ptz", {"action": "stop"})
+    assert (reply.code, reply.json["error"]["code"]) == (409, "device_offline")
+    assert controls(dev) == []
+
+
+def test_a_device_that_does_not_answer_is_504_after_the_query_timeout(h: Harness, client: Client) -> None:
+    nvr(h)
+    d = client.start("POST", f"/channels/{CH}/ptz", body={"action": "up", "speed": 1})
+    h.pump()
+    h.advance(h.config.sip.query_timeout - 0.5)
+    assert not has_fired(d)
+    h.advance(1)
+    reply = client.finish(d)
+    assert (reply.code, reply.json["error"]["code"]) == (504, "device_timeout")
+
+
+def test_a_timed_move_is_stopped_by_the_platform(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    call(h, client, "POST", f"{CH}/ptz", {"action": "left", "speed": 16, "duration_ms": 1500}, answer=dev)
+    assert h.platform.control.pending_stop(CH)
+    h.advance(1.4)
+    assert controls(dev) == [LEFT_16]
+    h.advance(0.2)
+    assert controls(dev) == [LEFT_16, STOP]
+    answer_control(dev)
+    assert not h.platform.control.pending_stop(CH)
+
+
+def test_a_new_move_cancels_the_pending_stop(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    call(h, client, "POST", f"{CH}/ptz", {"action": "left", "speed": 16, "duration_ms": 1000}, answer=dev)
+    call(h, client, "POST", f"{CH}/ptz", {"action": "zoomin", "speed": 0x50}, answer=dev)
+    h.advance(5)
+    assert controls(dev) == [LEFT_16, "A50F001000005014"]
+    assert not h.platform.control.pending_stop(CH)
+
+
+def test_presets_are_listed_from_the_device_answer(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    d = client.start("GET", f"/channels/{CH}/presets")
+    h.pump()
+    query = dev.last_query("PresetQuery")
+    assert query.kind == "Query" and query.device_id == CH
+    dev.message(manscdp.encode_preset_query_response(query.sn, CH, [
+        manscdp.Preset(preset_id="1", preset_name="Gate"), manscdp.Preset(preset_id="2")]))
+    reply = client.finish(d)
+    assert reply.code == 200
+    assert reply.json == {"device_id": DEV, "channel_id": CH, "result": "OK", "items": [
+        {"preset_id": "1", "name": "Gate"}, {"preset_id": "2", "name": None}]}
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("ptz", {"action": "sideways"}, "action"),
+    ("ptz", {"action": "left", "speed": 256}, "speed"),
+    ("ptz", {"action": "left", "duration_ms": 0}, "duration_ms"),
+    ("ptz", {"action": "left", "sped": 3}, "sped"),
+    ("ptz", {}, "action"),
+    ("lens", {"action": "zoomin"}, "action"),
+    ("presets/0", {"action": "set"}, "index"),
+    ("presets/256", {"action": "set"}, "index"),
+    ("presets/1", {"action": "goto"}, "action"),
+    ("cruise", {"action": "add_point", "group": 1}, "point"),
+    ("cruise", {"action": "set_dwell", "group": 1}, "value"),
+    ("cruise", {"action": "set_dwell", "group": 1, "value": 4096}, "value"),
+    ("cruise", {"action": "start"}, "group"),
+    ("scan", {"action": "set_speed"}, "value"),
+    ("aux", {"switch": 1}, "on"),
+    ("aux", {"switch": -1, "on": True}, "switch"),
+])
+def test_bad_input_is_400_naming_the_field(h: Harness, client: Client, path: str, body: Any, field: str) -> None:
+    dev = nvr(h)
+    reply = call(h, client, "POST", f"{CH}/{path}", body)
+    assert reply.code == 400, reply.json
+    assert reply.json["error"]["code"] == "invalid" and reply.json["error"]["field"] == field
+    assert controls(dev) == []
+
+
+def test_the_simulated_front_end_keeps_presets_and_records_commands() -> None:
+    front = PtzFrontEnd(lambda: "GB2312")
+    answers = QueryAnswers()
+    front.register(answers)
+
+    def control(wire: str) -> manscdp.ManscdpMessage:
+        [body] = answers.answer(manscdp.decode(manscdp.encode_device_control(7, CH, wire)))
+        return manscdp.decode(body)
+
+    assert control("A50F008100030038").fields["Result"] == "OK"  # set 3
+    assert control("A50F00810005003A").fields["Result"] == "OK"  # set 5
+    assert control("A50F0000000000B5").fields["Result"] == "ERROR"  # bad checksum
+    [body] = answers.answer(manscdp.decode(manscdp.encode_query("PresetQuery", 8, CH)))
+    listed = manscdp.decode(body)
+    assert isinstance(listed, manscdp.PresetQueryResponse)
+    assert [p.preset_id for p in listed.presets] == ["3", "5"]
+    control("A50F00830003003A")  # delete 3
+    [body] = answers.answer(manscdp.decode(manscdp.encode_query("PresetQuery", 9, CH)))
+    listed = manscdp.decode(body)
+    assert isinstance(listed, manscdp.PresetQueryResponse)
+    assert [p.preset_id for p in listed.presets] == ["5"]
+    assert [c for _, c in front.received] == [
+        "A50F008100030038", "A50F00810005003A", "A50F0000000000B5", "A50F00830003003A"]
+
+
+def test_control_responses_match_their_schemas(h: Harness, client: Client) -> None:
+    """A ControlResult and a PresetList validate against the components the OpenAPI document generates."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from gbplatform.api.openapi import build_openapi
+
+    components = build_openapi("x")["components"]
+
+    def check(reply: Reply, name: str) -> None:
+        assert reply.code == 200, reply.json
+        jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": components}).validate(
+            reply.json)
+
+    dev = nvr(h)
+    check(call(h, client, "POST", f"{CH}/ptz", {"action": "stop"}, answer=dev), "ControlResult")
+    d = client.start("GET", f"/channels/{CH}/presets")
+    h.pump()
+    query = dev.last_query("PresetQuery")
+    dev.message(manscdp.encode_preset_query_response(query.sn, CH, [manscdp.Preset(preset_id="1")]))
+    check(client.finish(d), "PresetList")
+
+
+def test_a_device_without_a_catalog_is_its_own_channel(h: Harness, client: Client) -> None:
+    dev = h.registered_device()  # an IPC addressed by its own ID
+    reply = call(h, client, "POST", f"{DEV}/ptz", {"action": "stop"}, answer=dev)
+    assert reply.code == 200 and reply.json["device_id"] == DEV == reply.json["channel_id"]
+
+
+def test_a_timed_move_that_timed_out_is_still_stopped(h: Harness, client: Client) -> None:
+    """The Response may be lost while the camera moves: the stop is armed whatever the answer."""
+    dev = nvr(h)
+    d = client.start("POST", f"/channels/{CH}/ptz", body={"action": "up", "speed": 1, "duration_ms": 500})
+    h.pump()
+    h.advance(h.config.sip.query_timeout + 0.1)
+    assert client.finish(d).code == 504
+    h.advance(0.5)
+    assert controls(dev)[-1] == STOP
+    answer_control(dev)
