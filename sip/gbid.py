@@ -118,6 +118,20 @@ _RANGES: Final = (
 CATALOG_KINDS: Final = ("civil_code", "business_group", "virtual_org", "device", "channel")
 
 
+#: The longest device ID the registry stores, in either form.
+MAX_ID_LENGTH: Final = 32
+#: A device ID outside the 20-digit form (``sip.strict_id`` off): letters, digits,
+#: ``_ . -``, so that the ID stays usable as it is in API paths, URLs and the
+#: recording store's file names.
+LOOSE_ID_PATTERN: Final = rf"[A-Za-z0-9_.\-]{{1,{MAX_ID_LENGTH}}}"
+_LOOSE_ID: Final = re.compile(LOOSE_ID_PATTERN, re.ASCII)
+
+
+def is_loose_id(value: str) -> bool:
+    """True for an ID that ``sip.strict_id = false`` admits (see ``LOOSE_ID_PATTERN``)."""
+    return _LOOSE_ID.fullmatch(value) is not None
+
+
 def is_gb_id(value: str) -> bool:
     """True for a 20-digit code (GB/T 28181-2016 Annex D)."""
     return _GB_ID.fullmatch(value) is not None

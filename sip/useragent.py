@@ -91,6 +91,7 @@ __all__ = [
     "NatKeepaliveDue",
     "OutgoingRegister",
     "PtzFrontEnd",
+    "control_command",
     "QueryAnswerer",
     "QueryAnswers",
     "Registered",
@@ -765,14 +766,32 @@ class QueryAnswers:
         return MessageAnswer(200, bodies=tuple(self.answer(msg)), message=msg)
 
 
-class PtzFrontEnd:
-    """A device's PTZ front end as its answers show it (GB/T 28181-2016 §9.3, Annex A.3).
+def control_command(msg: manscdp.DeviceControl) -> str | None:
+    """The command a DeviceControl carries, as the device logs it: ``PTZCmd``, ``TeleBoot``, the text of
+    RecordCmd, GuardCmd and AlarmCmd (``Record``, ``SetGuard``, ``ResetAlarm``...), ``IFameCmd``,
+    ``DragZoomIn``, ``DragZoomOut`` or ``HomePosition`` (GB/T 28181-2016 §A.2.3.1); None when empty."""
+    if msg.ptz_cmd is not None:
+        return "PTZCmd"
+    for text in (msg.record_cmd, msg.guard_cmd, msg.alarm_cmd):
+        if text is not None:
+            return text
+    named = (("TeleBoot", msg.tele_boot), ("IFameCmd", msg.iframe), ("DragZoomIn", msg.drag_zoom_in),
+             ("DragZoomOut", msg.drag_zoom_out), ("HomePosition", msg.home_position))
+    return next((name for name, value in named if value is not None), None)
 
-    Answers ``DeviceControl`` carrying a ``PTZCmd`` with ``Result`` OK (ERROR
-    for a command that is not 8 well-formed bytes), records every command it
-    received (``received``: target channel and the 16 hex digits, bounded),
-    keeps the presets set and deleted per channel, and answers ``PresetQuery``
-    from them (§A.2.6.11). ``register(answers)`` installs both answerers.
+
+class PtzFrontEnd:
+    """A device's front end as its answers show it (GB/T 28181-2016 §9.3, §A.2.3.1, Annex A.3).
+
+    Answers ``DeviceControl`` with ``Result`` OK (ERROR for a PTZCmd that is
+    not 8 well-formed bytes, or a command it does not know), records every
+    PTZCmd it received (``received``: target channel and the 16 hex digits,
+    bounded) and every other command (``commands``: target and
+    ``control_command``), keeps the presets set and deleted per channel and
+    answers ``PresetQuery`` from them (§A.2.6.11), and keeps the state the
+    other commands set: ``guard`` and ``recording`` per target, ``home`` the
+    home position per channel, ``boots`` the TeleBoots (the simulated device
+    does not restart). ``register(answers)`` installs both answerers.
     """
 
     MAX_RECEIVED = 1000
@@ -780,29 +799,58 @@ class PtzFrontEnd:
     def __init__(self, charset: Callable[[], str]) -> None:
         self._charset = charset  # asked per answer: a simulator's charset quirk may change it
         self.received: list[tuple[str, str]] = []
+        self.commands: list[tuple[str, str]] = []
         self.presets: dict[str, dict[int, str]] = {}
+        self.guard: dict[str, bool] = {}
+        self.recording: dict[str, bool] = {}
+        self.home: dict[str, manscdp.HomePosition] = {}
+        self.boots = 0
 
     def register(self, answers: QueryAnswers) -> None:
         answers.register("DeviceControl", self.device_control)
         answers.register("PresetQuery", self.preset_query)
 
     def device_control(self, msg: manscdp.ManscdpMessage) -> list[bytes]:
-        """The Response to a DeviceControl (§A.2.6.2); other DeviceControl commands get none."""
-        if not isinstance(msg, manscdp.DeviceControl) or msg.ptz_cmd is None:
+        """The Response to a DeviceControl (§A.2.6.2); an empty one gets none."""
+        if not isinstance(msg, manscdp.DeviceControl):
             return []
+        if msg.ptz_cmd is None:
+            return self._other_command(msg)
         self.received.append((msg.device_id, msg.ptz_cmd.upper()))
         del self.received[:-self.MAX_RECEIVED]
         try:
             cmd = ptz.decode(msg.ptz_cmd)
         except ptz.PtzCmdError as e:
             log.info("PTZCmd %r refused: %s", msg.ptz_cmd, e)
-            return [manscdp.encode_control_response(msg.sn, msg.device_id, result="ERROR", charset=self._charset())]
+            return self._result(msg, "ERROR")
         presets = self.presets.setdefault(msg.device_id, {})
         if cmd.code == ptz.PRESET_SET:
             presets[cmd.data2] = f"Preset {cmd.data2}"
         elif cmd.code == ptz.PRESET_DELETE:
             presets.pop(cmd.data2, None)
-        return [manscdp.encode_control_response(msg.sn, msg.device_id, charset=self._charset())]
+        return self._result(msg, "OK")
+
+    def _other_command(self, msg: manscdp.DeviceControl) -> list[bytes]:
+        command = control_command(msg)
+        if command is None:
+            return []
+        self.commands.append((msg.device_id, command))
+        del self.commands[:-self.MAX_RECEIVED]
+        target = msg.device_id
+        if command in ("Record", "StopRecord"):
+            self.recording[target] = command == "Record"
+        elif command in ("SetGuard", "ResetGuard"):
+            self.guard[target] = command == "SetGuard"
+        elif command == "HomePosition" and msg.home_position is not None:
+            self.home[target] = msg.home_position
+        elif command == "TeleBoot":
+            self.boots += 1
+        elif command not in ("ResetAlarm", "IFameCmd", "DragZoomIn", "DragZoomOut"):
+            return self._result(msg, "ERROR")
+        return self._result(msg, "OK")
+
+    def _result(self, msg: manscdp.ManscdpMessage, result: str) -> list[bytes]:
+        return [manscdp.encode_control_response(msg.sn, msg.device_id, result=result, charset=self._charset())]
 
     def preset_query(self, msg: manscdp.ManscdpMessage) -> list[bytes]:
         """The PresetQuery answer (§A.2.6.11): the presets of the channel queried."""

@@ -39,6 +39,8 @@ SHAPES: tuple[Any, ...] = (
     recording.RecordPolicy, recording.RecordTimeline, recording.StorageState, recording.DownloadList,
     control.PtzBody, control.LensBody, control.PresetBody, control.CruiseBody, control.ScanBody, control.AuxBody,
     control.ControlResult, control.PresetList,
+    control.DeviceRecordBody, control.GuardBody, control.AlarmResetBody, control.DragZoomBody,
+    control.HomePositionBody, control.CommandResult,
 )
 
 
@@ -286,7 +288,8 @@ def build_openapi(version: str) -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries", "live", "recording",
                                                   "control")],
-        "paths": {**_paths(), **_record_paths(), **_security_paths(), **_control_paths()},
+        "paths": {**_paths(), **_record_paths(), **_security_paths(), **_control_paths(),
+                  **_command_paths()},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "The token from `api.token` or <data_dir>/api_token."}},
@@ -442,6 +445,70 @@ def _control_op(op_id: str, summary: str, body: str, examples: dict[str, dict[st
     op["requestBody"]["content"]["application/json"]["examples"] = {
         name: {"value": value} for name, value in examples.items()}
     return op
+
+
+_COMMAND_NOTE = ("Sent as a DeviceControl MESSAGE (GB/T 28181-2016 §A.2.3.1) to the device, or for a channel to "
+                 "the device that owns it with the channel's ID as `DeviceID`; the answer is the device's `Result`. "
+                 "504 when it does not answer within `sip.query_timeout`.")
+
+
+def _command_op(op_id: str, summary: str, *, device: bool, body: str | None = None,
+                examples: dict[str, dict[str, Any]] | None = None, description: str = "") -> dict[str, Any]:
+    """A DeviceControl other than PTZCmd on a device (``device``) or a channel, answered by ``CommandResult``."""
+    missing = _r("NotFound") if device else _r("ChannelNotFound")
+    op = _op(op_id, "control", summary, {"200": _ok("CommandResult"), "404": missing, "409": _r("DeviceOffline"),
+                                         "502": _r("DeviceRejected"), "504": _r("DeviceTimeout")},
+             device=device, params=None if device else [_CHANNEL_ID], body=body,
+             description=f"{description} {_COMMAND_NOTE}".strip())
+    if body and examples:
+        op["requestBody"]["content"]["application/json"]["examples"] = {
+            name: {"value": value} for name, value in examples.items()}
+    return op
+
+
+def _command_paths() -> dict[str, Any]:
+    device, channel = f"{PREFIX}/devices/{{device_id}}", f"{PREFIX}/channels/{{channel_id}}"
+    return {
+        f"{device}/reboot": {
+            "post": _command_op("rebootDevice", "Reboot the device (TeleBoot)", device=True,
+                                description="`<TeleBoot>Boot</TeleBoot>` (§A.2.3.1.2); the device re-registers."),
+        },
+        f"{channel}/device-record": {
+            "post": _command_op("deviceRecord", "Start or stop the device's own recording (RecordCmd)", device=False,
+                                body="DeviceRecordBody", examples={"start": {"record": True}, "stop": {"record": False}},
+                                description="Record/StopRecord (§A.2.3.1.3) on the device's storage; the platform's "
+                                            "own recording is `/channels/{channel_id}/record`."),
+        },
+        f"{device}/guard": {
+            "post": _command_op("guard", "Arm or disarm the device (GuardCmd)", device=True, body="GuardBody",
+                                examples={"arm": {"armed": True}, "disarm": {"armed": False}},
+                                description="SetGuard/ResetGuard (§A.2.3.1.4)."),
+        },
+        f"{device}/alarm/reset": {
+            "post": _command_op("resetAlarm", "Reset the device's alarms (AlarmCmd ResetAlarm)", device=True,
+                                body="AlarmResetBody", examples={"all": {}, "videoLoss": {"method": 5, "type": 1}},
+                                description="ResetAlarm (§A.2.3.1.5), with `Info/AlarmMethod` and `Info/AlarmType` "
+                                            "when given."),
+        },
+        f"{channel}/iframe": {
+            "post": _command_op("iframe", "Ask for an I-frame now (IFameCmd)", device=False,
+                                description="`<IFameCmd>Send</IFameCmd>` (§A.2.3.1.7)."),
+        },
+        f"{channel}/dragzoom": {
+            "post": _command_op("dragZoom", "Zoom into or out of a box of the picture (DragZoomIn/Out)", device=False,
+                                body="DragZoomBody", examples={"in": {
+                                    "direction": "in", "length": 1920, "width": 1080, "mid_x": 960, "mid_y": 540,
+                                    "length_x": 480, "length_y": 270}},
+                                description="DragZoomIn/DragZoomOut (§A.2.3.1.8-9); the box must lie in the picture."),
+        },
+        f"{channel}/home-position": {
+            "post": _command_op("homePosition", "Set the home (watch) position (HomePosition)", device=False,
+                                body="HomePositionBody", examples={
+                                    "on": {"enabled": True, "reset_time": 60, "preset_index": 1},
+                                    "off": {"enabled": False}},
+                                description="HomePosition (§A.2.3.1.10)."),
+        },
+    }
 
 
 def _control_paths() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from twisted.web.server import Request
 
 from gbplatform.api import schemas
 from gbplatform.api.shapes import Shape
+from gbplatform.core.clock import utc_datetime
 
 if TYPE_CHECKING:
     from gbplatform.app.context import AppContext
@@ -114,7 +115,7 @@ class Routes:
         return schemas.parse_json_body(raw)
 
     def _at(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.platform.clock.time(), dt.UTC)
+        return utc_datetime(self.platform.clock.time())
 
 
 Handler = Callable[Concatenate[Any, Request, ...], Awaitable[bytes | None]]

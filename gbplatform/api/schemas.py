@@ -38,6 +38,7 @@ from gbplatform.api.shapes import (
     Shape,
     convert_body,
 )
+from gbplatform.core.clock import utc_datetime
 from gbplatform.core.errors import DomainError
 from gbplatform.core.ids import is_gb_id
 from gbplatform.db.queries import ChannelRecord, DeviceRecord, Page, TreeNode
@@ -48,6 +49,7 @@ from gbplatform.recording import shapes as record_shapes
 from gbplatform.recording.shapes import RECORD_MODES
 from gbplatform.signalling.trace import TraceEntry
 from sip.channel_fields import STORED_FIELDS
+from sip.gbid import is_loose_id
 from sip.sdp import SdpError, parse_stream_choice
 
 if TYPE_CHECKING:
@@ -69,7 +71,6 @@ MAX_SEARCH: Final = 64
 
 # Non-strict mode (sip.strict_id = false) still needs an ID that is a SIP
 # user part and fits the registry's 32-character column.
-_LOOSE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 
 
 # --- errors -----------------------------------------------------------------
@@ -144,7 +145,7 @@ def iso_epoch(epoch: float | None) -> str | None: ...
 def iso_epoch(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return iso(dt.datetime.fromtimestamp(epoch, dt.UTC))
+    return iso(utc_datetime(epoch))
 
 
 # --- inbound: bodies --------------------------------------------------------
@@ -274,7 +275,7 @@ def _check_device_id(value: Any, *, strict: bool, name: str = "device_id") -> st
     if strict:
         if not is_gb_id(value):
             raise ValidationError(name, "must be 20 digits (GB/T 28181-2016 Annex D)")
-    elif not _LOOSE_ID.fullmatch(value):
+    elif not is_loose_id(value):
         raise ValidationError(name, "1-32 characters: letters, digits, '_', '.', '-'")
     return value
 

@@ -8,7 +8,6 @@ keepalive (ARCHITECTURE "State survives restarts").
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import secrets
@@ -28,7 +27,7 @@ from gbplatform.app.config import Config
 from gbplatform.app.context import AppContext
 from gbplatform.auth.play_tokens import PlayTokens
 from gbplatform.control.service import ControlService
-from gbplatform.core.clock import Clock, ReactorClock
+from gbplatform.core.clock import Clock, ReactorClock, utc_datetime
 from gbplatform.core.ids import SsrcAllocator
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, DatabaseService, ThreadPoolRunner, make_engine
@@ -138,7 +137,7 @@ class SipService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         p = self.platform
-        at = dt.datetime.fromtimestamp(p.clock.time(), dt.UTC)
+        at = utc_datetime(p.clock.time())
         d = p.db.run("mark_all_offline", q.mark_all_offline_txn, at)
         d.addErrback(lambda f: log.failure("marking devices offline at start failed", f))
         preload = ensureDeferred(p.devices.preload())

@@ -1,4 +1,5 @@
-"""The device-control API: PTZ, lens, presets, cruise, scan and aux of a channel (GB/T 28181-2016 A.3).
+"""The device-control API: PTZ, lens, presets, cruise, scan and aux of a channel (GB/T 28181-2016 A.3);
+reboot, device recording, guard, alarm reset, I-frame, drag zoom and home position (§A.2.3.1).
 
 ``ControlRoutes`` is mounted into the root API (``gbplatform.api.app``).
 Each route parses its body (``shapes``), builds the A.3 command
@@ -11,14 +12,14 @@ answer within ``sip.query_timeout``.
 from __future__ import annotations
 
 from klein import Klein
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 from twisted.web.server import Request
 
 from gbplatform.api import schemas
 from gbplatform.api.routing import Routes, authenticated
 from gbplatform.control import shapes
-from gbplatform.control.service import ControlAnswer, ControlService
-from sip import ptz
+from gbplatform.control.service import CommandAnswer, ControlAnswer, ControlService
+from sip import manscdp, ptz
 
 __all__ = ["ControlRoutes"]
 
@@ -31,6 +32,15 @@ _SCAN_LIMITS = {"start": 0, "set_left": 1, "set_right": 2}  # §A.3.6 byte 6 of 
 def _result(answer: ControlAnswer) -> shapes.ControlResult:
     return shapes.ControlResult(device_id=answer.device_id, channel_id=answer.channel_id, result=answer.result,
                                 ptz_cmd=answer.ptz_cmd)
+
+
+def _command_result(answer: CommandAnswer) -> shapes.CommandResult:
+    return shapes.CommandResult(device_id=answer.device_id, target_id=answer.target_id, command=answer.command,
+                                result=answer.result)
+
+
+def _opt(value: int | UnsetType) -> int | None:
+    return None if value is UNSET else value
 
 
 def cruise_command(body: shapes.CruiseBody) -> ptz.PtzCmd:
@@ -61,7 +71,8 @@ def scan_command(body: shapes.ScanBody) -> ptz.PtzCmd:
 
 
 class ControlRoutes(Routes):
-    """``/api/v1/channels/<id>/ptz``, ``lens``, ``presets``, ``cruise``, ``scan`` and ``aux``."""
+    """``/api/v1/channels/<id>/ptz``, ``lens``, ``presets``, ``cruise``, ``scan``, ``aux``, ``device-record``,
+    ``iframe``, ``dragzoom``, ``home-position``; ``/api/v1/devices/<id>/reboot``, ``guard``, ``alarm/reset``."""
 
     app = Klein()
 
@@ -117,3 +128,64 @@ class ControlRoutes(Routes):
     async def aux(self, request: Request, channel_id: str) -> bytes:
         body = schemas.parse_body(self._body(request), shapes.AuxBody)
         return self._json(request, _result(await self.control.command(channel_id, ptz.aux(body.switch, body.on))))
+
+    @app.route("/api/v1/devices/<device_id>/reboot", methods=["POST"])
+    @authenticated
+    async def reboot(self, request: Request, device_id: str) -> bytes:
+        answer = await self.control.control(device_id, "TeleBoot", device=True, tele_boot="Boot")
+        return self._json(request, _command_result(answer))
+
+    @app.route("/api/v1/channels/<channel_id>/device-record", methods=["POST"])
+    @authenticated
+    async def device_record(self, request: Request, channel_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.DeviceRecordBody)
+        cmd = "Record" if body.record else "StopRecord"
+        return self._json(request, _command_result(await self.control.control(channel_id, cmd, record_cmd=cmd)))
+
+    @app.route("/api/v1/devices/<device_id>/guard", methods=["POST"])
+    @authenticated
+    async def guard(self, request: Request, device_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.GuardBody)
+        cmd = "SetGuard" if body.armed else "ResetGuard"
+        answer = await self.control.control(device_id, cmd, device=True, guard_cmd=cmd)
+        return self._json(request, _command_result(answer))
+
+    @app.route("/api/v1/devices/<device_id>/alarm/reset", methods=["POST"])
+    @authenticated
+    async def alarm_reset(self, request: Request, device_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.AlarmResetBody)
+        method, kind = _opt(body.method), _opt(body.type)
+        info = None if method is None and kind is None else manscdp.ControlInfo(alarm_method=method, alarm_type=kind)
+        answer = await self.control.control(device_id, "ResetAlarm", device=True, alarm_cmd="ResetAlarm", info=info)
+        return self._json(request, _command_result(answer))
+
+    @app.route("/api/v1/channels/<channel_id>/iframe", methods=["POST"])
+    @authenticated
+    async def iframe(self, request: Request, channel_id: str) -> bytes:
+        answer = await self.control.control(channel_id, "IFameCmd", iframe_cmd="Send")
+        return self._json(request, _command_result(answer))
+
+    @app.route("/api/v1/channels/<channel_id>/dragzoom", methods=["POST"])
+    @authenticated
+    async def dragzoom(self, request: Request, channel_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.DragZoomBody)
+        for name, value, limit in (("mid_x", body.mid_x, body.length), ("length_x", body.length_x, body.length),
+                                   ("mid_y", body.mid_y, body.width), ("length_y", body.length_y, body.width)):
+            if value > limit:
+                raise schemas.ValidationError(name, "lies outside the picture (length x width)")
+        box = manscdp.DragZoom(length=body.length, width=body.width, mid_x=body.mid_x, mid_y=body.mid_y,
+                               length_x=body.length_x, length_y=body.length_y)
+        if body.direction == "in":
+            answer = await self.control.control(channel_id, "DragZoomIn", drag_zoom_in=box)
+        else:
+            answer = await self.control.control(channel_id, "DragZoomOut", drag_zoom_out=box)
+        return self._json(request, _command_result(answer))
+
+    @app.route("/api/v1/channels/<channel_id>/home-position", methods=["POST"])
+    @authenticated
+    async def home_position(self, request: Request, channel_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.HomePositionBody)
+        home = manscdp.HomePosition(enabled=int(body.enabled), reset_time=body.reset_time,
+                                    preset_index=body.preset_index)
+        answer = await self.control.control(channel_id, "HomePosition", home_position=home)
+        return self._json(request, _command_result(answer))

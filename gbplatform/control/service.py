@@ -12,6 +12,12 @@ the router correlates it (``SipRouter.ask``) and gives up after
 ``sip.query_timeout`` (``DeviceTimeout``, 504). A device that is not
 registered is refused at once (``DeviceOffline``, 409).
 
+The other DeviceControl commands (TeleBoot, RecordCmd, GuardCmd, AlarmCmd,
+IFameCmd, DragZoomIn/Out, HomePosition, §A.2.3.1) go the same way through
+``control``: their fields are declared once in ``sip.manscdp.control`` and
+a route names them; a device-wide one (``device=True``) is addressed to a
+registered device, not a channel.
+
 A move may carry a duration: after it the platform sends PTZ stop itself,
 on the injected clock, so a move does not run on when the operator's
 browser tab closes. One stop is pending per channel; a later move or stop
@@ -21,6 +27,7 @@ was sent arms none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.defer import ensureDeferred
@@ -36,7 +43,7 @@ from gbplatform.devices.registrar import DeviceManager
 from gbplatform.signalling.router import SipRouter
 from sip import manscdp, ptz
 
-__all__ = ["CONTROL_PRIORITY", "ControlAnswer", "ControlService", "PresetAnswer"]
+__all__ = ["CONTROL_PRIORITY", "CommandAnswer", "ControlAnswer", "ControlService", "PresetAnswer"]
 
 log = Logger()
 
@@ -55,6 +62,16 @@ class ControlAnswer:
 
 
 @dataclass(frozen=True)
+class CommandAnswer:
+    """What the device answered a DeviceControl other than PTZCmd: its ``Result`` and the element sent."""
+
+    device_id: str
+    target_id: str
+    command: str
+    result: str | None
+
+
+@dataclass(frozen=True)
 class PresetAnswer:
     """The device's presets of a channel (PresetQuery, §A.2.6.11)."""
 
@@ -65,7 +82,8 @@ class PresetAnswer:
 
 
 class ControlService:
-    """Sends A.3 commands and PresetQuery to the device owning a channel."""
+    """Sends A.3 commands, the other DeviceControl commands and PresetQuery to the device owning a
+    channel, or to a device."""
 
     def __init__(self, *, router: SipRouter, devices: DeviceManager, db: Database, clock: Clock) -> None:
         self.router = router
@@ -92,6 +110,36 @@ class ControlService:
             raise DeviceOffline(f"device {device_id} is not registered")
         return device_id
 
+    async def device(self, device_id: str) -> str:
+        """``device_id`` if it is a registered device: 404 unknown (a channel is not a device), 409 offline."""
+        if await self.db.run("get_device", q.get_device_txn, device_id) is None:
+            raise Missing(f"device {device_id} not found")
+        if not self.devices.is_known(device_id):
+            raise DeviceOffline(f"device {device_id} is not registered")
+        return device_id
+
+    async def control(self, target_id: str, command: str, *, device: bool = False,
+                      **values: object) -> CommandAnswer:
+        """A DeviceControl of ``values`` (declared in ``sip.manscdp.control``) addressed to
+        ``target_id``, a device (``device``) or a channel sent to its owner (§A.2.3.1, §9.3.2).
+
+        ``command`` names the element sent, for the answer and the log.
+        """
+        device_id = await (self.device(target_id) if device else self.owner(target_id))
+
+        def body(sn: int, charset: str) -> bytes:
+            return manscdp.encode_device_command(sn, target_id, charset=charset, **values)
+
+        result = await self._ask_control(device_id, body)
+        log.info("{target_id}: {command} answered {result}", target_id=target_id, command=command, result=result)
+        return CommandAnswer(device_id, target_id, command, result)
+
+    async def _ask_control(self, device_id: str, body: Callable[[int, str], bytes]) -> str | None:
+        answer = await self.router.ask(device_id, "DeviceControl", body)
+        if not isinstance(answer, manscdp.Response):
+            raise DeviceRejected(f"device {device_id} sent an unexpected DeviceControl answer")
+        return answer.result
+
     async def command(self, channel_id: str, cmd: ptz.PtzCmd) -> ControlAnswer:
         """Send ``cmd`` to the channel's device and return its Result (§9.3.2)."""
         return await self._send(await self.owner(channel_id), channel_id, cmd)
@@ -102,12 +150,10 @@ class ControlService:
         def body(sn: int, charset: str) -> bytes:
             return manscdp.encode_device_control(sn, channel_id, wire, priority=CONTROL_PRIORITY, charset=charset)
 
-        answer = await self.router.ask(device_id, "DeviceControl", body)
-        if not isinstance(answer, manscdp.Response):
-            raise DeviceRejected(f"device {device_id} sent an unexpected DeviceControl answer")
+        result = await self._ask_control(device_id, body)
         log.info("channel {channel_id}: PTZCmd {cmd} answered {result}", channel_id=channel_id, cmd=wire,
-                 result=answer.result)
-        return ControlAnswer(device_id, channel_id, answer.result, wire)
+                 result=result)
+        return ControlAnswer(device_id, channel_id, result, wire)
 
     async def move(self, channel_id: str, action: str, speed: int, duration_ms: int | None = None) -> ControlAnswer:
         """Pan, tilt, zoom or stop (§A.3.2); with ``duration_ms`` a stop follows on the clock."""

@@ -1,4 +1,6 @@
-"""API shapes of device control: PTZ, lens, presets, cruise, scan, aux (GB/T 28181-2016 Annex A.3).
+"""API shapes of device control: PTZ, lens, presets, cruise, scan, aux (GB/T 28181-2016 Annex A.3), and
+the other DeviceControl commands (§A.2.3.1): reboot, device recording, guard, alarm reset, I-frame,
+drag zoom, home position.
 
 See ``gbplatform/api/shapes.py`` for how shapes become validation and OpenAPI.
 """
@@ -12,9 +14,15 @@ from msgspec import UNSET, Meta, UnsetType
 from gbplatform.api.shapes import OptStr, Shape
 
 __all__ = [
+    "AlarmResetBody",
     "AuxBody",
+    "CommandResult",
     "ControlResult",
     "CruiseBody",
+    "DeviceRecordBody",
+    "DragZoomBody",
+    "GuardBody",
+    "HomePositionBody",
     "LensBody",
     "PresetBody",
     "PresetItem",
@@ -79,6 +87,64 @@ class AuxBody(Shape, forbid_unknown_fields=True):
 
     switch: Annotated[int, Meta(ge=0, le=255, description="Switch number; 1 is the wiper.")]
     on: bool
+
+
+class DeviceRecordBody(Shape, forbid_unknown_fields=True):
+    """Start (`true`) or stop (`false`) the device's own recording of the channel (RecordCmd, §A.2.3.1.3)."""
+
+    record: bool
+
+
+class GuardBody(Shape, forbid_unknown_fields=True):
+    """Arm (`true`, SetGuard) or disarm (`false`, ResetGuard) the device's alarm guard (GuardCmd, §A.2.3.1.4)."""
+
+    armed: bool
+
+
+AlarmCode = Annotated[int, Meta(ge=0, le=99, description="Omitted: every one.")]
+
+
+class AlarmResetBody(Shape, forbid_unknown_fields=True):
+    """Reset the device's alarms (AlarmCmd ResetAlarm, §A.2.3.1.5), only those of the alarm `method`
+    (§A.2.5.1: 1 phone, 2 device, 3 SMS, 4 GPS, 5 video, 6 device fault, 7 other) and `type` if given."""
+
+    method: AlarmCode | UnsetType = UNSET
+    type: AlarmCode | UnsetType = UNSET
+
+
+Pixels = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class DragZoomBody(Shape, forbid_unknown_fields=True):
+    """Zoom into (`in`) or out of (`out`) a box of the picture (DragZoomIn/DragZoomOut, §A.2.3.1.8-9):
+    `length` x `width` is the size of the picture played, the box is centred on (`mid_x`, `mid_y`)
+    and `length_x` x `length_y` big, all in pixels of that picture."""
+
+    direction: Literal["in", "out"]
+    length: Annotated[int, Meta(ge=1, le=65535, description="Width of the picture played, pixels.")]
+    width: Annotated[int, Meta(ge=1, le=65535, description="Height of the picture played, pixels.")]
+    mid_x: Pixels
+    mid_y: Pixels
+    length_x: Pixels
+    length_y: Pixels
+
+
+class HomePositionBody(Shape, forbid_unknown_fields=True):
+    """Turn the home (watch) position on or off (HomePosition, §A.2.3.1.10): after `reset_time` idle
+    seconds the camera returns to preset `preset_index`."""
+
+    enabled: bool
+    reset_time: Annotated[int, Meta(ge=0, le=86400, description="Idle seconds before returning.")] = 0
+    preset_index: Annotated[int, Meta(ge=1, le=255, description="The preset to return to.")] = 1
+
+
+class CommandResult(Shape):
+    """The device's answer to a DeviceControl other than PTZCmd (Response with Result, §A.2.6.2)."""
+
+    device_id: Annotated[str, Meta(description="The device the command went to (the channel's owner).")]
+    target_id: Annotated[str, Meta(description="The `DeviceID` of the command: the device or the channel.")]
+    command: Annotated[str, Meta(examples=["TeleBoot"], description="The DeviceControl element sent.")]
+    result: Annotated[OptStr, Meta(examples=["OK"], description="The device's Result: OK or ERROR.")]
 
 
 class ControlResult(Shape):

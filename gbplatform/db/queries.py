@@ -43,6 +43,7 @@ from gbplatform.db.models import Channel, Device, utcnow
 from sip.auth import ha1
 from sip.channel_fields import STORED_FIELDS
 from sip.gbid import CATALOG_KINDS, catalog_kind, civil_code_ancestors
+from sip.gbid import MAX_ID_LENGTH as GB_MAX_ID_LENGTH
 
 __all__ = [
     "CATALOG_STATUSES",
@@ -85,12 +86,13 @@ devices: Final = cast(Table, Device.__table__)
 channels: Final = cast(Table, Channel.__table__)
 
 SIP_TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS"})
-MEDIA_TRANSPORTS: Final = frozenset({"UDP", "TCP-PASSIVE", "TCP-ACTIVE"})
+#: How a device sends RTP (GB/T 28181-2016 §9.2: UDP, or TCP with the device active or passive).
+MEDIA_TRANSPORTS: Final = ("UDP", "TCP-PASSIVE", "TCP-ACTIVE")
 CATALOG_STATUSES: Final = frozenset({"idle", "running", "done", "partial", "timeout", "error"})
 CHANNEL_KINDS: Final = CATALOG_KINDS
 MAX_CATALOG_ERROR: Final = 500  # characters of a stored catalog sync reason
 
-MAX_ID_LENGTH: Final = 32
+MAX_ID_LENGTH: Final = GB_MAX_ID_LENGTH
 MAX_PAGE_LIMIT: Final = 1000
 # Well under SQLite's host-parameter limit and PostgreSQL's 65535.
 _CHUNK: Final = 500
@@ -291,7 +293,7 @@ def _checked_device_values(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown or read-only device fields: {sorted(unknown)}")
     checks: list[tuple[str, frozenset[str]]] = [
         ("transport", SIP_TRANSPORTS),
-        ("media_transport", MEDIA_TRANSPORTS),
+        ("media_transport", frozenset(MEDIA_TRANSPORTS)),
         ("catalog_status", CATALOG_STATUSES),
     ]
     for name, allowed in checks:

@@ -39,7 +39,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gbplatform.core.clock import Clock
+from gbplatform.core.clock import Clock, utc_datetime
 from gbplatform.core.errors import DomainError
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database
@@ -259,7 +259,7 @@ class CatalogSync:
                     # A DeviceID the registry cannot hold (e.g. over 32 characters):
                     # drop that item, or the whole sync would never be stored.
                     log.info("catalog of {id}: item dropped: {err}", id=session.device_id, err=str(e))
-            at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
+            at = utc_datetime(self.clock.time())
             # The lifecycle batch first: it holds the device's row if it has just
             # registered, and a DeviceInfo name, which wins over the catalog's.
             d = self._write(session.device_id, "store_catalog", store_catalog_txn, session.device_id, channels,
@@ -283,7 +283,7 @@ class CatalogSync:
             self._finished -= 1
 
     def _write_progress(self, session: CatalogSession) -> Deferred[None]:
-        at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
+        at = utc_datetime(self.clock.time())
         return self._write(session.device_id, "catalog_progress", q.set_catalog_progress_txn, session.device_id,
                            session.status, session.sum_num or 0, session.received, at, session.error)
 

@@ -19,7 +19,6 @@ stopped onboarding for 30 s at a time).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +27,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gbplatform.core.clock import Clock
+from gbplatform.core.clock import Clock, utc_datetime
 from gbplatform.core.errors import DeviceRejected, DomainError
 from gbplatform.db.database import Database
 from gbplatform.devices import shapes
@@ -165,7 +164,7 @@ class DeviceQueries:
         msg = await self.router.query(device_id, "DeviceInfo")
         if not isinstance(msg, manscdp.DeviceInfoResponse):
             raise DeviceRejected(f"device {device_id} sent an unexpected DeviceInfo answer")
-        at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
+        at = utc_datetime(self.clock.time())
         self.devices.writer.add(
             "device_info", device_id,
             dict(name=msg.device_name, manufacturer=msg.manufacturer, model=msg.model, firmware=msg.firmware, at=at),

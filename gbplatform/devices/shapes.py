@@ -14,6 +14,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from gbplatform.api.shapes import NO_CONTROL, OptStr, OptTime, Page, Shape, Time
+from gbplatform.db.queries import MEDIA_TRANSPORTS
 from sip.channel_fields import STORED_FIELDS, ChannelField, parse_value
 from sip.gbid import CATALOG_KINDS
 
@@ -41,8 +42,6 @@ __all__ = [
 
 #: MANSCDP body charsets a device may use (GB/T 28181-2016 §A.2.1; UTF-8 from the 2022 edition).
 CHARSETS: Final = ("GB2312", "GBK", "GB18030", "UTF-8")
-#: How a device sends RTP (GB/T 28181-2016 §9.2: UDP, or TCP with the device active or passive).
-MEDIA_TRANSPORTS: Final = ("UDP", "TCP-PASSIVE", "TCP-ACTIVE")
 MAX_NAME: Final = 128
 MAX_PASSWORD: Final = 128
 

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 
 from gbplatform.recording.storage import LocalStorage
 from media.tsindex import complete_length, scan_ts
+from sip.gbid import LOOSE_ID_PATTERN
 
 __all__ = ["Repaired", "parse_key", "repair"]
 
 CLOCK_RATE = 90_000
-_KEY = re.compile(r"(?P<ch>[A-Za-z0-9_.\-]{1,32})/\d{4}-\d{2}-\d{2}/(?P=ch)-(?P<t>\d{8}T\d{6})\.(?P<ms>\d{3})Z(?:~\d+)?\.ts")
+_KEY = re.compile(
+    rf"(?P<ch>{LOOSE_ID_PATTERN})" r"/\d{4}-\d{2}-\d{2}/(?P=ch)-(?P<t>\d{8}T\d{6})\.(?P<ms>\d{3})Z(?:~\d+)?\.ts"
+)
 
 
 @dataclass(frozen=True)

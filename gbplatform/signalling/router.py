@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -70,7 +69,6 @@ from gbplatform.app.config import SipConfig
 from gbplatform.core.clock import Clock
 from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
 from gbplatform.core.ids import is_gb_id
-from gbplatform.db.queries import MAX_ID_LENGTH
 from gbplatform.devices.registrar import NOT_FROM_HERE, DeviceLive
 from sip import manscdp
 from sip.dialog import DialogId
@@ -83,6 +81,7 @@ from sip.endpoint import (
     RequestReceived,
     RequestUnanswered,
 )
+from sip.gbid import is_loose_id
 from sip.headers import from_header, to_header
 from sip.message import Request, Response, make_response
 from sip.transaction import (
@@ -96,9 +95,6 @@ from sip.transaction import (
 log = Logger()
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
-# Non-strict device IDs (sip.strict_id off): printable ASCII without spaces,
-# as long as the registry's column (db.queries.MAX_ID_LENGTH).
-_LOOSE_ID = re.compile(rf"[!-~]{{1,{MAX_ID_LENGTH}}}")
 
 # Requests that only make sense inside a dialog: without one they are 481
 # (RFC 3261 §12.2.2). A session registers its dialog for these by default.
@@ -350,16 +346,16 @@ class SipRouter:
     def _device_id_ok(self, req: Request, tx: ServerTransaction, source: Addr) -> bool:
         """Check the From user of a device's request once, before any service sees it.
 
-        A device is named by a 20-digit code (GB/T 28181-2016 Annex D; any
-        printable ASCII up to the registry's length with ``sip.strict_id``
-        off). The header is decoded with surrogate escapes, so a user with
+        A device is named by a 20-digit code (GB/T 28181-2016 Annex D; with
+        ``sip.strict_id`` off, the same loose form the API admits:
+        ``sip.gbid.LOOSE_ID_PATTERN``). The header is decoded with surrogate escapes, so a user with
         non-UTF-8 bytes would otherwise reach the registry and fail there.
         """
         user = from_header(req).user or ""  # From itself was validated by the endpoint
         if self.devices.config.strict_id:
             ok = is_gb_id(user)
         else:
-            ok = _LOOSE_ID.fullmatch(user) is not None
+            ok = is_loose_id(user)
         if not ok:
             if req.method == "REGISTER":
                 self.devices.stats["rejected"] += 1

@@ -87,6 +87,7 @@ from sip.useragent import (
     UaEvent,
     Unregistered,
     answer_invite,
+    control_command,
     invite_refusal,
 )
 
@@ -802,6 +803,9 @@ class SimDevice:
         if isinstance(got.message, manscdp.DeviceControl) and got.message.ptz_cmd is not None:
             log.info("device {device_id}: PTZCmd {cmd} for {target}", device_id=self.device_id,
                      cmd=got.message.ptz_cmd.upper(), target=got.message.device_id)
+        elif isinstance(got.message, manscdp.DeviceControl):
+            log.info("device {device_id}: DeviceControl {cmd} for {target}", device_id=self.device_id,
+                     cmd=control_command(got.message), target=got.message.device_id)
         self._outbox.extend(got.bodies)
         self._pump()
 
@@ -824,7 +828,11 @@ class SimDevice:
 
     def _device_status(self, query: manscdp.ManscdpMessage) -> list[bytes]:
         return [self._label(manscdp.encode_device_status_response(
-            query.sn, self.device_id, online="ONLINE", status="OK", encode="ON", record="OFF",
+            query.sn, self.device_id, online="ONLINE", status="OK", encode="ON",
+            # The state RecordCmd and GuardCmd set (§A.2.6.6: Record ON/OFF, DutyStatus ONDUTY when armed).
+            record="ON" if any(self.ptz.recording.values()) else "OFF",
+            alarm_status=[manscdp.AlarmStatus(device_id=target, duty_status="ONDUTY" if armed else "OFFDUTY")
+                          for target, armed in sorted(self.ptz.guard.items())],
             device_time=datetime.fromtimestamp(self._now()), charset=self._out_charset,
         ))]
 

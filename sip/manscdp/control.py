@@ -1,4 +1,5 @@
-"""Control commands and their answers: DeviceControl (PTZCmd), DeviceConfig, PresetQuery
+"""Control commands and their answers: DeviceControl (PTZCmd, TeleBoot, RecordCmd, GuardCmd, AlarmCmd,
+IFameCmd, DragZoomIn/Out, HomePosition), DeviceConfig, PresetQuery
 (GB/T 28181-2016 §A.2.3.1, §A.2.4.9, §A.2.6.2, §A.2.6.3, §A.2.6.11)."""
 
 from __future__ import annotations
@@ -13,24 +14,89 @@ from sip.manscdp.registry import Command, Leaf, Nested, Repeated, Struct, declar
 
 @dataclass(frozen=True, kw_only=True)
 class ControlInfo:
-    """``Info`` of a DeviceControl: the priority of the command (GB/T 28181-2016 §A.2.3.1.1)."""
+    """``Info`` of a DeviceControl: the priority of a PTZCmd (GB/T 28181-2016 §A.2.3.1.1), the alarm
+    method and type an AlarmCmd ResetAlarm resets (§A.2.3.1.5)."""
 
     control_priority: int | None = None
+    alarm_method: int | None = None
+    alarm_type: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DragZoom:
+    """``DragZoomIn``/``DragZoomOut`` (GB/T 28181-2016 §A.2.3.1.8, §A.2.3.1.9): the frame played
+    (``Length`` x ``Width``), the box's midpoint and size in it."""
+
+    length: int | None = None
+    width: int | None = None
+    mid_x: int | None = None
+    mid_y: int | None = None
+    length_x: int | None = None
+    length_y: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HomePosition:
+    """``HomePosition`` (GB/T 28181-2016 §A.2.3.1.10): watch position on (1) or off (0), the idle
+    seconds before the device returns to it, and its preset (1-255)."""
+
+    enabled: int | None = None
+    reset_time: int | None = None
+    preset_index: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceControl(Control):
-    """DeviceControl (GB/T 28181-2016 §A.2.3.1); ``ptz_cmd`` is the A.3 command as 16 hex digits."""
+    """DeviceControl (GB/T 28181-2016 §A.2.3.1); one command per message: ``ptz_cmd`` is the A.3
+    command as 16 hex digits, the others the text or element of their tag."""
 
     ptz_cmd: str | None = None
+    tele_boot: str | None = None
+    record_cmd: str | None = None
+    guard_cmd: str | None = None
+    alarm_cmd: str | None = None
+    iframe_cmd: str | None = None
+    iframe_cmd_variant: str | None = None
+    drag_zoom_in: DragZoom | None = None
+    drag_zoom_out: DragZoom | None = None
+    home_position: HomePosition | None = None
     info: ControlInfo | None = None
+
+    @property
+    def iframe(self) -> str | None:
+        """The I-frame request under either spelling: the standard's ``IFameCmd`` or ``IFrameCmd``."""
+        return self.iframe_cmd if self.iframe_cmd is not None else self.iframe_cmd_variant
+
+
+_DRAG_ZOOM: Final = Struct(DragZoom, (
+    Leaf("Length", "length", int), Leaf("Width", "width", int),
+    Leaf("MidPointX", "mid_x", int), Leaf("MidPointY", "mid_y", int),
+    Leaf("LengthX", "length_x", int), Leaf("LengthY", "length_y", int),
+))
 
 
 DEVICE_CONTROL: Final = declare(Command(
     kind="Control", cmd_type="DeviceControl", cls=DeviceControl,
     fields=(
         Leaf("PTZCmd", "ptz_cmd"),
-        Nested("Info", "info", Struct(ControlInfo, (Leaf("ControlPriority", "control_priority", int),))),
+        Leaf("TeleBoot", "tele_boot"),
+        Leaf("RecordCmd", "record_cmd"),
+        Leaf("GuardCmd", "guard_cmd"),
+        Leaf("AlarmCmd", "alarm_cmd"),
+        # §A.2.3.1.7 spells it IFameCmd; some devices send and expect IFrameCmd.
+        Leaf("IFameCmd", "iframe_cmd"),
+        Leaf("IFrameCmd", "iframe_cmd_variant"),
+        Nested("DragZoomIn", "drag_zoom_in", _DRAG_ZOOM),
+        Nested("DragZoomOut", "drag_zoom_out", _DRAG_ZOOM),
+        Nested("HomePosition", "home_position", Struct(HomePosition, (
+            Leaf("Enabled", "enabled", int), Leaf("ResetTime", "reset_time", int),
+            Leaf("PresetIndex", "preset_index", int),
+        ))),
+        Nested("Info", "info", Struct(ControlInfo, (
+            Leaf("ControlPriority", "control_priority", int),
+            Leaf("AlarmMethod", "alarm_method", int),
+            Leaf("AlarmType", "alarm_type", int),
+        ))),
     ),
 ))
 
@@ -95,6 +161,12 @@ def encode_device_control(
         info=None if priority is None else ControlInfo(control_priority=priority),
     )
     return encode(msg)
+
+
+def encode_device_command(sn: int, device_id: str, *, charset: str = "GB2312", **values: object) -> bytes:
+    """A DeviceControl of the declared ``values`` (``tele_boot="Boot"``, ``guard_cmd="SetGuard"``,
+    ``drag_zoom_in=DragZoom(...)``...) to ``device_id`` (§A.2.3.1)."""
+    return encode(DEVICE_CONTROL.build(sn, device_id, charset=charset, **values))
 
 
 def encode_control_response(sn: int, device_id: str, *, result: str = "OK", charset: str = "GB2312") -> bytes:

@@ -71,3 +71,42 @@ def test_ptz_bytes_and_presets_through_the_simulator(tmp_path: Path) -> None:
     finally:
         sim.kill()
         platform.stop()
+
+
+def test_device_commands_reach_the_simulator_and_its_status_shows_them(tmp_path: Path) -> None:
+    """Guard, device recording, alarm reset, I-frame, drag zoom and home position (§A.2.3.1) each reach
+    the simulator (logged as ``DeviceControl <command> for <target>``); its DeviceStatus shows the guard
+    and recording they set. TeleBoot is covered by the unit tests: it would restart nothing here."""
+    platform = PlatformProcess(tmp_path / "data").start()
+    sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "2",
+                           "--first-id", DEVICE)
+    try:
+        channel_id = platform.first_channel(DEVICE)
+        box = {"length": 1920, "width": 1080, "mid_x": 960, "mid_y": 540, "length_x": 480, "length_y": 270}
+        sent = [
+            (f"/devices/{DEVICE}/guard", {"armed": True}, DEVICE, "SetGuard"),
+            (f"/channels/{channel_id}/device-record", {"record": True}, channel_id, "Record"),
+            (f"/devices/{DEVICE}/alarm/reset", {"method": 5}, DEVICE, "ResetAlarm"),
+            (f"/channels/{channel_id}/iframe", None, channel_id, "IFameCmd"),
+            (f"/channels/{channel_id}/dragzoom", {"direction": "out", **box}, channel_id, "DragZoomOut"),
+            (f"/channels/{channel_id}/home-position", {"enabled": True, "reset_time": 30}, channel_id,
+             "HomePosition"),
+        ]
+        for path, body, target, command in sent:
+            status, answer = platform.api("POST", path, body)
+            assert (status, answer) == (200, {"device_id": DEVICE, "target_id": target, "command": command,
+                                              "result": "OK"}), f"{path}: {answer}\n{platform.log()}"
+
+        def logged() -> list[tuple[str, str]]:
+            return re.findall(r"DeviceControl (\w+) for (\d{20})", sim.log_path.read_text(errors="replace"))
+
+        wait_for(lambda: len(logged()) >= len(sent), 10, "the simulator's DeviceControl log")
+        assert logged() == [(command, target) for _, _, target, command in sent]
+
+        status, body = platform.api("GET", f"/devices/{DEVICE}/status")
+        assert status == 200, body
+        assert body["record"] == "ON"
+        assert {"device_id": DEVICE, "duty_status": "ONDUTY"} in body["alarm_status"]
+    finally:
+        sim.kill()
+        platform.stop()

@@ -227,6 +227,10 @@ def test_control_responses_match_their_schemas(h: Harness, client: Client) -> No
     query = dev.last_query("PresetQuery")
     dev.message(manscdp.encode_preset_query_response(query.sn, CH, [manscdp.Preset(preset_id="1")]))
     check(client.finish(d), "PresetList")
+    d = client.start("POST", f"/devices/{DEV}/reboot")
+    h.pump()
+    answer_control(dev)
+    check(client.finish(d), "CommandResult")
 
 
 def test_a_device_without_a_catalog_is_its_own_channel(h: Harness, client: Client) -> None:
@@ -245,3 +249,135 @@ def test_a_timed_move_that_timed_out_is_still_stopped(h: Harness, client: Client
     h.advance(0.5)
     assert controls(dev)[-1] == STOP
     answer_control(dev)
+
+
+# --- the other DeviceControl commands (GB/T 28181-2016 §A.2.3.1) ------------------------------------
+
+BOX = {"length": 1920, "width": 1080, "mid_x": 960, "mid_y": 540, "length_x": 480, "length_y": 270}
+DRAG = manscdp.DragZoom(length=1920, width=1080, mid_x=960, mid_y=540, length_x=480, length_y=270)
+
+
+def post(h: Harness, client: Client, path: str, body: Any = None, answer: FakeDevice | None = None) -> Reply:
+    d = client.start("POST", path, body=body)
+    h.pump()
+    if answer is not None:
+        answer_control(answer)
+    return client.finish(d)
+
+
+@pytest.mark.parametrize(("path", "body", "target", "command", "sent"), [
+    (f"/devices/{DEV}/reboot", None, DEV, "TeleBoot", {"tele_boot": "Boot"}),
+    (f"/channels/{CH}/device-record", {"record": True}, CH, "Record", {"record_cmd": "Record"}),
+    (f"/channels/{CH}/device-record", {"record": False}, CH, "StopRecord", {"record_cmd": "StopRecord"}),
+    (f"/devices/{DEV}/guard", {"armed": True}, DEV, "SetGuard", {"guard_cmd": "SetGuard"}),
+    (f"/devices/{DEV}/guard", {"armed": False}, DEV, "ResetGuard", {"guard_cmd": "ResetGuard"}),
+    (f"/devices/{DEV}/alarm/reset", {}, DEV, "ResetAlarm", {"alarm_cmd": "ResetAlarm", "info": None}),
+    (f"/devices/{DEV}/alarm/reset", {"method": 5, "type": 1}, DEV, "ResetAlarm",
+     {"alarm_cmd": "ResetAlarm", "info": manscdp.ControlInfo(alarm_method=5, alarm_type=1)}),
+    (f"/channels/{CH}/iframe", None, CH, "IFameCmd", {"iframe_cmd": "Send"}),
+    (f"/channels/{CH}/dragzoom", {"direction": "in", **BOX}, CH, "DragZoomIn", {"drag_zoom_in": DRAG}),
+    (f"/channels/{CH}/dragzoom", {"direction": "out", **BOX}, CH, "DragZoomOut", {"drag_zoom_out": DRAG}),
+    (f"/channels/{CH}/home-position", {"enabled": True, "reset_time": 60, "preset_index": 3}, CH, "HomePosition",
+     {"home_position": manscdp.HomePosition(enabled=1, reset_time=60, preset_index=3)}),
+    (f"/channels/{CH}/home-position", {"enabled": False}, CH, "HomePosition",
+     {"home_position": manscdp.HomePosition(enabled=0, reset_time=0, preset_index=1)}),
+])
+def test_each_device_control_command_is_sent_and_answered(h: Harness, client: Client, path: str, body: Any,
+                                                           target: str, command: str, sent: dict[str, Any]) -> None:
+    dev = nvr(h)
+    reply = post(h, client, path, body, answer=dev)
+    assert reply.code == 200, reply.json
+    assert reply.json == {"device_id": DEV, "target_id": target, "command": command, "result": "OK"}
+    msg = dev.last_query("DeviceControl")
+    assert isinstance(msg, manscdp.DeviceControl) and msg.device_id == target and msg.ptz_cmd is None
+    assert {k: getattr(msg, k) for k in sent} == sent
+
+
+def test_device_commands_answer_404_for_a_channel_or_unknown_id_and_409_offline(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    assert post(h, client, f"/devices/{CH}/reboot").code == 404  # a channel is not a device
+    assert post(h, client, "/devices/34020000001320000099/guard", {"armed": True}).code == 404
+    assert post(h, client, "/channels/34020000001310000099/iframe").code == 404
+    assert dev.register_auth(expires=0).status == 200
+    for path, body in ((f"/devices/{DEV}/reboot", None), (f"/channels/{CH}/device-record", {"record": True})):
+        reply = post(h, client, path, body)
+        assert (reply.code, reply.json["error"]["code"]) == (409, "device_offline")
+    assert dev.queries("DeviceControl") == []
+
+
+def test_a_device_command_not_answered_is_504(h: Harness, client: Client) -> None:
+    nvr(h)
+    d = client.start("POST", f"/devices/{DEV}/guard", body={"armed": True})
+    h.pump()
+    h.advance(h.config.sip.query_timeout + 0.1)
+    reply = client.finish(d)
+    assert (reply.code, reply.json["error"]["code"]) == (504, "device_timeout")
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    (f"/channels/{CH}/device-record", {}, "record"),
+    (f"/channels/{CH}/device-record", {"record": "yes"}, "record"),
+    (f"/devices/{DEV}/guard", {"arm": True}, "arm"),
+    (f"/devices/{DEV}/alarm/reset", {"method": -1}, "method"),
+    (f"/devices/{DEV}/alarm/reset", {"type": "video"}, "type"),
+    (f"/channels/{CH}/dragzoom", {"direction": "sideways", **BOX}, "direction"),
+    (f"/channels/{CH}/dragzoom", {"direction": "in", **BOX, "length": 0}, "length"),
+    (f"/channels/{CH}/dragzoom", {"direction": "in", **BOX, "mid_x": 2000}, "mid_x"),
+    (f"/channels/{CH}/dragzoom", {"direction": "in", **BOX, "length_y": 1081}, "length_y"),
+    (f"/channels/{CH}/dragzoom", {"direction": "in", "length": 10, "width": 10}, "mid_x"),
+    (f"/channels/{CH}/home-position", {"enabled": True, "preset_index": 0}, "preset_index"),
+    (f"/channels/{CH}/home-position", {"enabled": True, "reset_time": -1}, "reset_time"),
+    (f"/channels/{CH}/home-position", {}, "enabled"),
+])
+def test_bad_device_command_input_is_400_naming_the_field(h: Harness, client: Client, path: str, body: Any,
+                                                          field: str) -> None:
+    dev = nvr(h)
+    reply = post(h, client, path, body)
+    assert reply.code == 400, reply.json
+    assert reply.json["error"]["code"] == "invalid" and reply.json["error"]["field"] == field
+    assert dev.queries("DeviceControl") == []
+
+
+@pytest.mark.parametrize("values", [
+    {"tele_boot": "Boot"}, {"record_cmd": "StopRecord"}, {"guard_cmd": "SetGuard"},
+    {"alarm_cmd": "ResetAlarm", "info": manscdp.ControlInfo(alarm_method=2, alarm_type=7)},
+    {"iframe_cmd": "Send"}, {"drag_zoom_in": DRAG}, {"drag_zoom_out": DRAG},
+    {"home_position": manscdp.HomePosition(enabled=1, reset_time=5, preset_index=255)},
+])
+def test_each_device_control_round_trips_through_its_declaration(values: dict[str, Any]) -> None:
+    msg = manscdp.decode(manscdp.encode_device_command(11, CH, **values))
+    assert isinstance(msg, manscdp.DeviceControl) and (msg.sn, msg.device_id) == (11, CH)
+    assert {k: getattr(msg, k) for k in values} == values
+
+
+def test_iframe_is_read_under_both_spellings_and_sent_as_the_standard_one() -> None:
+    """§A.2.3.1.7 spells it IFameCmd; devices that send or expect IFrameCmd are read the same way."""
+    sent = manscdp.encode_device_command(3, CH, iframe_cmd="Send")
+    assert b"<IFameCmd>Send</IFameCmd>" in sent
+    variant = manscdp.decode(sent.replace(b"IFameCmd", b"IFrameCmd"))
+    assert isinstance(variant, manscdp.DeviceControl) and variant.iframe == "Send"
+
+
+def test_the_simulated_front_end_keeps_the_state_of_device_commands() -> None:
+    front = PtzFrontEnd(lambda: "GB2312")
+    answers = QueryAnswers()
+    front.register(answers)
+
+    def control(target: str = CH, **values: Any) -> str | None:
+        [body] = answers.answer(manscdp.decode(manscdp.encode_device_command(7, target, **values)))
+        answer = manscdp.decode(body)
+        assert isinstance(answer, manscdp.Response)
+        return answer.result
+
+    assert control(record_cmd="Record") == "OK" and front.recording == {CH: True}
+    assert control(DEV, guard_cmd="SetGuard") == "OK" and front.guard == {DEV: True}
+    control(DEV, guard_cmd="ResetGuard")
+    assert front.guard == {DEV: False}
+    home = manscdp.HomePosition(enabled=1, reset_time=30, preset_index=2)
+    control(home_position=home)
+    assert front.home == {CH: home}
+    control(DEV, tele_boot="Boot")
+    assert front.boots == 1
+    assert control(record_cmd="Pause") == "ERROR"
+    assert [c for _, c in front.commands] == ["Record", "SetGuard", "ResetGuard", "HomePosition", "TeleBoot",
+                                               "Pause"]

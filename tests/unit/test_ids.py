@@ -318,3 +318,18 @@ def test_reactor_clock() -> None:
     assert fired == ["x"] and not call.active()
     assert clock.seconds() == 3.0
     assert clock.time() == 123.0
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("cam-01.main_2", True), ("A" * 32, True), ("A" * 33, False), ("", False), ("cam/1", False),
+     ("cam 1", False), ("cam@1", False), ("câm", False), ("cam1\n", False)],
+)
+def test_the_loose_id_rule_is_the_one_sip_the_api_and_recovery_share(value: str, ok: bool) -> None:
+    """sip.strict_id off: one rule for the SIP edge, the API and the recording store's keys."""
+    from gbplatform.recording.recovery import _KEY
+    from sip.gbid import is_loose_id
+
+    assert is_loose_id(value) is ok
+    key = f"{value}/2026-12-05/{value}-20261205T120000.000Z.ts"
+    assert (_KEY.fullmatch(key) is not None) is ok
