@@ -25,6 +25,7 @@ from gbplatform.control import shapes as control
 from gbplatform.devices import shapes as devices
 from gbplatform.recording import shapes as recording
 from gbplatform.sessions import shapes as sessions
+from sip import manscdp
 
 PREFIX = "/api/v1"
 
@@ -40,7 +41,8 @@ SHAPES: tuple[Any, ...] = (
     control.PtzBody, control.LensBody, control.PresetBody, control.CruiseBody, control.ScanBody, control.AuxBody,
     control.ControlResult, control.PresetList,
     control.DeviceRecordBody, control.GuardBody, control.AlarmResetBody, control.DragZoomBody,
-    control.HomePositionBody, control.CommandResult,
+    control.HomePositionBody, control.CommandResult, control.DeviceConfigResult, control.BasicConfigBody,
+    control.VideoConfigBody,
 )
 
 
@@ -466,6 +468,19 @@ def _command_op(op_id: str, summary: str, *, device: bool, body: str | None = No
     return op
 
 
+def _config_op(op_id: str, summary: str, body: str, examples: dict[str, dict[str, Any]],
+               description: str) -> dict[str, Any]:
+    """A DeviceConfig (§A.2.3.2) of a device, answered by ``CommandResult`` (``command`` the part set)."""
+    op = _op(op_id, "control", summary, {"200": _ok("CommandResult"), "404": _r("NotFound"),
+                                         "409": _r("DeviceOffline"), "502": _r("DeviceRejected"),
+                                         "504": _r("DeviceTimeout")},
+             body=body, description=f"{description} The answer is the device's `Result` (§A.2.6.3); 504 when it "
+                                    "does not answer within `sip.query_timeout`.")
+    op["requestBody"]["content"]["application/json"]["examples"] = {
+        name: {"value": value} for name, value in examples.items()}
+    return op
+
+
 def _command_paths() -> dict[str, Any]:
     device, channel = f"{PREFIX}/devices/{{device_id}}", f"{PREFIX}/channels/{{channel_id}}"
     return {
@@ -500,6 +515,28 @@ def _command_paths() -> dict[str, Any]:
                                     "direction": "in", "length": 1920, "width": 1080, "mid_x": 960, "mid_y": 540,
                                     "length_x": 480, "length_y": 270}},
                                 description="DragZoomIn/DragZoomOut (§A.2.3.1.8-9); the box must lie in the picture."),
+        },
+        f"{device}/config": {
+            "get": _op("deviceConfig", "control", "One ConfigType of the device's configuration (ConfigDownload)",
+                       {"200": _ok("DeviceConfigResult"), "404": _r("NotFound"), "409": _r("DeviceOffline"),
+                        "502": _r("DeviceRejected"), "504": _r("DeviceTimeout")},
+                       params=[_query("type", {"type": "string", "enum": list(manscdp.CONFIG_TYPES),
+                                               "default": "BasicParam"}, "The ConfigType asked for.")],
+                       description="A ConfigDownload (GB/T 28181-2016 §A.2.4.7) to the device; its answer's "
+                                   "BasicParam or VideoParamOpt, or an SVAC config as its leaves by path (§A.2.6.8). "
+                                   "504 when it does not answer within `sip.query_timeout`."),
+        },
+        f"{device}/config/basic": {
+            "put": _config_op("configureBasic", "Set the device's name, registration expiry or heartbeat",
+                              "BasicConfigBody", {"name": {"name": "Gate NVR"},
+                                                  "heartbeat": {"heartbeat_interval": 30, "heartbeat_count": 3}},
+                              "DeviceConfig BasicParam (§A.2.3.2). Once the device answers OK, a new "
+                              "heartbeat interval or count applies to its presence at once."),
+        },
+        f"{device}/config/video": {
+            "put": _config_op("configureVideo", "Set the device's video parameter options", "VideoConfigBody",
+                              {"both": {"download_speed": "1/2/4", "resolution": "5/6"}},
+                              "DeviceConfig VideoParamOpt (§A.2.3.2)."),
         },
         f"{channel}/home-position": {
             "post": _command_op("homePosition", "Set the home (watch) position (HomePosition)", device=False,

@@ -1,4 +1,5 @@
-"""Device control (GB/T 28181-2016 §9.3, Annex A.3): PTZ, lens, presets, cruise, scan, aux switches.
+"""Device control (GB/T 28181-2016 §9.3, Annex A.3): PTZ, lens, presets, cruise, scan, aux switches;
+the other DeviceControl commands; device configuration (DeviceConfig, ConfigDownload, §A.2.3.2, §A.2.4.7).
 
 ``service.py`` sends the A.3 commands (``sip.ptz``) to the device owning a
 channel and waits for its answer; ``http.py`` is the API; ``shapes.py`` its bodies.

@@ -1,5 +1,6 @@
 """The device-control API: PTZ, lens, presets, cruise, scan and aux of a channel (GB/T 28181-2016 A.3);
-reboot, device recording, guard, alarm reset, I-frame, drag zoom and home position (§A.2.3.1).
+reboot, device recording, guard, alarm reset, I-frame, drag zoom and home position (§A.2.3.1);
+device configuration (DeviceConfig §A.2.3.2, ConfigDownload §A.2.4.7).
 
 ``ControlRoutes`` is mounted into the root API (``gbplatform.api.app``).
 Each route parses its body (``shapes``), builds the A.3 command
@@ -18,7 +19,12 @@ from twisted.web.server import Request
 from gbplatform.api import schemas
 from gbplatform.api.routing import Routes, authenticated
 from gbplatform.control import shapes
-from gbplatform.control.service import CommandAnswer, ControlAnswer, ControlService
+from gbplatform.control.service import (
+    CommandAnswer,
+    ConfigAnswer,
+    ControlAnswer,
+    ControlService,
+)
 from sip import manscdp, ptz
 
 __all__ = ["ControlRoutes"]
@@ -39,7 +45,26 @@ def _command_result(answer: CommandAnswer) -> shapes.CommandResult:
                                 result=answer.result)
 
 
+def _config_result(answer: ConfigAnswer) -> shapes.DeviceConfigResult:
+    bp, vp = answer.basic_param, answer.video_param_opt
+    return shapes.DeviceConfigResult(
+        device_id=answer.device_id, config_type=answer.config_type, result=answer.result,
+        basic_param=None if bp is None else shapes.BasicParamConfig(
+            name=bp.name, device_id=bp.device_id, sip_server_id=bp.sip_server_id, sip_server_ip=bp.sip_server_ip,
+            sip_server_port=bp.sip_server_port, domain_name=bp.domain_name, expiration=bp.expiration,
+            heartbeat_interval=bp.heart_beat_interval, heartbeat_count=bp.heart_beat_count,
+            position_capability=bp.position_capability, longitude=bp.longitude, latitude=bp.latitude),
+        video_param_opt=None if vp is None else shapes.VideoParamOptConfig(
+            download_speed=vp.download_speed, resolution=vp.resolution),
+        svac=answer.svac,
+    )
+
+
 def _opt(value: int | UnsetType) -> int | None:
+    return None if value is UNSET else value
+
+
+def _opt_str(value: str | UnsetType) -> str | None:
     return None if value is UNSET else value
 
 
@@ -72,7 +97,8 @@ def scan_command(body: shapes.ScanBody) -> ptz.PtzCmd:
 
 class ControlRoutes(Routes):
     """``/api/v1/channels/<id>/ptz``, ``lens``, ``presets``, ``cruise``, ``scan``, ``aux``, ``device-record``,
-    ``iframe``, ``dragzoom``, ``home-position``; ``/api/v1/devices/<id>/reboot``, ``guard``, ``alarm/reset``."""
+    ``iframe``, ``dragzoom``, ``home-position``; ``/api/v1/devices/<id>/reboot``, ``guard``, ``alarm/reset``,
+    ``config``, ``config/basic``, ``config/video``."""
 
     app = Klein()
 
@@ -180,6 +206,36 @@ class ControlRoutes(Routes):
         else:
             answer = await self.control.control(channel_id, "DragZoomOut", drag_zoom_out=box)
         return self._json(request, _command_result(answer))
+
+    @app.route("/api/v1/devices/<device_id>/config", methods=["GET"])
+    @authenticated
+    async def config(self, request: Request, device_id: str) -> bytes:
+        config_type = schemas.str_arg(request.args, "type", 32) or manscdp.CONFIG_TYPES[0]
+        if config_type not in manscdp.CONFIG_TYPES:
+            raise schemas.ValidationError("type", f"must be one of {', '.join(manscdp.CONFIG_TYPES)}")
+        return self._json(request, _config_result(await self.control.config(device_id, config_type)))
+
+    @app.route("/api/v1/devices/<device_id>/config/basic", methods=["PUT"])
+    @authenticated
+    async def config_basic(self, request: Request, device_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.BasicConfigBody)
+        if all(v is UNSET for v in (body.name, body.expiration, body.heartbeat_interval, body.heartbeat_count)):
+            raise schemas.ValidationError("name", "give at least one of name, expiration, heartbeat_interval, "
+                                                  "heartbeat_count")
+        param = manscdp.BasicParam(name=_opt_str(body.name), expiration=_opt(body.expiration),
+                                   heart_beat_interval=_opt(body.heartbeat_interval),
+                                   heart_beat_count=_opt(body.heartbeat_count))
+        return self._json(request, _command_result(await self.control.configure(device_id, basic_param=param)))
+
+    @app.route("/api/v1/devices/<device_id>/config/video", methods=["PUT"])
+    @authenticated
+    async def config_video(self, request: Request, device_id: str) -> bytes:
+        body = schemas.parse_body(self._body(request), shapes.VideoConfigBody)
+        if body.download_speed is UNSET and body.resolution is UNSET:
+            raise schemas.ValidationError("download_speed", "give at least one of download_speed, resolution")
+        option = manscdp.VideoParamOpt(download_speed=_opt_str(body.download_speed),
+                                       resolution=_opt_str(body.resolution))
+        return self._json(request, _command_result(await self.control.configure(device_id, video_param_opt=option)))
 
     @app.route("/api/v1/channels/<channel_id>/home-position", methods=["POST"])
     @authenticated

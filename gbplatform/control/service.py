@@ -18,6 +18,12 @@ IFameCmd, DragZoomIn/Out, HomePosition, §A.2.3.1) go the same way through
 a route names them; a device-wide one (``device=True``) is addressed to a
 registered device, not a channel.
 
+Configuration goes the same way: ``configure`` sends a DeviceConfig
+(§A.2.3.2) answered by ``Result`` (§A.2.6.3), and once it is OK applies a
+new heartbeat interval/count to the device's presence
+(``DeviceManager.set_basic_param``, as onboarding does with ConfigDownload);
+``config`` asks ConfigDownload (§A.2.4.7) for one ``ConfigType``.
+
 A move may carry a duration: after it the platform sends PTZ stop itself,
 on the injected clock, so a move does not run on when the operator's
 browser tab closes. One stop is pending per channel; a later move or stop
@@ -43,7 +49,8 @@ from gbplatform.devices.registrar import DeviceManager
 from gbplatform.signalling.router import SipRouter
 from sip import manscdp, ptz
 
-__all__ = ["CONTROL_PRIORITY", "CommandAnswer", "ControlAnswer", "ControlService", "PresetAnswer"]
+__all__ = ["CONTROL_PRIORITY", "CommandAnswer", "ConfigAnswer", "ControlAnswer", "ControlService",
+           "PresetAnswer"]
 
 log = Logger()
 
@@ -79,6 +86,18 @@ class PresetAnswer:
     channel_id: str
     result: str | None
     presets: tuple[manscdp.Preset, ...]
+
+
+@dataclass(frozen=True)
+class ConfigAnswer:
+    """The device's configuration of one ``ConfigType`` (ConfigDownload, §A.2.6.8)."""
+
+    device_id: str
+    config_type: str
+    result: str | None
+    basic_param: manscdp.BasicParam | None
+    video_param_opt: manscdp.VideoParamOpt | None
+    svac: dict[str, str] | None  # the SVAC config asked for, its leaves by path
 
 
 class ControlService:
@@ -200,3 +219,38 @@ class ControlService:
         if not isinstance(answer, manscdp.PresetQueryResponse):
             raise DeviceRejected(f"device {device_id} sent an unexpected PresetQuery answer")
         return PresetAnswer(device_id, channel_id, answer.result, answer.presets)
+
+    async def config(self, device_id: str, config_type: str) -> ConfigAnswer:
+        """ConfigDownload (§A.2.4.7) of one ``ConfigType`` of a registered device (§A.2.6.8)."""
+        await self.device(device_id)
+        answer = await self.router.query(device_id, "ConfigDownload", extra={"ConfigType": config_type})
+        if not isinstance(answer, manscdp.ConfigDownloadResponse):
+            raise DeviceRejected(f"device {device_id} sent an unexpected ConfigDownload answer")
+        svac = {"SVACEncodeConfig": answer.svac_encode_config,
+                "SVACDecodeConfig": answer.svac_decode_config}.get(config_type)
+        return ConfigAnswer(device_id, config_type, answer.result, answer.basic_param, answer.video_param_opt, svac)
+
+    async def configure(self, device_id: str, *, basic_param: manscdp.BasicParam | None = None,
+                        video_param_opt: manscdp.VideoParamOpt | None = None) -> CommandAnswer:
+        """DeviceConfig (§A.2.3.2) of a registered device, answered by ``Result`` (§A.2.6.3).
+
+        Once the device answers OK, a new HeartBeatInterval/Count is applied to
+        its presence at once, as when ConfigDownload reports it (§A.2.6.8):
+        the device keeps alive on the new schedule from now on.
+        """
+        await self.device(device_id)
+        command = "BasicParam" if basic_param is not None else "VideoParamOpt"
+
+        def body(sn: int, charset: str) -> bytes:
+            return manscdp.encode_device_config(sn, device_id, charset=charset, basic_param=basic_param,
+                                                video_param_opt=video_param_opt)
+
+        answer = await self.router.ask(device_id, "DeviceConfig", body)
+        if not isinstance(answer, manscdp.Response):
+            raise DeviceRejected(f"device {device_id} sent an unexpected DeviceConfig answer")
+        log.info("{device_id}: DeviceConfig {command} answered {result}", device_id=device_id, command=command,
+                 result=answer.result)
+        if answer.result == "OK" and basic_param is not None and (
+                basic_param.heart_beat_interval is not None or basic_param.heart_beat_count is not None):
+            self.devices.set_basic_param(device_id, basic_param.heart_beat_interval, basic_param.heart_beat_count)
+        return CommandAnswer(device_id, device_id, command, answer.result)

@@ -11,14 +11,17 @@ from typing import Annotated, Final, Literal
 
 from msgspec import UNSET, Meta, UnsetType
 
-from gbplatform.api.shapes import OptStr, Shape
+from gbplatform.api.shapes import NO_CONTROL, OptStr, Shape
 
 __all__ = [
     "AlarmResetBody",
     "AuxBody",
+    "BasicConfigBody",
+    "BasicParamConfig",
     "CommandResult",
     "ControlResult",
     "CruiseBody",
+    "DeviceConfigResult",
     "DeviceRecordBody",
     "DragZoomBody",
     "GuardBody",
@@ -29,6 +32,8 @@ __all__ = [
     "PresetList",
     "PtzBody",
     "ScanBody",
+    "VideoConfigBody",
+    "VideoParamOptConfig",
 ]
 
 MAX_DURATION_MS: Final = 600_000
@@ -169,3 +174,63 @@ class PresetList(Shape):
     channel_id: str
     result: OptStr
     items: list[PresetItem]
+
+
+class BasicParamConfig(Shape):
+    """``BasicParam`` the device answered (ConfigDownload, GB/T 28181-2016 §A.2.6.8)."""
+
+    name: OptStr
+    device_id: OptStr
+    sip_server_id: OptStr
+    sip_server_ip: OptStr
+    sip_server_port: int | None
+    domain_name: OptStr
+    expiration: Annotated[int | None, Meta(description="Registration expiry, seconds.")]
+    heartbeat_interval: Annotated[int | None, Meta(description="Keepalive interval, seconds.")]
+    heartbeat_count: Annotated[int | None, Meta(description="Keepalives missed before the device is offline.")]
+    position_capability: int | None
+    longitude: OptStr
+    latitude: OptStr
+
+
+class VideoParamOptConfig(Shape):
+    """``VideoParamOpt`` the device answered (ConfigDownload, §A.2.6.8)."""
+
+    download_speed: Annotated[OptStr, Meta(examples=["1/2/4"], description="Download speeds offered, `/`-separated.")]
+    resolution: Annotated[OptStr, Meta(examples=["5/6"], description="Resolutions (Annex F codes), `/`-separated.")]
+
+
+class DeviceConfigResult(Shape):
+    """One ``ConfigType`` of the device's configuration (ConfigDownload, §A.2.4.7, §A.2.6.8); the member
+    of the type asked for is set, the others null."""
+
+    device_id: str
+    config_type: Annotated[str, Meta(examples=["BasicParam"])]
+    result: Annotated[OptStr, Meta(examples=["OK"], description="The device's Result.")]
+    basic_param: BasicParamConfig | None
+    video_param_opt: VideoParamOptConfig | None
+    svac: Annotated[dict[str, str] | None, Meta(
+        examples=[{"SVCParam/SVCSpaceDomainMode": "1", "ROIParam/Item[1]/ROISeq": "1"}],
+        description="For SVACEncodeConfig and SVACDecodeConfig: every leaf by its path below the element, "
+                    "siblings of one tag numbered from 1.")]
+
+
+class BasicConfigBody(Shape, forbid_unknown_fields=True):
+    """The basic parameters to set (DeviceConfig BasicParam, GB/T 28181-2016 §A.2.3.2); at least one."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=128, pattern=NO_CONTROL,
+                              description="The device's name.")] | UnsetType = UNSET
+    expiration: Annotated[int, Meta(ge=60, le=86400, description="Registration expiry, seconds.")] | UnsetType = UNSET
+    heartbeat_interval: Annotated[int, Meta(ge=1, le=3600, description="Keepalive interval, seconds.")] | UnsetType = (
+        UNSET)
+    heartbeat_count: Annotated[int, Meta(ge=1, le=100, description="Keepalives missed before offline.")] | UnsetType = (
+        UNSET)
+
+
+class VideoConfigBody(Shape, forbid_unknown_fields=True):
+    """The video parameter options to set (DeviceConfig VideoParamOpt, §A.2.3.2); at least one."""
+
+    download_speed: Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[0-9]+(/[0-9]+)*$", examples=["1/2/4"],
+                                        description="Download speeds, `/`-separated.")] | UnsetType = UNSET
+    resolution: Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[0-9]+(/[0-9]+)*$", examples=["5/6"],
+                                    description="Resolutions (Annex F codes), `/`-separated.")] | UnsetType = UNSET

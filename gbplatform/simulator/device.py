@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
@@ -277,6 +277,9 @@ class SimConfig:
         return _CHARSETS[self.charset.upper()]
 
 
+_P = TypeVar("_P", manscdp.BasicParam, manscdp.VideoParamOpt)
+
+
 def channel_id(device_id: str, index: int, channels: int) -> str:
     """ID of channel ``index`` (1-based) of ``device_id``: type 131 and a unique sequence.
 
@@ -308,6 +311,12 @@ def _registration_config(sim: Simulator, device_id: str) -> RegistrationConfig:
         double_unauth_register=quirks.double_unauth_register,
         extra_headers=(("Allow", ALLOW),) if quirks.allow_header else (),
     )
+
+
+def _overlay(base: _P, update: _P) -> _P:
+    """``base`` with the fields ``update`` sets (not None): a DeviceConfig changes only what it names."""
+    return replace(base, **{f.name: getattr(update, f.name) for f in fields(update)
+                            if getattr(update, f.name) is not None})
 
 
 def stun_binding_request(rng: random.Random) -> bytes:
@@ -502,6 +511,9 @@ class SimDevice:
         self._items = self._build_catalog()
         # PTZ commands received and presets kept (GB/T 28181-2016 A.3): the e2e tests read them from the log.
         self.ptz = PtzFrontEnd(lambda: self._out_charset)
+        # What DeviceConfig set (§A.2.3.2), answered back by ConfigDownload over the configured values.
+        self.basic_set = manscdp.BasicParam()
+        self.video_param_opt = manscdp.VideoParamOpt(download_speed="1/2/4", resolution="5/6")
         self.queries = self._query_answers()
         # Live streams by Call-ID (GB/T 28181-2016 §9.2), at most MAX_PLAY_SESSIONS.
         self.plays: dict[str, _Play] = {}
@@ -816,6 +828,7 @@ class SimDevice:
         answers.register("DeviceInfo", self._device_info)
         answers.register("DeviceStatus", self._device_status)
         answers.register("ConfigDownload", self._config_download)
+        answers.register("DeviceConfig", self._device_config)
         self.ptz.register(answers)
         return answers
 
@@ -838,9 +851,11 @@ class SimDevice:
 
     def _config_download(self, query: manscdp.ManscdpMessage) -> list[bytes]:
         types = [t.strip().lower() for t in query.fields.get("ConfigType", "").split("/")]
-        if "basicparam" not in types:
+        if "basicparam" not in types and "videoparamopt" not in types:
             return []
-        param = manscdp.BasicParam(
+        # One answer carries every type asked for (§A.2.4.7: ConfigType may list several with "/").
+        video = self.video_param_opt if "videoparamopt" in types else None
+        param = None if "basicparam" not in types else manscdp.BasicParam(
             name=self.device_name,
             device_id=self.device_id,
             sip_server_id=self.config.server_id,
@@ -851,8 +866,26 @@ class SimDevice:
             heart_beat_interval=int(self.config.keepalive_interval),
             heart_beat_count=self.config.keepalive_max_misses,
         )
+        if param is not None:
+            param = _overlay(param, self.basic_set)
         return [self._label(manscdp.encode_config_download_response(
-            query.sn, self.device_id, param, charset=self._out_charset))]
+            query.sn, self.device_id, param, video_param_opt=video, charset=self._out_charset))]
+
+    def _device_config(self, msg: manscdp.ManscdpMessage) -> list[bytes]:
+        """DeviceConfig (§A.2.3.2): keep what it sets, answer ``Result`` OK (§A.2.6.3); ERROR when it
+        sets nothing the simulator knows."""
+        if not isinstance(msg, manscdp.DeviceConfig):
+            return []
+        if msg.basic_param is not None:
+            self.basic_set = _overlay(self.basic_set, msg.basic_param)
+            if msg.basic_param.heart_beat_interval:
+                # The platform now expects keepalives at this pace: send them so from the next one on.
+                self.ua.config = replace(self.ua.config, keepalive_interval=float(msg.basic_param.heart_beat_interval))
+        if msg.video_param_opt is not None:
+            self.video_param_opt = _overlay(self.video_param_opt, msg.video_param_opt)
+        result = "OK" if msg.basic_param is not None or msg.video_param_opt is not None else "ERROR"
+        return [self._label(manscdp.encode_config_response(msg.sn, self.device_id, result=result,
+                                                           charset=self._out_charset))]
 
     def _build_catalog(self) -> list[manscdp.CatalogItem]:
         host = self.config.local_host

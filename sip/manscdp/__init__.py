@@ -30,7 +30,15 @@ from sip.manscdp.catalog import (
     encode_catalog_response,
 )
 from sip.manscdp.codec import decode, encode_control, encode_notify, encode_query, encode_response
-from sip.manscdp.config import BasicParam, ConfigDownloadResponse, encode_config_download_response
+from sip.manscdp.config import (
+    CONFIG_TYPES,
+    BasicParam,
+    ConfigDownloadResponse,
+    DeviceConfig,
+    VideoParamOpt,
+    encode_config_download_response,
+    encode_device_config,
+)
 from sip.manscdp.control import (
     ControlInfo,
     ControlResponse,
@@ -40,6 +48,7 @@ from sip.manscdp.control import (
     Preset,
     PresetQuery,
     PresetQueryResponse,
+    encode_config_response,
     encode_control_response,
     encode_device_command,
     encode_device_control,
@@ -93,6 +102,7 @@ from sip.manscdp.registry import (
 from sip.manscdp.xmltext import XmlValue
 
 __all__ = [
+    "CONFIG_TYPES",
     "QUIRK_BARE_AMPERSAND",
     "QUIRK_BOM",
     "QUIRK_CONTROL_CHARS",
@@ -116,6 +126,7 @@ __all__ = [
     "Control",
     "ControlInfo",
     "ControlResponse",
+    "DeviceConfig",
     "DeviceControl",
     "DragZoom",
     "HomePosition",
@@ -138,6 +149,7 @@ __all__ = [
     "Response",
     "Struct",
     "Total",
+    "VideoParamOpt",
     "XmlValue",
     "declare",
     "decode",
@@ -145,8 +157,10 @@ __all__ = [
     "encode_catalog_response",
     "encode_config_download_response",
     "encode_control",
+    "encode_config_response",
     "encode_control_response",
     "encode_device_command",
+    "encode_device_config",
     "encode_device_control",
     "encode_device_info_response",
     "encode_device_status_response",

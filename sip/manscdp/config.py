@@ -1,14 +1,18 @@
-"""ConfigDownload answer and its BasicParam (GB/T 28181-2016 §A.2.6.8, §A.2.3.2)."""
+"""ConfigDownload answer and DeviceConfig, with their BasicParam and VideoParamOpt
+(GB/T 28181-2016 §A.2.3.2, §A.2.6.8)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
-from sip.manscdp.messages import Response
-from sip.manscdp.registry import Command, Leaf, Nested, Struct, declare, encode
+from sip.manscdp.messages import Control, Response
+from sip.manscdp.registry import Command, Leaf, LeafMap, Nested, Struct, declare, encode
 from sip.manscdp.xmltext import XmlValue
+
+CONFIG_TYPES: Final = ("BasicParam", "VideoParamOpt", "SVACEncodeConfig", "SVACDecodeConfig")
+"""The ``ConfigType`` values a ConfigDownload answer carries decoded (GB/T 28181-2016 §A.2.4.7, §A.2.6.8)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,25 +56,69 @@ BASIC_PARAM: Final = Struct(BasicParam, (
 
 
 @dataclass(frozen=True, kw_only=True)
+class VideoParamOpt:
+    """``VideoParamOpt`` of ConfigDownload/DeviceConfig (GB/T 28181-2016 §A.2.6.8): the download speeds
+    the device offers (``1/2/4``) and its resolutions (``5/6``, Annex F codes)."""
+
+    download_speed: str | None = None
+    resolution: str | None = None
+
+
+VIDEO_PARAM_OPT: Final = Struct(VideoParamOpt, (
+    Leaf("DownloadSpeed", "download_speed"),
+    Leaf("Resolution", "resolution"),
+))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConfigDownloadResponse(Response):
-    """ConfigDownload answer (GB/T 28181-2016 §A.2.6.8); only BasicParam is typed."""
+    """ConfigDownload answer (GB/T 28181-2016 §A.2.6.8); BasicParam and VideoParamOpt are typed, the
+    SVAC ones (§A.2.6.8 SVACEncodeConfig, SVACDecodeConfig) kept as their leaves by path."""
 
     basic_param: BasicParam | None = None
+    video_param_opt: VideoParamOpt | None = None
+    svac_encode_config: dict[str, str] = field(default_factory=dict)
+    svac_decode_config: dict[str, str] = field(default_factory=dict)
 
 
 CONFIG_DOWNLOAD_RESPONSE: Final = declare(Command(
     kind="Response", cmd_type="ConfigDownload", cls=ConfigDownloadResponse,
-    fields=(Leaf("Result", "result"), Nested("BasicParam", "basic_param", BASIC_PARAM)),
+    fields=(Leaf("Result", "result"), Nested("BasicParam", "basic_param", BASIC_PARAM),
+            Nested("VideoParamOpt", "video_param_opt", VIDEO_PARAM_OPT),
+            LeafMap("SVACEncodeConfig", "svac_encode_config", deep=True),
+            LeafMap("SVACDecodeConfig", "svac_decode_config", deep=True)),
 ))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceConfig(Control):
+    """DeviceConfig (GB/T 28181-2016 §A.2.3.2): the parameters to set; a device answers ``Result``
+    (§A.2.6.3, ``ControlResponse``)."""
+
+    basic_param: BasicParam | None = None
+    video_param_opt: VideoParamOpt | None = None
+
+
+DEVICE_CONFIG: Final = declare(Command(
+    kind="Control", cmd_type="DeviceConfig", cls=DeviceConfig,
+    fields=(Nested("BasicParam", "basic_param", BASIC_PARAM),
+            Nested("VideoParamOpt", "video_param_opt", VIDEO_PARAM_OPT)),
+))
+
+
+def encode_device_config(sn: int, device_id: str, *, charset: str = "GB2312", **values: object) -> bytes:
+    """A DeviceConfig of the declared ``values`` (``basic_param=BasicParam(...)``,
+    ``video_param_opt=VideoParamOpt(...)``) to ``device_id`` (§A.2.3.2); unset leaves are left out."""
+    return encode(DEVICE_CONFIG.build(sn, device_id, charset=charset, **values))
 
 
 def encode_config_download_response(
     sn: int, device_id: str, basic_param: BasicParam | None, *,
-    result: str | None = "OK", charset: str = "GB2312",
+    video_param_opt: VideoParamOpt | None = None, result: str | None = "OK", charset: str = "GB2312",
     extra: Mapping[str, XmlValue] | None = None,
 ) -> bytes:
-    """Build a ConfigDownload answer (GB/T 28181-2016 §A.2.6.8) with its BasicParam."""
+    """Build a ConfigDownload answer (GB/T 28181-2016 §A.2.6.8) with its BasicParam and VideoParamOpt."""
     msg = CONFIG_DOWNLOAD_RESPONSE.build(
-        sn, device_id, charset=charset, result=result, basic_param=basic_param,
+        sn, device_id, charset=charset, result=result, basic_param=basic_param, video_param_opt=video_param_opt,
     )
     return encode(msg, extra=extra)

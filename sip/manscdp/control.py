@@ -174,6 +174,11 @@ def encode_control_response(sn: int, device_id: str, *, result: str = "OK", char
     return encode(DEVICE_CONTROL_RESPONSE.build(sn, device_id, charset=charset, result=result))
 
 
+def encode_config_response(sn: int, device_id: str, *, result: str = "OK", charset: str = "GB2312") -> bytes:
+    """The Response to a DeviceConfig (§A.2.6.3)."""
+    return encode(DEVICE_CONFIG_RESPONSE.build(sn, device_id, charset=charset, result=result))
+
+
 def encode_preset_query_response(
     sn: int, device_id: str, presets: Iterable[Preset], *, result: str = "OK", charset: str = "GB2312",
 ) -> bytes:

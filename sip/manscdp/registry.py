@@ -21,7 +21,9 @@ Field specs
     element whose leaf children are searched when the element is absent
     (``BusinessGroupID`` inside ``Info``).
 ``LeafMap(tag, attr)``
-    every leaf child of one element as ``dict[str, str]`` (the catalog ``Info``).
+    every leaf child of one element as ``dict[str, str]`` (the catalog ``Info``);
+    with ``deep=True`` every leaf below it, keyed by its path
+    (``SVCParam/SVCSpaceDomainMode``, ``xmltext.leaf_paths``: SVACEncodeConfig).
 ``Extra(attr)``
     the leaf children of the enclosing element no other spec names.
 ``Nested(tag, attr, Struct(cls, fields))``
@@ -62,9 +64,11 @@ from sip.manscdp.xmltext import (
     child_elements,
     child_index,
     emit,
+    emit_paths,
     finish,
     header_lines,
     leaf_fields,
+    leaf_paths,
     lenient_int,
     local_name,
     strict_uint,
@@ -115,10 +119,12 @@ class Leaf:
 
 @dataclass(frozen=True)
 class LeafMap:
-    """Every leaf child of ``<tag>`` as a ``dict[str, str]``; written only when not empty."""
+    """Every leaf child of ``<tag>`` as a ``dict[str, str]``, or with ``deep`` every leaf below it by
+    its path; written only when not empty."""
 
     tag: str
     attr: str
+    deep: bool = False
 
 
 @dataclass(frozen=True)
@@ -314,7 +320,7 @@ def _decode_fields(
             out[spec.attr] = _parse_leaf(spec, raw)
         elif isinstance(spec, LeafMap):
             child = index.get(key)
-            out[spec.attr] = leaf_fields(child) if child is not None else {}
+            out[spec.attr] = {} if child is None else leaf_paths(child) if spec.deep else leaf_fields(child)
         elif isinstance(spec, Extra):
             out[spec.attr] = leaf_fields(el, known)
         elif isinstance(spec, Nested):
@@ -468,7 +474,9 @@ def _encode_fields(lines: list[str], specs: tuple[FieldSpec, ...], obj: object) 
         if isinstance(spec, Leaf):
             emit(lines, spec.tag, value if value is None or type(value) is str else _format_leaf(value))
         elif isinstance(spec, LeafMap):
-            if value:
+            if spec.deep:
+                emit_paths(lines, spec.tag, value)
+            elif value:
                 emit(lines, spec.tag, value)
         elif isinstance(spec, Extra):
             for key, child in value.items():

@@ -270,6 +270,59 @@ def leaf_fields(el: etree._Element, skip: frozenset[str] = frozenset()) -> dict[
     return out
 
 
+def leaf_paths(el: etree._Element, prefix: str = "") -> dict[str, str]:
+    """Every leaf below ``el`` keyed by its ``/``-joined path (``SVCParam/SVCSpaceDomainMode``); a tag
+    repeated among siblings is numbered from 1 (``ROIParam/Item[2]/ROISeq``)."""
+    out: dict[str, str] = {}
+    children = child_elements(el)
+    seen: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for name, _ in children:
+        total[name] = total.get(name, 0) + 1
+    for name, child in children:
+        seen[name] = seen.get(name, 0) + 1
+        key = f"{prefix}{name}[{seen[name]}]" if total[name] > 1 else f"{prefix}{name}"
+        if is_leaf(child):
+            out.setdefault(key, text_of(child) or "")
+        else:
+            out.update(leaf_paths(child, f"{key}/"))
+    return out
+
+
+def emit_paths(lines: list[str], tag: str, paths: Mapping[str, str]) -> None:
+    """Append ``<tag>`` holding the leaves ``leaf_paths`` read, numbered siblings written under their
+    own tag; nothing when ``paths`` is empty."""
+    if not paths:
+        return
+    tree: dict[str, _PathTree] = {}
+    for path, value in paths.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):  # a leaf and an element of one path: the leaf wins
+                break
+            node = child
+        else:
+            node.setdefault(leaf, value)
+    _emit_tree(lines, tag, tree)
+
+
+_PathTree: TypeAlias = "dict[str, _PathTree] | str"
+
+
+def _emit_tree(lines: list[str], tag: str, node: _PathTree) -> None:
+    name = tag.split("[", 1)[0]
+    if isinstance(node, str):
+        emit(lines, name, node)
+        return
+    check_tag(name)
+    lines.append(f"<{name}>")
+    for key, child in node.items():
+        _emit_tree(lines, key, child)
+    lines.append(f"</{name}>")
+
+
 def attr_ci(el: etree._Element, name: str) -> str | None:
     """Attribute by case-folded name: ``Num``, ``num`` and ``NUM`` are all seen."""
     for key, value in el.attrib.items():

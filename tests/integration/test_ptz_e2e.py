@@ -110,3 +110,29 @@ def test_device_commands_reach_the_simulator_and_its_status_shows_them(tmp_path:
     finally:
         sim.kill()
         platform.stop()
+
+
+def test_device_config_set_through_the_api_is_downloaded_back(tmp_path: Path) -> None:
+    """DeviceConfig (§A.2.3.2) sets the simulator's name and video options; ConfigDownload (§A.2.4.7)
+    answers them back from its state, the other BasicParam values as configured."""
+    platform = PlatformProcess(tmp_path / "data").start()
+    sim = SimulatorProcess(platform, tmp_path / "sim.log", "--devices", "1", "--channels", "1",
+                           "--first-id", DEVICE)
+    try:
+        platform.first_channel(DEVICE)
+        status, body = platform.api("PUT", f"/devices/{DEVICE}/config/basic", {"name": "Gate NVR"})
+        assert (status, body) == (200, {"device_id": DEVICE, "target_id": DEVICE, "command": "BasicParam",
+                                        "result": "OK"}), f"{body}\n{platform.log()}"
+        status, body = platform.api("PUT", f"/devices/{DEVICE}/config/video", {"resolution": "6"})
+        assert (status, body["result"]) == (200, "OK"), body
+
+        status, body = platform.api("GET", f"/devices/{DEVICE}/config?type=BasicParam")
+        assert status == 200, body
+        assert body["basic_param"]["name"] == "Gate NVR" and body["basic_param"]["device_id"] == DEVICE
+        assert body["basic_param"]["heartbeat_interval"] is not None
+        status, body = platform.api("GET", f"/devices/{DEVICE}/config?type=VideoParamOpt")
+        assert status == 200, body
+        assert body["video_param_opt"] == {"download_speed": "1/2/4", "resolution": "6"}
+    finally:
+        sim.kill()
+        platform.stop()

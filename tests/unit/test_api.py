@@ -272,7 +272,7 @@ def test_health_needs_no_token_and_no_database(env: Env) -> None:
 def test_every_route_but_health_refuses_a_missing_or_wrong_token(env: Env, header: str | None) -> None:
     add_device(env)
     routes = concrete_routes(env.api)
-    assert len(routes) == 50
+    assert len(routes) == 53
     for method, path in routes:
         if path == "/health":
             continue

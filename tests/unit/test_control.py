@@ -209,7 +209,7 @@ def test_the_simulated_front_end_keeps_presets_and_records_commands() -> None:
 
 
 def test_control_responses_match_their_schemas(h: Harness, client: Client) -> None:
-    """A ControlResult and a PresetList validate against the components the OpenAPI document generates."""
+    """A ControlResult, a PresetList, a CommandResult and a DeviceConfigResult validate against the components the OpenAPI document generates."""
     jsonschema = pytest.importorskip("jsonschema")
     from gbplatform.api.openapi import build_openapi
 
@@ -231,6 +231,11 @@ def test_control_responses_match_their_schemas(h: Harness, client: Client) -> No
     h.pump()
     answer_control(dev)
     check(client.finish(d), "CommandResult")
+    d = client.start("GET", f"/devices/{DEV}/config")
+    h.pump()
+    query = dev.last_query("ConfigDownload")
+    dev.message(manscdp.encode_config_download_response(query.sn, DEV, manscdp.BasicParam(name="N")))
+    check(client.finish(d), "DeviceConfigResult")
 
 
 def test_a_device_without_a_catalog_is_its_own_channel(h: Harness, client: Client) -> None:
@@ -381,3 +386,177 @@ def test_the_simulated_front_end_keeps_the_state_of_device_commands() -> None:
     assert control(record_cmd="Pause") == "ERROR"
     assert [c for _, c in front.commands] == ["Record", "SetGuard", "ResetGuard", "HomePosition", "TeleBoot",
                                                "Pause"]
+
+
+# --- ConfigDownload (GB/T 28181-2016 §A.2.4.7, §A.2.6.8) ------------------------------------------
+
+def get_config(h: Harness, client: Client, device_id: str, query: str = "") -> Reply:
+    d = client.start("GET", f"/devices/{device_id}/config{query}")
+    h.pump()
+    return client.finish(d)
+
+
+def test_config_download_answers_the_basic_param_as_json(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    d = client.start("GET", f"/devices/{DEV}/config?type=BasicParam")
+    h.pump()
+    query = dev.last_query("ConfigDownload")
+    assert query.fields["ConfigType"] == "BasicParam" and query.device_id == DEV
+    dev.message(manscdp.encode_config_download_response(query.sn, DEV, manscdp.BasicParam(
+        name="Gate NVR", expiration=3600, heart_beat_interval=30, heart_beat_count=4, position_capability=0)))
+    reply = client.finish(d)
+    assert reply.code == 200, reply.json
+    assert reply.json["device_id"] == DEV and reply.json["config_type"] == "BasicParam"
+    assert reply.json["result"] == "OK" and reply.json["video_param_opt"] is None
+    basic = reply.json["basic_param"]
+    assert (basic["name"], basic["expiration"], basic["heartbeat_interval"], basic["heartbeat_count"],
+            basic["position_capability"]) == ("Gate NVR", 3600, 30, 4, 0)
+
+
+def test_config_download_answers_the_video_param_opt(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    d = client.start("GET", f"/devices/{DEV}/config?type=VideoParamOpt")
+    h.pump()
+    query = dev.last_query("ConfigDownload")
+    assert query.fields["ConfigType"] == "VideoParamOpt"
+    dev.message(manscdp.encode_config_download_response(
+        query.sn, DEV, None, video_param_opt=manscdp.VideoParamOpt(download_speed="1/2/4", resolution="5/6")))
+    reply = client.finish(d)
+    assert reply.code == 200, reply.json
+    assert reply.json["video_param_opt"] == {"download_speed": "1/2/4", "resolution": "5/6"}
+    assert reply.json["basic_param"] is None
+
+
+def test_config_download_answers_an_svac_config_as_its_leaves_by_path(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    d = client.start("GET", f"/devices/{DEV}/config?type=SVACEncodeConfig")
+    h.pump()
+    query = dev.last_query("ConfigDownload")
+    assert query.fields["ConfigType"] == "SVACEncodeConfig"
+    svac = {"SVCParam": {"SVCSpaceDomainMode": "1", "SVCTimeDomainMode": "0"},
+            "SurveillanceParam": {"TimeFlag": "1"}}
+    dev.message(manscdp.encode_config_download_response(query.sn, DEV, None, extra={"SVACEncodeConfig": svac}))
+    reply = client.finish(d)
+    assert reply.code == 200, reply.json
+    assert reply.json["svac"] == {"SVCParam/SVCSpaceDomainMode": "1", "SVCParam/SVCTimeDomainMode": "0",
+                                  "SurveillanceParam/TimeFlag": "1"}
+    assert reply.json["basic_param"] is None and reply.json["video_param_opt"] is None
+
+
+def test_svac_leaves_round_trip_with_repeated_siblings_numbered() -> None:
+    raw = manscdp.encode_config_download_response(1, DEV, None, extra={"SVACDecodeConfig": {
+        "SVCParam": {"SVCSTMMode": "1"}}})
+    msg = manscdp.decode(raw.replace(b"</SVCParam>", b"</SVCParam><ROIParam><Item><ROISeq>1</ROISeq></Item>"
+                                                     b"<Item><ROISeq>2</ROISeq></Item></ROIParam>"))
+    assert isinstance(msg, manscdp.ConfigDownloadResponse) and msg.svac_encode_config == {}
+    leaves = {"SVCParam/SVCSTMMode": "1", "ROIParam/Item[1]/ROISeq": "1", "ROIParam/Item[2]/ROISeq": "2"}
+    assert msg.svac_decode_config == leaves
+    again = manscdp.decode(manscdp.encode(msg))
+    assert isinstance(again, manscdp.ConfigDownloadResponse) and again.svac_decode_config == leaves
+
+
+def test_config_download_is_404_409_504_and_400_naming_the_type(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    before = len(dev.queries("ConfigDownload"))
+    reply = get_config(h, client, DEV, "?type=Wifi")
+    assert (reply.code, reply.json["error"]["field"]) == (400, "type")
+    assert get_config(h, client, CH).code == 404  # a channel is not a device
+    d = client.start("GET", f"/devices/{DEV}/config")
+    h.pump()
+    h.advance(h.config.sip.query_timeout + 0.1)
+    reply = client.finish(d)
+    assert (reply.code, reply.json["error"]["code"]) == (504, "device_timeout")
+    assert len(dev.queries("ConfigDownload")) == before + 1
+    assert dev.register_auth(expires=0).status == 200
+    reply = get_config(h, client, DEV)
+    assert (reply.code, reply.json["error"]["code"]) == (409, "device_offline")
+
+
+
+# --- DeviceConfig (GB/T 28181-2016 §A.2.3.2, §A.2.6.3) ---------------------------------------------
+
+def put_config(h: Harness, client: Client, path: str, body: Any, answer: FakeDevice | None = None,
+               result: str = "OK") -> Reply:
+    d = client.start("PUT", f"/devices/{path}", body=body)
+    h.pump()
+    if answer is not None:
+        msg = answer.last_query("DeviceConfig")
+        answer.message(manscdp.encode_config_response(msg.sn, msg.device_id, result=result))
+    return client.finish(d)
+
+
+def test_device_config_basic_sends_only_the_given_leaves_and_applies_the_heartbeat(h: Harness,
+                                                                                   client: Client) -> None:
+    dev = nvr(h)
+    reply = put_config(h, client, f"{DEV}/config/basic", {"name": "Gate NVR", "heartbeat_interval": 30,
+                                                          "heartbeat_count": 5}, answer=dev)
+    assert reply.code == 200, reply.json
+    assert reply.json == {"device_id": DEV, "target_id": DEV, "command": "BasicParam", "result": "OK"}
+    msg = dev.last_query("DeviceConfig")
+    assert isinstance(msg, manscdp.DeviceConfig) and msg.device_id == DEV and msg.video_param_opt is None
+    assert msg.basic_param == manscdp.BasicParam(name="Gate NVR", heart_beat_interval=30, heart_beat_count=5)
+    live = h.platform.control.devices.live[DEV]
+    assert (live.interval, live.count) == (30, 5)
+
+
+def test_a_device_config_refused_leaves_the_heartbeat_as_it_was(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    live = h.platform.control.devices.live[DEV]
+    before = (live.interval, live.count)
+    reply = put_config(h, client, f"{DEV}/config/basic", {"heartbeat_interval": 30}, answer=dev, result="ERROR")
+    assert reply.code == 200 and reply.json["result"] == "ERROR"
+    assert (live.interval, live.count) == before
+
+
+def test_device_config_video_sends_the_video_param_opt(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    reply = put_config(h, client, f"{DEV}/config/video", {"resolution": "6"}, answer=dev)
+    assert reply.code == 200 and reply.json["command"] == "VideoParamOpt", reply.json
+    msg = dev.last_query("DeviceConfig")
+    assert isinstance(msg, manscdp.DeviceConfig) and msg.basic_param is None
+    assert msg.video_param_opt == manscdp.VideoParamOpt(resolution="6")
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("config/basic", {}, "name"),
+    ("config/basic", {"name": ""}, "name"),
+    ("config/basic", {"name": "x" * 129}, "name"),
+    ("config/basic", {"name": "a\nb"}, "name"),
+    ("config/basic", {"expiration": 10}, "expiration"),
+    ("config/basic", {"heartbeat_interval": 0}, "heartbeat_interval"),
+    ("config/basic", {"heartbeat_interval": 3601}, "heartbeat_interval"),
+    ("config/basic", {"heartbeat_count": 101}, "heartbeat_count"),
+    ("config/basic", {"heartbeat": 30}, "heartbeat"),
+    ("config/video", {}, "download_speed"),
+    ("config/video", {"resolution": "HD"}, "resolution"),
+])
+def test_bad_device_config_is_400_naming_the_field(h: Harness, client: Client, path: str, body: Any,
+                                                   field: str) -> None:
+    dev = nvr(h)
+    reply = put_config(h, client, f"{DEV}/{path}", body)
+    assert reply.code == 400, reply.json
+    assert reply.json["error"]["code"] == "invalid" and reply.json["error"]["field"] == field
+    assert dev.queries("DeviceConfig") == []
+
+
+def test_device_config_is_404_409_and_504(h: Harness, client: Client) -> None:
+    dev = nvr(h)
+    assert put_config(h, client, f"{CH}/config/basic", {"name": "x"}).code == 404
+    d = client.start("PUT", f"/devices/{DEV}/config/video", body={"resolution": "5"})
+    h.pump()
+    h.advance(h.config.sip.query_timeout + 0.1)
+    reply = client.finish(d)
+    assert (reply.code, reply.json["error"]["code"]) == (504, "device_timeout")
+    assert dev.register_auth(expires=0).status == 200
+    reply = put_config(h, client, f"{DEV}/config/basic", {"name": "x"})
+    assert (reply.code, reply.json["error"]["code"]) == (409, "device_offline")
+
+
+def test_device_config_round_trips_through_its_declaration() -> None:
+    basic = manscdp.BasicParam(name="名字", expiration=3600, heart_beat_interval=30, heart_beat_count=3)
+    video = manscdp.VideoParamOpt(download_speed="1/2", resolution="5")
+    msg = manscdp.decode(manscdp.encode_device_config(7, DEV, basic_param=basic, video_param_opt=video))
+    assert isinstance(msg, manscdp.DeviceConfig)
+    assert (msg.sn, msg.basic_param, msg.video_param_opt) == (7, basic, video)
+    answer = manscdp.decode(manscdp.encode_config_response(7, DEV, result="ERROR"))
+    assert isinstance(answer, manscdp.Response) and (answer.cmd_type, answer.result) == ("DeviceConfig", "ERROR")

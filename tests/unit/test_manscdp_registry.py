@@ -180,7 +180,9 @@ SAMPLES: dict[tuple[str, str], dict[str, object]] = {
         name="cam", device_id=DEV, sip_server_id="34020000002000000001", sip_server_ip="192.0.2.1",
         sip_server_port=5060, domain_name="3402000000", expiration=3600, password="p",
         heart_beat_interval=60, heart_beat_count=3, position_capability=0, longitude="1.5",
-        latitude="2.5")},
+        latitude="2.5"), "video_param_opt": manscdp.VideoParamOpt(download_speed="1/2/4", resolution="5/6"),
+        "svac_encode_config": {"SVCParam/SVCSpaceDomainMode": "1", "ROIParam/Item[1]/ROISeq": "1",
+                               "ROIParam/Item[2]/ROISeq": "2"}},
     ("Response", "DeviceControl"): {"result": "ERROR"},
     ("Control", "DeviceControl"): {"ptz_cmd": "A50F01021F1F00E5",
                                    "info": manscdp.ControlInfo(control_priority=5)},
@@ -188,6 +190,8 @@ SAMPLES: dict[tuple[str, str], dict[str, object]] = {
     ("Response", "PresetQuery"): {"result": "OK", "num": 2, "presets": (
         manscdp.Preset(preset_id="1", preset_name="门口"), manscdp.Preset(preset_id="2", preset_name=None))},
     ("Response", "DeviceConfig"): {"result": "OK"},
+    ("Control", "DeviceConfig"): {"basic_param": BasicParam(name="cam", heart_beat_interval=30),
+                                  "video_param_opt": manscdp.VideoParamOpt(resolution="6")},
 }
 
 

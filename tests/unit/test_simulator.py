@@ -921,3 +921,28 @@ def test_interval_too_brief_asks_again_with_min_expires() -> None:
     assert sim.devices[0].registered
     net.run_for(48)
     assert len(platform.of("REGISTER")) == 4  # refreshed at 0.8 x 60 s
+
+
+def test_device_config_is_kept_and_downloaded_back() -> None:
+    """DeviceConfig (GB/T 28181-2016 §A.2.3.2) changes only the values it names; ConfigDownload
+    (§A.2.4.7) answers them; a new heartbeat interval paces the simulator's keepalives."""
+    sim, _, _ = make()
+    dev = sim.devices[0]
+    basic = manscdp.BasicParam(name="Gate", heart_beat_interval=20)
+    [ok] = dev.queries.answer(manscdp.decode(manscdp.encode_device_config(5, DEV1, basic_param=basic)))
+    answer = manscdp.decode(ok)
+    assert isinstance(answer, manscdp.Response) and (answer.cmd_type, answer.sn, answer.result) == (
+        "DeviceConfig", 5, "OK")
+    dev.queries.answer(manscdp.decode(manscdp.encode_device_config(
+        6, DEV1, video_param_opt=manscdp.VideoParamOpt(resolution="6"))))
+    assert dev.ua.config.keepalive_interval == 20
+    query = manscdp.decode(manscdp.encode_query("ConfigDownload", 7, DEV1,
+                                                extra={"ConfigType": "BasicParam/VideoParamOpt"}))
+    [raw] = dev.queries.answer(query)
+    config = manscdp.decode(raw)
+    assert isinstance(config, manscdp.ConfigDownloadResponse) and config.basic_param is not None
+    assert (config.basic_param.name, config.basic_param.heart_beat_interval) == ("Gate", 20)
+    assert config.basic_param.expiration == sim.config.expires
+    assert config.video_param_opt == manscdp.VideoParamOpt(download_speed="1/2/4", resolution="6")
+    [refused] = dev.queries.answer(manscdp.decode(manscdp.encode_device_config(8, DEV1)))
+    assert isinstance(decoded := manscdp.decode(refused), manscdp.Response) and decoded.result == "ERROR"
