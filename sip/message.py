@@ -41,6 +41,8 @@ _SPECIAL_CASE = {
     "rseq": "RSeq",
     "sip-etag": "SIP-ETag",
     "sip-if-match": "SIP-If-Match",
+    # GB/T 28181-2022 §9.1 spells it so; firmware comparing header names case-sensitively exists.
+    "x-gb-ver": "X-GB-Ver",
 }
 
 # Headers whose value is a comma-separated list that may be split over

@@ -94,6 +94,7 @@ __all__ = [
     "control_command",
     "QueryAnswerer",
     "QueryAnswers",
+    "QueryInterceptor",
     "Registered",
     "RegistrationConfig",
     "RegistrationFailed",
@@ -714,6 +715,8 @@ class MessageFactory:
 # -- answering the server's requests ---------------------------------------------
 
 QueryAnswerer = Callable[[manscdp.ManscdpMessage], list[bytes]]
+# Answers the messages of a CmdType it knows (a DeviceControl element of its own) and None for the others.
+QueryInterceptor = Callable[[manscdp.ManscdpMessage], list[bytes] | None]
 
 
 @dataclass(frozen=True)
@@ -732,6 +735,7 @@ class QueryAnswers:
 
     def __init__(self) -> None:
         self._answerers: dict[str, QueryAnswerer] = {}
+        self._interceptors: dict[str, list[QueryInterceptor]] = {}
 
     def register(self, cmd_type: str, answerer: QueryAnswerer) -> None:
         """Answer queries of ``cmd_type`` with ``answerer(query)``: the response bodies."""
@@ -740,11 +744,21 @@ class QueryAnswers:
             raise ValueError(f"an answerer for {cmd_type!r} is already registered")
         self._answerers[key] = answerer
 
+    def intercept(self, cmd_type: str, interceptor: QueryInterceptor) -> None:
+        """Try ``interceptor(query)`` first for ``cmd_type``: its bodies when it returns a list, the registered
+        answerer's when it returns None. One CmdType, several owners: DeviceControl carries the 2016 commands
+        and the GB/T 28181-2022 ones, each family answered by its own module."""
+        self._interceptors.setdefault(cmd_type.lower(), []).append(interceptor)
+
     def __contains__(self, cmd_type: object) -> bool:
         return isinstance(cmd_type, str) and cmd_type.lower() in self._answerers
 
     def answer(self, query: manscdp.ManscdpMessage) -> list[bytes]:
         """The bodies answering ``query``; none for a CmdType nobody answers."""
+        for interceptor in self._interceptors.get(query.cmd_type.lower(), ()):
+            bodies = interceptor(query)
+            if bodies is not None:
+                return bodies
         answerer = self._answerers.get(query.cmd_type.lower())
         return [] if answerer is None else answerer(query)
 
@@ -769,14 +783,17 @@ class QueryAnswers:
 def control_command(msg: manscdp.DeviceControl) -> str | None:
     """The command a DeviceControl carries, as the device logs it: ``PTZCmd``, ``TeleBoot``, the text of
     RecordCmd, GuardCmd and AlarmCmd (``Record``, ``SetGuard``, ``ResetAlarm``...), ``IFameCmd``,
-    ``DragZoomIn``, ``DragZoomOut`` or ``HomePosition`` (GB/T 28181-2016 §A.2.3.1); None when empty."""
+    ``DragZoomIn``, ``DragZoomOut`` or ``HomePosition`` (GB/T 28181-2016 §A.2.3.1), and the GB/T 28181-2022
+    elements by name (``PTZPreciseCtrl``, ``TargetTrack``, ``FormatSDCard``, ``DeviceUpgrade``); None when empty."""
     if msg.ptz_cmd is not None:
         return "PTZCmd"
     for text in (msg.record_cmd, msg.guard_cmd, msg.alarm_cmd):
         if text is not None:
             return text
     named = (("TeleBoot", msg.tele_boot), ("IFameCmd", msg.iframe), ("DragZoomIn", msg.drag_zoom_in),
-             ("DragZoomOut", msg.drag_zoom_out), ("HomePosition", msg.home_position))
+             ("DragZoomOut", msg.drag_zoom_out), ("HomePosition", msg.home_position),
+             ("FormatSDCard", msg.format_sd_card), ("DeviceUpgrade", msg.device_upgrade),
+             ("PTZPreciseCtrl", msg.ptz_precise_ctrl), ("TargetTrack", msg.target_track))
     return next((name for name, value in named if value is not None), None)
 
 

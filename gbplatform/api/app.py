@@ -7,7 +7,10 @@ their rules to this app's one URL map):
 - ``gbplatform.sessions.http``: play, stop, streams;
 - ``gbplatform.outputs.http``: HTTP-FLV, HLS, snapshot;
 - ``gbplatform.recording.http``: record plans and policies, recordings, storage, downloads, VOD;
-- ``gbplatform.control.http``: PTZ, lens, presets, cruise, scan, aux of a channel.
+- ``gbplatform.control.http``: PTZ, lens, presets, cruise, scan, aux of a channel;
+- ``gbplatform.control.http_2022``: the GB/T 28181-2022 PTZ commands and queries of a channel;
+- ``gbplatform.alarms.http``: alarms, their snapshots and the Alarm Query, positions and tracks;
+- ``gbplatform.snapshots.http``: pictures devices take and upload (GB/T 28181-2022 SnapShotConfig).
 
 This module keeps what is the API's as a whole: health, ``openapi.json``,
 the access log and the error mapping. Every route is ``async def``: parse
@@ -53,18 +56,25 @@ from werkzeug.routing import IntegerConverter, RequestRedirect
 from zope.interface import provider
 
 from gbplatform import __version__
+from gbplatform.alarms.http import AlarmRoutes
 from gbplatform.api import schemas, shapes
 from gbplatform.api.openapi import build_openapi
 from gbplatform.api.routing import JSON_TYPE, Routes, Web, authenticated, mount
 from gbplatform.api.routing import set_header as _set_header
 from gbplatform.app.context import AppContext
+from gbplatform.control.config_http import Config2022Routes
 from gbplatform.control.http import ControlRoutes
+from gbplatform.control.http_2022 import Ptz2022Routes
+from gbplatform.control.http_maintenance import MaintenanceRoutes
 from gbplatform.core.errors import DomainError
 from gbplatform.db import queries as q
 from gbplatform.devices.http import DeviceRoutes
+from gbplatform.events.http import EventRoutes
 from gbplatform.outputs.http import OutputRoutes
 from gbplatform.recording.http import RecordingRoutes
 from gbplatform.sessions.http import SessionRoutes
+from gbplatform.snapshots.http import SnapshotRoutes
+from gbplatform.subscriptions.http import SubscriptionRoutes
 
 log = Logger()
 
@@ -182,6 +192,13 @@ class Api(Routes):
         self.output_routes = OutputRoutes(self.web)
         self.recording_routes = RecordingRoutes(self.web)
         self.control_routes = ControlRoutes(self.web)
+        self.subscription_routes = SubscriptionRoutes(self.web)
+        self.alarm_routes = AlarmRoutes(self.web)
+        self.event_routes = EventRoutes(self.web)
+        self.snapshot_routes = SnapshotRoutes(self.web)
+        self.config2022_routes = Config2022Routes(self.web)
+        self.ptz2022_routes = Ptz2022Routes(self.web)
+        self.maintenance_routes = MaintenanceRoutes(self.web)
 
     @property
     def run_in_thread(self) -> Callable[..., Deferred[Any]]:
@@ -295,3 +312,10 @@ mount(Api.app, SessionRoutes.app, "session_routes")
 mount(Api.app, OutputRoutes.app, "output_routes")
 mount(Api.app, RecordingRoutes.app, "recording_routes")
 mount(Api.app, ControlRoutes.app, "control_routes")
+mount(Api.app, SubscriptionRoutes.app, "subscription_routes")
+mount(Api.app, AlarmRoutes.app, "alarm_routes")
+mount(Api.app, EventRoutes.app, "event_routes")
+mount(Api.app, SnapshotRoutes.app, "snapshot_routes")
+mount(Api.app, Config2022Routes.app, "config2022_routes")
+mount(Api.app, Ptz2022Routes.app, "ptz2022_routes")
+mount(Api.app, MaintenanceRoutes.app, "maintenance_routes")

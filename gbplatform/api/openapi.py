@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gbplatform.alarms import openapi as alarms
 from gbplatform.api import shapes
 from gbplatform.api.schemas import (
     DEFAULT_PAGE_LIMIT,
@@ -21,10 +22,16 @@ from gbplatform.api.schemas import (
     MAX_PAGE_LIMIT,
     MAX_TRACE_LIMIT,
 )
+from gbplatform.control import openapi_2022 as ptz2022
+from gbplatform.control import openapi_maintenance as maintenance
 from gbplatform.control import shapes as control
+from gbplatform.control.config2022 import KINDS as CONFIG_2022
 from gbplatform.devices import shapes as devices
+from gbplatform.events import openapi as events
 from gbplatform.recording import shapes as recording
 from gbplatform.sessions import shapes as sessions
+from gbplatform.snapshots import openapi as snapshots
+from gbplatform.subscriptions import openapi as subscriptions
 from sip import manscdp
 
 PREFIX = "/api/v1"
@@ -34,7 +41,7 @@ SHAPES: tuple[Any, ...] = (
     shapes.Error, shapes.Health, shapes.Page,
     devices.Device, devices.DeviceCreate, devices.DevicePatch, devices.DevicePage, devices.Channel,
     devices.ChannelPage, devices.ChannelTree, devices.CatalogProgress, devices.DeviceInfo, devices.DeviceStatus,
-    devices.Trace, devices.BanList,
+    devices.Trace, devices.BanList, devices.DialectBody, devices.DeviceDialect,
     sessions.StreamList, sessions.PlayResult,
     recording.RecordPlan, recording.RecordPlanBody, recording.RecordPlanList, recording.RecordPolicyBody,
     recording.RecordPolicy, recording.RecordTimeline, recording.StorageState, recording.DownloadList,
@@ -42,7 +49,13 @@ SHAPES: tuple[Any, ...] = (
     control.ControlResult, control.PresetList,
     control.DeviceRecordBody, control.GuardBody, control.AlarmResetBody, control.DragZoomBody,
     control.HomePositionBody, control.CommandResult, control.DeviceConfigResult, control.BasicConfigBody,
-    control.VideoConfigBody,
+    control.VideoConfigBody, *(kind.body for kind in CONFIG_2022.values()),
+    *ptz2022.SHAPES,
+    *maintenance.SHAPES,
+    *events.SHAPES,
+    *alarms.SHAPES,
+    *snapshots.SHAPES,
+    *subscriptions.SHAPES,
 )
 
 
@@ -123,6 +136,29 @@ def _op(op_id: str, tag: str, summary: str, responses: dict[str, Any], *,
     return op
 
 
+def _dialect_op() -> dict[str, Any]:
+    """``PUT /devices/{id}/dialect``: the GB/T 28181 edition spoken to the device, its I-frame spelling."""
+    op = _op("setDeviceDialect", "devices", "Set the GB/T 28181 dialect (2016/2022) spoken to the device",
+             {"200": {"description": "The device's dialect state", "content": {"application/json": {
+                 "schema": _ref("DeviceDialect"),
+                 "examples": {"forced2016": {"value": {
+                     "device_id": "34020000001320000001", "gb_version": "2016", "gb_version_detected": "2022",
+                     "gb_version_setting": "2016", "iframe_element": "IFameCmd"}}}}}},
+              "404": _r("NotFound")},
+             body="DialectBody",
+             description="`auto` (the default) speaks what the device's REGISTER announces (GB/T 28181-2022 "
+                         "§9.1 `X-GB-Ver`; no header: 2016). A 2022 command to a device spoken to in 2016 is "
+                         "refused with 422 (`unsupported_by_device_dialect`) before anything is sent. "
+                         "`iframe_element` chooses the spelling of the I-frame request (§A.2.3.1.7). Applies at "
+                         "once, also to a device that is online; no SIP is sent.")
+    op["requestBody"]["content"]["application/json"]["examples"] = {
+        "force2016": {"value": {"version": "2016"}},
+        "auto": {"value": {"version": "auto"}},
+        "iframeSpelling": {"value": {"iframe_element": "IFrameCmd"}},
+    }
+    return op
+
+
 def _paths() -> dict[str, Any]:
     d = "devices"
     live = "Live query to the device (MANSCDP over SIP MESSAGE); fails fast if it is not registered."
@@ -153,6 +189,9 @@ def _paths() -> dict[str, Any]:
                          body="DevicePatch"),
             "delete": _op("deleteDevice", d, "Delete a device and its channels",
                           {"204": {"description": "Deleted"}, "404": _r("NotFound")}),
+        },
+        f"{PREFIX}/devices/{{device_id}}/dialect": {
+            "put": _dialect_op(),
         },
         f"{PREFIX}/devices/{{device_id}}/channels": {
             "get": _op("listChannels", "channels", "A device's channels, by ID",
@@ -289,9 +328,11 @@ def build_openapi(version: str) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": n} for n in ("platform", "devices", "channels", "catalog", "queries", "live", "recording",
-                                                  "control")],
+                                                  "control", "events", "snapshots", "alarms")],
         "paths": {**_paths(), **_record_paths(), **_security_paths(), **_control_paths(),
-                  **_command_paths()},
+                  **_command_paths(), **ptz2022.paths(PREFIX), **maintenance.paths(PREFIX),
+                  **events.paths(PREFIX), **snapshots.snapshot_paths(),
+                  **subscriptions.paths(PREFIX), **alarms.paths(PREFIX)},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "The token from `api.token` or <data_dir>/api_token."}},
@@ -481,6 +522,23 @@ def _config_op(op_id: str, summary: str, body: str, examples: dict[str, dict[str
     return op
 
 
+_NOT_2022 = _error("The device speaks GB/T 28181-2016, which lacks this configuration type "
+                   "(`unsupported_by_device_dialect`).")
+
+
+def _config_2022_paths(device: str) -> dict[str, Any]:
+    """``PUT .../config/<kind>`` of each GB/T 28181-2022 type (``gbplatform.control.config2022.KINDS``)."""
+    paths: dict[str, Any] = {}
+    for kind in CONFIG_2022.values():
+        op = _config_op(f"configure{kind.config_type}", kind.summary, kind.body.__name__, kind.examples,
+                        f"DeviceConfig {kind.config_type} (GB/T 28181-2022 §A.2.3.2); read it back with "
+                        f"`GET .../config?type={kind.config_type}`. 422 for a device that speaks 2016, before "
+                        "anything is sent.")
+        op["responses"] = dict(sorted({**op["responses"], "422": _NOT_2022}.items()))
+        paths[f"{device}/config/{kind.kind}"] = {"put": op}
+    return paths
+
+
 def _command_paths() -> dict[str, Any]:
     device, channel = f"{PREFIX}/devices/{{device_id}}", f"{PREFIX}/channels/{{channel_id}}"
     return {
@@ -499,6 +557,14 @@ def _command_paths() -> dict[str, Any]:
                                 examples={"arm": {"armed": True}, "disarm": {"armed": False}},
                                 description="SetGuard/ResetGuard (§A.2.3.1.4)."),
         },
+        f"{channel}/guard": {
+            "post": _command_op("channelGuard", "Arm or disarm one alarm input of a device (GuardCmd)",
+                                device=False, body="GuardBody",
+                                examples={"arm": {"armed": True}, "disarm": {"armed": False}},
+                                description="SetGuard/ResetGuard (§A.2.3.1.4) addressed to the channel: an alarm "
+                                            "input (type 134) of an NVR or alarm host, or a camera channel whose "
+                                            "firmware arms its own detection."),
+        },
         f"{device}/alarm/reset": {
             "post": _command_op("resetAlarm", "Reset the device's alarms (AlarmCmd ResetAlarm)", device=True,
                                 body="AlarmResetBody", examples={"all": {}, "videoLoss": {"method": 5, "type": 1}},
@@ -507,7 +573,9 @@ def _command_paths() -> dict[str, Any]:
         },
         f"{channel}/iframe": {
             "post": _command_op("iframe", "Ask for an I-frame now (IFameCmd)", device=False,
-                                description="`<IFameCmd>Send</IFameCmd>` (§A.2.3.1.7)."),
+                                description="`<IFameCmd>Send</IFameCmd>` (§A.2.3.1.7), or `<IFrameCmd>Send"
+                                            "</IFrameCmd>` to a device whose `iframe_element` is set so "
+                                            "(PUT /devices/{device_id}/dialect); `command` names the one sent."),
         },
         f"{channel}/dragzoom": {
             "post": _command_op("dragZoom", "Zoom into or out of a box of the picture (DragZoomIn/Out)", device=False,
@@ -519,13 +587,19 @@ def _command_paths() -> dict[str, Any]:
         f"{device}/config": {
             "get": _op("deviceConfig", "control", "One ConfigType of the device's configuration (ConfigDownload)",
                        {"200": _ok("DeviceConfigResult"), "404": _r("NotFound"), "409": _r("DeviceOffline"),
-                        "502": _r("DeviceRejected"), "504": _r("DeviceTimeout")},
-                       params=[_query("type", {"type": "string", "enum": list(manscdp.CONFIG_TYPES),
-                                               "default": "BasicParam"}, "The ConfigType asked for.")],
+                        "422": _NOT_2022, "502": _r("DeviceRejected"), "504": _r("DeviceTimeout")},
+                       params=[_query("type", {"type": "string", "enum": [*manscdp.CONFIG_TYPES,
+                                                                          *manscdp.CONFIG_TYPES_2022],
+                                               "default": "BasicParam"},
+                                      "The ConfigType asked for (any case).")],
                        description="A ConfigDownload (GB/T 28181-2016 §A.2.4.7) to the device; its answer's "
-                                   "BasicParam or VideoParamOpt, or an SVAC config as its leaves by path (§A.2.6.8). "
-                                   "504 when it does not answer within `sip.query_timeout`."),
+                                   "BasicParam or VideoParamOpt, or an SVAC config as its leaves by path (§A.2.6.8); "
+                                   "a GB/T 28181-2022 type (VideoParamAttribute, VideoRecordPlan, VideoAlarmRecord, "
+                                   "PictureMask, FrameMirror, AlarmReport, OSDConfig) typed in its member, only of "
+                                   "a device that speaks 2022 (422 otherwise). 504 when it does not answer within "
+                                   "`sip.query_timeout`."),
         },
+        **_config_2022_paths(device),
         f"{device}/config/basic": {
             "put": _config_op("configureBasic", "Set the device's name, registration expiry or heartbeat",
                               "BasicConfigBody", {"name": {"name": "Gate NVR"},
@@ -544,6 +618,7 @@ def _command_paths() -> dict[str, Any]:
                                     "on": {"enabled": True, "reset_time": 60, "preset_index": 1},
                                     "off": {"enabled": False}},
                                 description="HomePosition (§A.2.3.1.10)."),
+            "get": ptz2022.home_position_get(),  # HomePositionQuery, GB/T 28181-2022
         },
     }
 

@@ -50,6 +50,7 @@ from gbplatform.recording.shapes import RECORD_MODES
 from gbplatform.signalling.trace import TraceEntry
 from sip.channel_fields import STORED_FIELDS
 from sip.gbid import is_loose_id
+from sip.manscdp.dialects import dialect_of
 from sip.sdp import SdpError, parse_stream_choice
 
 if TYPE_CHECKING:
@@ -492,6 +493,7 @@ def device_json(
         media_transport=cast(device_shapes.MediaTransport, record.media_transport),
         stream_index=record.stream_index,
         sdp_y_line=record.sdp_y_line,
+        **dialect_fields(record, live),
         registered_at=registered_at,
         register_expires_at=expires_at,
         last_keepalive_at=keepalive_at,
@@ -511,6 +513,18 @@ def device_json(
         created_at=iso(record.created_at),
         updated_at=iso(record.updated_at),
     )
+
+
+def dialect_fields(record: DeviceRecord, live: DeviceLive | None) -> dict[str, Any]:
+    """The dialect members of ``Device`` and ``DeviceDialect``: the live registration's announced edition
+    (GB/T 28181-2022 §9.1) wins over the stored one, which the state writer may not have written yet."""
+    detected = live.gb_version if live is not None else record.gb_version
+    return {
+        "gb_version": dialect_of(detected, record.gb_version_setting),
+        "gb_version_detected": detected,
+        "gb_version_setting": record.gb_version_setting,
+        "iframe_element": record.iframe_element,
+    }
 
 
 def _finite(value: float | None) -> float | None:

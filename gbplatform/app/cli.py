@@ -152,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload", choices=("ps", "es"), default="ps",
                    help="RTP payload answered to INVITE: ps (MPEG-PS, GB/T 28181 Annex C) or es "
                         "(raw H.264/H.265, RFC 6184/7798, as 98 H264 / 99 H265; video only)")
+    p.add_argument("--gb-version", choices=("2022", "2016"), default="2022",
+                   help="GB/T 28181 edition spoken: announced in REGISTER (X-GB-Ver 3.0 / 2.0); a 2016 device "
+                        "refuses the 2022 commands as 2016 firmware does")
+    p.add_argument("--catalog-change-interval", type=_non_negative_float, default=0.0, metavar="SECONDS",
+                   help="send a catalog change (a channel OFF, ON, an ADD, a DEL, one per interval) as NOTIFY "
+                        "in the platform's Catalog subscription, else MESSAGE; 0 = only on SIGHUP")
+    p.add_argument("--alarm-interval", type=_non_negative_float, default=0.0, metavar="SECONDS",
+                   help="each device reports an alarm every SECONDS (0: never; SIGUSR2: one from every device now)")
+    p.add_argument("--position-interval", type=_non_negative_float, default=0.0, metavar="SECONDS",
+                   help="each device reports its mobile position every SECONDS (0: never)")
+    p.add_argument("--iframe-spelling", choices=("any", "IFameCmd", "IFrameCmd"), default="any",
+                   help="I-frame element the device knows (GB/T 28181 A.2.3.1.7 IFameCmd, or IFrameCmd); "
+                        "the other spelling is answered ERROR")
     return parser
 
 

@@ -35,16 +35,22 @@ from gbplatform import __version__
 from gbplatform.core.ids import is_gb_id
 
 __all__ = [
+    "AlarmsConfig",
     "ApiConfig",
     "Config",
     "ConfigError",
+    "ControlConfig",
     "DatabaseConfig",
     "HttpConfig",
     "LogConfig",
     "MediaConfig",
+    "PositionsConfig",
     "RecordConfig",
     "SipConfig",
+    "SnapshotConfig",
     "StorageConfig",
+    "SubscriptionsConfig",
+    "WebhooksConfig",
     "bool_word",
     "config_reference",
     "env_var_name",
@@ -193,6 +199,17 @@ def _database_url(v: str) -> str:
     return v
 
 
+_BASE_URL = re.compile(r"https?://[^\s/?#@]+", re.IGNORECASE)
+
+
+def _base_url(v: str) -> str:
+    # Scheme and authority only: the API's paths are appended to it (RFC 3986 §3).
+    v = v.strip().rstrip("/")
+    if v and _BASE_URL.fullmatch(v) is None:
+        raise ValueError(v)
+    return v
+
+
 def _path(v: str) -> str:
     if not v.strip():
         raise ValueError(v)
@@ -207,6 +224,12 @@ _BOOL = "a boolean (true/false/1/0/yes/no)"
 # --------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------
+
+
+def _at_least_zero(v: float) -> float:
+    if not v >= 0:  # NaN too
+        raise ValueError(v)
+    return v
 
 
 @dataclass(frozen=True)
@@ -311,6 +334,15 @@ class SipConfig:
         "about 4.5 KB); past it new requests get 503. Bounds a flood's memory (docs/performance.md).",
         _int_range(100),
     )
+    notify_rate: float = _opt(
+        20.0, _FLOAT, "a number >= 0",
+        "Notify bodies other than Keepalive (alarms, positions, catalog changes) a device may send per second, "
+        "by MESSAGE or NOTIFY, on average; past it they are answered 503 with Retry-After. 0: no limit.",
+        _at_least_zero,
+    )
+    notify_burst: int = _opt(
+        100, _INTEGER, _POSITIVE, "Notify bodies a device may send at once above sip.notify_rate.", _int_range(1),
+    )
 
     @property
     def advertised_ip(self) -> str:
@@ -332,6 +364,33 @@ class HttpConfig:
 
     host: str = _opt("0.0.0.0", _STRING, "an IP address", "Address the HTTP API listens on.", _ip)
     port: int = _opt(8080, _INTEGER, _PORT, "HTTP API port.", _int_range(1, 65535))
+    advertised_url: str = _opt(
+        "", _STRING, 'empty or an "http(s)://host[:port]" URL',
+        "Base URL devices reach the API at (snapshot UploadURL); empty: http://<media.ip or sip's "
+        "advertised address>:<http.port>.", _base_url,
+    )
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """``[snapshot]``: pictures devices take and upload (GB/T 28181-2022 SnapShotConfig, docs/snapshots.md)."""
+
+    max_bytes: int = _opt(
+        5 * 1024 * 1024, _INTEGER, "an integer >= 1024", "Largest picture a device may upload, bytes.",
+        _int_range(1024),
+    )
+    upload_timeout: float = _opt(
+        300.0, _FLOAT, "a number > 0",
+        "Seconds a snapshot session waits, after its last picture is due, for uploads and "
+        "UploadSnapShotFinished before it expires.", _positive_float,
+    )
+    retention_days: int = _opt(
+        30, _INTEGER, "an integer >= 0", "Days uploaded snapshots are kept; 0: forever.", _int_range(0),
+    )
+    purge_interval: float = _opt(
+        3600.0, _FLOAT, "a number > 0", "Seconds between purges of snapshots past retention_days.",
+        _positive_float,
+    )
 
 
 @dataclass(frozen=True)
@@ -347,6 +406,26 @@ class ApiConfig:
         14400.0, _FLOAT, "a number > 0",
         "Seconds a playback URL from /play or the recording timeline can start or control playback.",
         _positive_float,
+    )
+    event_backlog: int = _opt(
+        1000, _INTEGER, _POSITIVE,
+        "Events kept for clients of /api/v1/events that reconnect with Last-Event-ID.", _int_range(1),
+    )
+    event_clients: int = _opt(
+        100, _INTEGER, _POSITIVE,
+        "Clients of /api/v1/events (Server-Sent Events) connected at once; more get 503.", _int_range(1),
+    )
+    event_keepalive: float = _opt(
+        15.0, _FLOAT, "a number > 0",
+        "Seconds between the comment lines (': keepalive') that keep an idle /api/v1/events connection "
+        "open through proxies.",
+        _positive_float,
+    )
+    event_client_buffer: int = _opt(
+        1024 * 1024, _INTEGER, "an integer >= 4096",
+        "Bytes of events kept for an /api/v1/events client that reads too slowly; past it the client gets "
+        "'event: overflow' and is disconnected (the platform never waits for it).",
+        _int_range(4096),
     )
 
 
@@ -526,7 +605,129 @@ class RecordConfig:
     )
 
 
+@dataclass(frozen=True)
+class SubscriptionsConfig:
+    """``[subscriptions]``: what the platform subscribes to on every device (GB/T 28181-2016 §9.11, RFC 6665).
+
+    A device's own setting (``PUT /api/v1/devices/{id}/subscriptions``) overrides each default.
+    """
+
+    catalog: bool = _opt(False, _BOOLEAN, _BOOL, "Subscribe to every device's catalog changes (§9.11.1, §A.2.5.4).")
+    alarm: bool = _opt(False, _BOOLEAN, _BOOL, "Subscribe to every device's alarms (§9.11, §A.2.4.10).")
+    mobile_position: bool = _opt(
+        False, _BOOLEAN, _BOOL, "Subscribe to every device's mobile position (§9.11, §A.2.4.11).",
+    )
+    ptz_position: bool = _opt(
+        False, _BOOLEAN, _BOOL, "Subscribe to the PTZ position of every GB/T 28181-2022 device (2016 devices lack it).",
+    )
+    expires: int = _opt(
+        3600, _INTEGER, "an integer >= 10", "Subscription duration asked for, seconds; refreshed at 80 % of what "
+        "the device grants.", _int_range(10),
+    )
+    position_interval: int = _opt(
+        5, _INTEGER, _POSITIVE, "Mobile position reporting interval asked for (Interval), seconds.",
+        _int_range(1, 3600),
+    )
+
+
+_WEBHOOK_URL = re.compile(r"https?://[^/?#\s]+(?:[/?#]\S*)?", re.IGNORECASE)
+
+
+def _webhook_urls(v: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for url in v:
+        url = url.strip()
+        # An absolute http(s) URL (RFC 9110 §4.2) with a host; no spaces or controls (they would
+        # end up in the request line).
+        if _WEBHOOK_URL.fullmatch(url) is None or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+            raise ValueError(url)
+        if url not in out:
+            out.append(url)
+    return tuple(out)
+
+
+def _event_kinds(v: list[str]) -> tuple[str, ...]:
+    from gbplatform.events.bus import EVENT_KINDS  # the bus owns the list of kinds
+
+    out: list[str] = []
+    for kind in v:
+        kind = kind.strip().lower()
+        if kind not in EVENT_KINDS:
+            raise ValueError(kind)
+        if kind not in out:
+            out.append(kind)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    """``[webhooks]``: every event of the bus POSTed as JSON to these URLs (docs/events.md)."""
+
+    urls: tuple[str, ...] = _opt(
+        (), _STRING_LIST, "a list of http:// or https:// URLs",
+        "URLs each event is POSTed to as JSON, in order per URL; empty: no webhooks.", _webhook_urls,
+    )
+    types: tuple[str, ...] = _opt(
+        (), _STRING_LIST, "a list of event kinds (alarm, device, channel, position, stream, record, subscription, "
+        "upgrade, snapshot, ptz)",
+        "Event kinds sent; empty: every kind.", _event_kinds,
+    )
+    timeout: float = _opt(
+        10.0, _FLOAT, "a number > 0",
+        "Seconds to connect and get an answer from a webhook URL; past it the attempt failed.", _positive_float,
+    )
+    max_queue: int = _opt(
+        1000, _INTEGER, _POSITIVE,
+        "Events waiting per URL while it is slow or down; past it the oldest are dropped (counted).",
+        _int_range(1),
+    )
+    max_attempts: int = _opt(
+        5, _INTEGER, _POSITIVE,
+        "Attempts per event (5xx, 408, 429, timeouts and connection errors are retried with exponential "
+        "back-off from 1 s to 60 s; other 4xx are not).",
+        _int_range(1),
+    )
+    secret: str = _opt(
+        "", _STRING, "a string",
+        "Key of the X-GBPlatform-Signature header (sha256=<hex HMAC-SHA256 of the body>); empty: no signature.",
+        secret=True,
+    )
+
+
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*(@)")
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """``[control]``: device control and maintenance (docs/devices.md)."""
+
+    upgrade_timeout: float = _opt(
+        1800.0, _FLOAT, "a number > 0",
+        "Seconds a firmware upgrade may take before, without a DeviceUpgradeResult, it is marked failed.",
+        _positive_float,
+    )
+
+
+@dataclass(frozen=True)
+class AlarmsConfig:
+    """``[alarms]``: alarms devices report (GB/T 28181-2016 §9.4; docs/alarms.md)."""
+
+    snapshot: bool = _opt(
+        False, _BOOLEAN, _BOOL,
+        "Take a snapshot of the alarm's channel on every alarm; a channel's alarm-settings override it.",
+    )
+    retention_days: int = _opt(
+        90, _INTEGER, "an integer >= 0", "Days alarms (and their snapshots) are kept; 0: forever.", _int_range(0),
+    )
+
+
+@dataclass(frozen=True)
+class PositionsConfig:
+    """``[positions]``: mobile positions devices report (GB/T 28181-2016 §9.10; docs/alarms.md)."""
+
+    retention_days: int = _opt(
+        30, _INTEGER, "an integer >= 0", "Days mobile positions are kept; 0: forever.", _int_range(0),
+    )
 
 
 @dataclass(frozen=True)
@@ -541,6 +742,12 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    subscriptions: SubscriptionsConfig = field(default_factory=SubscriptionsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    positions: PositionsConfig = field(default_factory=PositionsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
     @property
     def database_url(self) -> str:
@@ -561,6 +768,15 @@ class Config:
     def media_ip(self) -> str:
         """The address put in SDP offers as where we receive RTP."""
         return self.media.ip or self.sip.advertised_ip
+
+    @property
+    def api_base_url(self) -> str:
+        """The API's base URL as devices reach it (no trailing slash): ``http.advertised_url``, else
+        built from the media address and ``http.port``."""
+        if self.http.advertised_url:
+            return self.http.advertised_url
+        host = self.media_ip
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.http.port}"
 
     @property
     def api_token_path(self) -> str:
@@ -598,6 +814,12 @@ _SECTIONS: dict[str, type[Any]] = {
     "log": LogConfig,
     "media": MediaConfig,
     "record": RecordConfig,
+    "snapshot": SnapshotConfig,
+    "subscriptions": SubscriptionsConfig,
+    "control": ControlConfig,
+    "alarms": AlarmsConfig,
+    "positions": PositionsConfig,
+    "webhooks": WebhooksConfig,
 }
 
 

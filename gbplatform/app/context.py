@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only types: building them is gbplatform.app.service's job
+    from gbplatform.alarms.service import AlarmService
     from gbplatform.app.config import Config
     from gbplatform.auth.play_tokens import PlayTokens
+    from gbplatform.control.maintenance import MaintenanceService
     from gbplatform.control.service import ControlService
     from gbplatform.core.clock import Clock
     from gbplatform.core.workers import Workers
@@ -29,10 +31,14 @@ if TYPE_CHECKING:  # only types: building them is gbplatform.app.service's job
     from gbplatform.devices.catalog import CatalogSync
     from gbplatform.devices.onboarding import DeviceQueries
     from gbplatform.devices.registrar import DeviceEvent, DeviceManager
+    from gbplatform.events.bus import EventBus
+    from gbplatform.events.webhooks import Webhooks
     from gbplatform.recording.manager import RecordingManager
     from gbplatform.sessions.live import LiveStreams
     from gbplatform.signalling.router import SipRouter
     from gbplatform.signalling.trace import SipTrace
+    from gbplatform.snapshots.service import DeviceSnapshots
+    from gbplatform.subscriptions.service import SubscriptionService
     from sip.endpoint import Endpoint
     from sip.transport import SipTransport
 
@@ -56,8 +62,14 @@ class AppContext:
     api_token: str
     started_at: float
     play_tokens: PlayTokens
+    bus: EventBus  # what happened, for the event stream, webhooks and cascade (gbplatform.events)
     events: list[DeviceEvent] = field(default_factory=list)
     transport: SipTransport | None = None
     live: LiveStreams | None = None
     recording: RecordingManager | None = None
+    snapshots: DeviceSnapshots | None = None  # device snapshot upload (GB/T 28181-2022 SnapShotConfig)
+    alarms: AlarmService | None = None  # alarms and positions (gbplatform.alarms); set by build_platform
+    subscriptions: SubscriptionService | None = None  # RFC 6665 subscriptions (gbplatform.subscriptions)
     workers: Workers | None = None  # blocking work's pools; None in unit tests: the API's run_in_thread
+    webhooks: Webhooks | None = None  # [webhooks] delivery (gbplatform.events.webhooks); None in unit tests
+    maintenance: MaintenanceService | None = None  # SD cards, firmware upgrade (gbplatform.control.maintenance)

@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from gbplatform import __version__
+from gbplatform.alarms.service import AlarmService, AlarmsService
 from gbplatform.api.app import Api, access_log_line
 from gbplatform.app.config import Config
 from gbplatform.app.context import AppContext
 from gbplatform.auth.play_tokens import PlayTokens
+from gbplatform.control.maintenance import MaintenanceService
 from gbplatform.control.service import ControlService
 from gbplatform.core.clock import Clock, ReactorClock, utc_datetime
 from gbplatform.core.ids import SsrcAllocator
@@ -34,11 +36,15 @@ from gbplatform.db.database import Database, DatabaseService, ThreadPoolRunner, 
 from gbplatform.devices.catalog import CatalogSync
 from gbplatform.devices.onboarding import DeviceQueries
 from gbplatform.devices.registrar import DeviceEvent, DeviceManager
+from gbplatform.events.bus import EventBus, run_first_id
+from gbplatform.events.sources import connect_sources, publish_device_event, watch_recording
+from gbplatform.events.webhooks import AgentPoster, Webhooks, WebhooksService
 from gbplatform.outputs.rtsp import LiveSource
 from gbplatform.recording.rtsp_vod import RecordingVodSource
 from gbplatform.sessions.live import LiveStreams
 from gbplatform.signalling.router import SipRouter
 from gbplatform.signalling.trace import SipTrace
+from gbplatform.snapshots.service import DeviceSnapshots, DeviceSnapshotsService
 from media.ports import PortPool, SharedPortPool
 from media.receiver import RtpReceiver, SharedRtpPort, UdpDrainer
 from media.rtsp_server import RtspFactory
@@ -88,6 +94,7 @@ def build_platform(
     def publish(event: DeviceEvent) -> None:
         events.append(event)
         del events[:-1000]
+        publish_device_event(bus, devices, event)  # both bound below, before any device can register
 
     devices = DeviceManager(config.sip, router=router, db=db, clock=clock, rng=rng, secret=secret, publish=publish)
     router.devices = devices
@@ -102,11 +109,23 @@ def build_platform(
     trace = SipTrace(config.sip.id, per_device=config.sip.trace_size, address_of=devices.known_address,
                      is_known=devices.known_id)
     control = ControlService(router=router, devices=devices, db=db, clock=clock)
+    bus = EventBus(clock, backlog=config.api.event_backlog, first_id=run_first_id(clock))
     platform = AppContext(
         config=config, clock=clock, db=db, endpoint=endpoint, router=router, devices=devices, catalog=catalog,
-        queries=queries, control=control, trace=trace, api_token=api_token, started_at=clock.time(), events=events,
+        queries=queries, control=control, trace=trace, api_token=api_token, started_at=clock.time(), events=events, bus=bus,
         play_tokens=PlayTokens.from_api_token(api_token, clock, ttl=config.api.play_token_ttl),
     )
+    platform.maintenance = MaintenanceService(control=control, queries=queries, bus=bus, clock=clock,
+                                              upgrade_timeout=config.control.upgrade_timeout)
+    platform.alarms = AlarmService(platform)  # listens for Notify Alarm/MobilePosition on the router
+    platform.snapshots = DeviceSnapshots(platform)  # listens for UploadSnapShotFinished from here on
+    from gbplatform.subscriptions.service import SubscriptionService
+
+    # RFC 6665 subscriptions to catalogs, alarms, positions; registers the NOTIFY handler and Notify/Catalog.
+    platform.subscriptions = SubscriptionService(
+        router=router, devices=devices, db=db, clock=clock, bus=bus, config=config.subscriptions,
+        platform_id=config.sip.id, domain=config.sip.domain, require_2022=control.require_2022)
+    platform.subscriptions.wire()
     if receiver_factory is not None:
 
         async def media_transport(device_id: str) -> tuple[str, str | None, bool]:
@@ -124,7 +143,12 @@ def build_platform(
             idle_timeout=config.media.idle_timeout, gop_cache_bytes=config.media.gop_cache_bytes,
             rng=rng,
         )
+    connect_sources(platform)  # stream and catalog events on the bus
     return platform
+
+
+UNSUBSCRIBE_GRACE = 1.0
+"""Seconds a stopping platform waits for the devices to answer its unsubscribes (``SipService.stopService``)."""
 
 
 class SipService(Service):
@@ -159,9 +183,17 @@ class SipService(Service):
     def stopService(self) -> Any:
         super().stopService()  # type: ignore[no-untyped-call]
         p = self.platform
-        if p.transport is not None:
-            p.transport.stop()
-        return p.devices.writer.flush()
+        # RFC 6665 §4.1.2.3: end our subscriptions (Expires: 0) while the transport can still carry the
+        # requests and their answers; at most UNSUBSCRIBE_GRACE seconds, then stop whatever came back.
+        ending = p.subscriptions.stop_all(UNSUBSCRIBE_GRACE) if p.subscriptions is not None else succeed(None)
+        ending.addErrback(lambda f: log.failure("ending the subscriptions failed", f))
+
+        def close(_: object) -> Any:
+            if p.transport is not None:
+                p.transport.stop()
+            return p.devices.writer.flush()
+
+        return ending.addCallback(close)
 
 
 class HttpService(Service):
@@ -281,6 +313,8 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     platform.workers = Workers.threaded(reactor)  # one bounded pool per kind of blocking work
     services: list[Service] = [DatabaseService(db), WorkersService(platform.workers), SipService(platform, reactor),
                                HttpService(platform, reactor)]
+    if platform.alarms is not None:
+        services.append(AlarmsService(platform.alarms))  # retention timer; pending reports written on stop
     if media.single_port:
         services.insert(1, shared)  # bound before SIP can start a stream
     if config.media.rtsp_port:
@@ -288,6 +322,11 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     from gbplatform.recording.service import RecordingService, make_recording
 
     platform.recording = make_recording(platform, reactor)
+    watch_recording(platform.bus, platform.recording)  # record events on the bus
+    poster = AgentPoster(reactor, config.webhooks.timeout)
+    platform.webhooks = Webhooks(config.webhooks, clock, poster)
+    services.append(WebhooksService(platform.webhooks, platform.bus, poster))
+    services.append(DeviceSnapshotsService(platform.snapshots))  # retention purge on the clock
     services.append(RecordingService(platform.recording))  # stops first: before the database
     for service in services:
         service.setServiceParent(top)  # type: ignore[no-untyped-call]

@@ -3,4 +3,7 @@ the other DeviceControl commands; device configuration (DeviceConfig, ConfigDown
 
 ``service.py`` sends the A.3 commands (``sip.ptz``) to the device owning a
 channel and waits for its answer; ``http.py`` is the API; ``shapes.py`` its bodies.
+The GB/T 28181-2022 PTZ commands (PTZPreciseCtrl, PTZPosition, HomePositionQuery,
+cruise tracks, TargetTrack) are ``ptz2022.py``, ``http_2022.py``, ``shapes_2022.py``
+and ``openapi_2022.py``.
 """

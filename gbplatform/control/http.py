@@ -18,7 +18,7 @@ from twisted.web.server import Request
 
 from gbplatform.api import schemas
 from gbplatform.api.routing import Routes, authenticated
-from gbplatform.control import shapes
+from gbplatform.control import config2022, shapes
 from gbplatform.control.service import (
     CommandAnswer,
     ConfigAnswer,
@@ -57,6 +57,7 @@ def _config_result(answer: ConfigAnswer) -> shapes.DeviceConfigResult:
         video_param_opt=None if vp is None else shapes.VideoParamOptConfig(
             download_speed=vp.download_speed, resolution=vp.resolution),
         svac=answer.svac,
+        **config2022.results(answer.config_2022),
     )
 
 
@@ -97,7 +98,7 @@ def scan_command(body: shapes.ScanBody) -> ptz.PtzCmd:
 
 class ControlRoutes(Routes):
     """``/api/v1/channels/<id>/ptz``, ``lens``, ``presets``, ``cruise``, ``scan``, ``aux``, ``device-record``,
-    ``iframe``, ``dragzoom``, ``home-position``; ``/api/v1/devices/<id>/reboot``, ``guard``, ``alarm/reset``,
+    ``iframe``, ``dragzoom``, ``home-position``, ``guard``; ``/api/v1/devices/<id>/reboot``, ``guard``, ``alarm/reset``,
     ``config``, ``config/basic``, ``config/video``."""
 
     app = Klein()
@@ -171,9 +172,19 @@ class ControlRoutes(Routes):
     @app.route("/api/v1/devices/<device_id>/guard", methods=["POST"])
     @authenticated
     async def guard(self, request: Request, device_id: str) -> bytes:
+        return await self._guard(request, device_id, device=True)
+
+    @app.route("/api/v1/channels/<channel_id>/guard", methods=["POST"])
+    @authenticated
+    async def channel_guard(self, request: Request, channel_id: str) -> bytes:
+        return await self._guard(request, channel_id, device=False)
+
+    async def _guard(self, request: Request, target_id: str, *, device: bool) -> bytes:
+        """GuardCmd SetGuard/ResetGuard (§A.2.3.1.4) to a device, or to a channel (an alarm input) through
+        the device that owns it, its ID as ``DeviceID``."""
         body = schemas.parse_body(self._body(request), shapes.GuardBody)
         cmd = "SetGuard" if body.armed else "ResetGuard"
-        answer = await self.control.control(device_id, cmd, device=True, guard_cmd=cmd)
+        answer = await self.control.control(target_id, cmd, device=device, guard_cmd=cmd)
         return self._json(request, _command_result(answer))
 
     @app.route("/api/v1/devices/<device_id>/alarm/reset", methods=["POST"])
@@ -188,8 +199,7 @@ class ControlRoutes(Routes):
     @app.route("/api/v1/channels/<channel_id>/iframe", methods=["POST"])
     @authenticated
     async def iframe(self, request: Request, channel_id: str) -> bytes:
-        answer = await self.control.control(channel_id, "IFameCmd", iframe_cmd="Send")
-        return self._json(request, _command_result(answer))
+        return self._json(request, _command_result(await self.control.iframe(channel_id)))
 
     @app.route("/api/v1/channels/<channel_id>/dragzoom", methods=["POST"])
     @authenticated
@@ -210,9 +220,11 @@ class ControlRoutes(Routes):
     @app.route("/api/v1/devices/<device_id>/config", methods=["GET"])
     @authenticated
     async def config(self, request: Request, device_id: str) -> bytes:
-        config_type = schemas.str_arg(request.args, "type", 32) or manscdp.CONFIG_TYPES[0]
-        if config_type not in manscdp.CONFIG_TYPES:
-            raise schemas.ValidationError("type", f"must be one of {', '.join(manscdp.CONFIG_TYPES)}")
+        asked = schemas.str_arg(request.args, "type", 32) or manscdp.CONFIG_TYPES[0]
+        config_type = config2022.canonical_type(asked)  # any case: devices and docs spell them variously
+        if config_type is None:
+            raise schemas.ValidationError("type", "must be one of "
+                                          f"{', '.join((*manscdp.CONFIG_TYPES, *manscdp.CONFIG_TYPES_2022))}")
         return self._json(request, _config_result(await self.control.config(device_id, config_type)))
 
     @app.route("/api/v1/devices/<device_id>/config/basic", methods=["PUT"])

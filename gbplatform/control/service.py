@@ -41,13 +41,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gbplatform.core.clock import Clock, DelayedCallLike
-from gbplatform.core.errors import DeviceOffline, DeviceRejected
+from gbplatform.core.errors import DeviceOffline, DeviceRejected, UnsupportedByDialect
 from gbplatform.core.errors import NotFound as Missing
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database
 from gbplatform.devices.registrar import DeviceManager
 from gbplatform.signalling.router import SipRouter
 from sip import manscdp, ptz
+from sip.manscdp.config import DEVICE_CONFIG
 
 __all__ = ["CONTROL_PRIORITY", "CommandAnswer", "ConfigAnswer", "ControlAnswer", "ControlService",
            "PresetAnswer"]
@@ -98,6 +99,7 @@ class ConfigAnswer:
     basic_param: manscdp.BasicParam | None
     video_param_opt: manscdp.VideoParamOpt | None
     svac: dict[str, str] | None  # the SVAC config asked for, its leaves by path
+    config_2022: manscdp.Config2022 | None = None  # the answer's GB/T 28181-2022 types (None before 2022)
 
 
 class ControlService:
@@ -137,6 +139,14 @@ class ControlService:
             raise DeviceOffline(f"device {device_id} is not registered")
         return device_id
 
+    def require_2022(self, device_id: str, command: str) -> None:
+        """422 (``UnsupportedByDialect``) when ``device_id`` speaks GB/T 28181-2016: ``command`` is a 2022 one."""
+        version = self.devices.gb_version(device_id)
+        if version != "2022":
+            raise UnsupportedByDialect(
+                f"{command} is a GB/T 28181-2022 command; device {device_id} speaks GB/T 28181-{version} "
+                f"(set its dialect with PUT /api/v1/devices/{device_id}/dialect if it is a 2022 device)")
+
     async def control(self, target_id: str, command: str, *, device: bool = False,
                       **values: object) -> CommandAnswer:
         """A DeviceControl of ``values`` (declared in ``sip.manscdp.control``) addressed to
@@ -145,6 +155,10 @@ class ControlService:
         ``command`` names the element sent, for the answer and the log.
         """
         device_id = await (self.device(target_id) if device else self.owner(target_id))
+        return await self.send_control(device_id, target_id, command, **values)
+
+    async def send_control(self, device_id: str, target_id: str, command: str, **values: object) -> CommandAnswer:
+        """``control`` once the registered ``device_id`` addressing ``target_id`` is known."""
 
         def body(sn: int, charset: str) -> bytes:
             return manscdp.encode_device_command(sn, target_id, charset=charset, **values)
@@ -152,6 +166,14 @@ class ControlService:
         result = await self._ask_control(device_id, body)
         log.info("{target_id}: {command} answered {result}", target_id=target_id, command=command, result=result)
         return CommandAnswer(device_id, target_id, command, result)
+
+    async def iframe(self, channel_id: str) -> CommandAnswer:
+        """Ask the channel for an I-frame (§A.2.3.1.7 ``<IFameCmd>Send</IFameCmd>``) in its device's
+        spelling: ``IFrameCmd`` for firmware that knows only that one (``PUT /devices/{id}/dialect``)."""
+        device_id = await self.owner(channel_id)
+        element = self.devices.iframe_element(device_id)
+        field = "iframe_cmd_variant" if element == "IFrameCmd" else "iframe_cmd"
+        return await self.send_control(device_id, channel_id, element, **{field: "Send"})
 
     async def _ask_control(self, device_id: str, body: Callable[[int, str], bytes]) -> str | None:
         answer = await self.router.ask(device_id, "DeviceControl", body)
@@ -221,36 +243,53 @@ class ControlService:
         return PresetAnswer(device_id, channel_id, answer.result, answer.presets)
 
     async def config(self, device_id: str, config_type: str) -> ConfigAnswer:
-        """ConfigDownload (§A.2.4.7) of one ``ConfigType`` of a registered device (§A.2.6.8)."""
+        """ConfigDownload (§A.2.4.7) of one ``ConfigType`` of a registered device (§A.2.6.8); a
+        GB/T 28181-2022 type (``manscdp.CONFIG_TYPES_2022``) only of a 2022 device (422 otherwise)."""
         await self.device(device_id)
+        if config_type in manscdp.CONFIG_TYPES_2022:
+            self.require_2022(device_id, f"ConfigDownload {config_type}")
         answer = await self.router.query(device_id, "ConfigDownload", extra={"ConfigType": config_type})
         if not isinstance(answer, manscdp.ConfigDownloadResponse):
             raise DeviceRejected(f"device {device_id} sent an unexpected ConfigDownload answer")
         svac = {"SVACEncodeConfig": answer.svac_encode_config,
                 "SVACDecodeConfig": answer.svac_decode_config}.get(config_type)
-        return ConfigAnswer(device_id, config_type, answer.result, answer.basic_param, answer.video_param_opt, svac)
+        return ConfigAnswer(device_id, config_type, answer.result, answer.basic_param, answer.video_param_opt, svac,
+                            answer)
 
-    async def configure(self, device_id: str, *, basic_param: manscdp.BasicParam | None = None,
-                        video_param_opt: manscdp.VideoParamOpt | None = None) -> CommandAnswer:
+    async def configure(self, device_id: str, **values: object) -> CommandAnswer:
         """DeviceConfig (§A.2.3.2) of a registered device, answered by ``Result`` (§A.2.6.3).
+
+        ``values`` are DeviceConfig attributes (``basic_param=BasicParam(...)``,
+        ``osd_config=OsdConfig(...)``, ...; None ones are left out); the
+        answer's ``command`` names the elements sent. A part that is not a
+        GB/T 28181-2016 type (``manscdp.CONFIG_TYPES``) goes only to a 2022
+        device (422).
 
         Once the device answers OK, a new HeartBeatInterval/Count is applied to
         its presence at once, as when ConfigDownload reports it (§A.2.6.8):
         the device keeps alive on the new schedule from now on.
         """
+        given = {attr: value for attr, value in values.items() if value is not None}
+        tags = {spec.attr: spec.tag for spec in DEVICE_CONFIG.fields if not isinstance(spec, manscdp.Extra)}
+        unknown = sorted(set(given) - set(tags))
+        if unknown or not given:
+            raise TypeError(f"DeviceConfig has no part {unknown[0]!r}" if unknown else "DeviceConfig of nothing")
         await self.device(device_id)
-        command = "BasicParam" if basic_param is not None else "VideoParamOpt"
+        for attr in given:
+            if tags[attr] not in manscdp.CONFIG_TYPES:  # every part but the 2016 ones is a 2022 one
+                self.require_2022(device_id, f"DeviceConfig {tags[attr]}")
+        command = "/".join(tags[attr] for attr in given)
+        basic_param = given.get("basic_param")
 
         def body(sn: int, charset: str) -> bytes:
-            return manscdp.encode_device_config(sn, device_id, charset=charset, basic_param=basic_param,
-                                                video_param_opt=video_param_opt)
+            return manscdp.encode_device_config(sn, device_id, charset=charset, **given)
 
         answer = await self.router.ask(device_id, "DeviceConfig", body)
         if not isinstance(answer, manscdp.Response):
             raise DeviceRejected(f"device {device_id} sent an unexpected DeviceConfig answer")
         log.info("{device_id}: DeviceConfig {command} answered {result}", device_id=device_id, command=command,
                  result=answer.result)
-        if answer.result == "OK" and basic_param is not None and (
+        if answer.result == "OK" and isinstance(basic_param, manscdp.BasicParam) and (
                 basic_param.heart_beat_interval is not None or basic_param.heart_beat_count is not None):
             self.devices.set_basic_param(device_id, basic_param.heart_beat_interval, basic_param.heart_beat_count)
         return CommandAnswer(device_id, device_id, command, answer.result)

@@ -12,6 +12,7 @@ from typing import Annotated, Final, Literal
 from msgspec import UNSET, Meta, UnsetType
 
 from gbplatform.api.shapes import NO_CONTROL, OptStr, Shape
+from gbplatform.control import config_shapes as cs
 
 __all__ = [
     "AlarmResetBody",
@@ -213,6 +214,16 @@ class DeviceConfigResult(Shape):
         examples=[{"SVCParam/SVCSpaceDomainMode": "1", "ROIParam/Item[1]/ROISeq": "1"}],
         description="For SVACEncodeConfig and SVACDecodeConfig: every leaf by its path below the element, "
                     "siblings of one tag numbered from 1.")]
+    # The GB/T 28181-2022 types (§A.2.6.8), their shapes in config_shapes.py.
+    video_param_attribute: Annotated[list[cs.VideoStreamConfig] | None, Meta(
+        description="For VideoParamAttribute: one entry per stream.")] = None
+    video_record_plan: cs.VideoRecordPlanConfig | None = None
+    video_alarm_record: cs.VideoAlarmRecordConfig | None = None
+    picture_mask: cs.PictureMaskConfig | None = None
+    frame_mirror: Annotated[int | None, Meta(
+        description="For FrameMirror: 0 none, 1 horizontal, 2 vertical, 3 both.")] = None
+    alarm_report: cs.AlarmReportConfig | None = None
+    osd_config: cs.OsdConfigResult | None = None
 
 
 class BasicConfigBody(Shape, forbid_unknown_fields=True):

@@ -43,3 +43,10 @@ class DeviceRejected(DomainError):
 
     status = 502
     code = "device_rejected"
+
+
+class UnsupportedByDialect(DomainError):
+    """A command the device's GB/T 28181 dialect lacks (a 2022 command to a 2016 device)."""
+
+    status = 422
+    code = "unsupported_by_device_dialect"

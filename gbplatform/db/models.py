@@ -35,9 +35,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "NAMING_CONVENTION",
+    "Alarm",
+    "AlarmSetting",
     "Base",
     "Channel",
     "Device",
+    "DeviceSubscription",
+    "DeviceSnapshot",
+    "Position",
     "RecordPlan",
     "RecordPolicy",
     "RecordSegment",
@@ -157,6 +162,12 @@ class Device(Base):
     # Why the last sync did not end "done" (the device's answer, or what was
     # missing): without it the API could only say "error".
     catalog_error: Mapped[str | None]
+    # The GB/T 28181 edition of the last authenticated REGISTER (2022 §9.1 X-GB-Ver: "2011", "2016",
+    # "2022"), the operator's choice ("auto" follows it), and the device's spelling of the I-frame
+    # request (§A.2.3.1.7 IFameCmd; some firmware only knows IFrameCmd). gbplatform.devices.dialect.
+    gb_version: Mapped[Code | None]
+    gb_version_setting: Mapped[Code] = mapped_column(default="auto", server_default="auto")
+    iframe_element: Mapped[Code] = mapped_column(default="IFameCmd", server_default="IFameCmd")
     channel_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -205,6 +216,29 @@ class Channel(Base):
     ptz_type: Mapped[int | None]
     extra: Mapped[dict[str, Any] | None]
     kind: Mapped[Code] = mapped_column(default="channel", server_default="channel")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# --- subscriptions (issue 11) ---------------------------------------------------
+
+
+class DeviceSubscription(Base):
+    """What the platform subscribes to on one device (GB/T 28181-2016 §9.11, RFC 6665).
+
+    Each kind's flag is the device's own choice; ``None`` follows the
+    ``[subscriptions]`` default. ``position_interval`` is the MobilePosition
+    ``Interval`` asked for (``None``: the default). A row only exists for a
+    device whose settings were changed through the API.
+    """
+
+    __tablename__ = "device_subscriptions"
+
+    device_id: Mapped[GbId] = mapped_column(ForeignKey("devices.device_id", ondelete="CASCADE"), primary_key=True)
+    catalog: Mapped[bool | None]
+    alarm: Mapped[bool | None]
+    mobile_position: Mapped[bool | None]
+    ptz_position: Mapped[bool | None]
+    position_interval: Mapped[int | None]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -269,3 +303,103 @@ class RecordSegment(Base):
     keyframes: Mapped[list[Any] | None] = mapped_column(JSON())
     uploaded_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# --- snapshots devices upload (GB/T 28181-2022 SnapShotConfig, migration 0008) ---------
+
+
+class DeviceSnapshot(Base):
+    """One picture a device uploaded for a snapshot session (GB/T 28181-2022 §9.14).
+
+    ``key`` is the file's path under <data_dir>/device-snapshots
+    (``<device>/<channel>/<session>-<seq>.jpg``); ``seq`` the upload's order
+    in its session (1 = first taken); ``file_id`` the device's
+    ``SnapShotFileID`` when it named the file, else the platform's; ``finished``
+    is set when the device's UploadSnapShotFinished arrives for the session.
+    Keyed by the channel's GB ID alone, like ``RecordPolicy``.
+    """
+
+    __tablename__ = "device_snapshots"
+    __table_args__ = (Index(None, "channel_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    device_id: Mapped[GbId]
+    channel_id: Mapped[GbId]
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    file_id: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int]
+    size: Mapped[int] = mapped_column(BigInteger())
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    received_at: Mapped[dt.datetime] = mapped_column(index=True)
+    finished: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+# --- alarms and mobile positions (issue 11, migration 0006) ------------------------
+
+
+class Alarm(Base):
+    """One alarm a device reported (GB/T 28181-2016 §9.4, §A.2.5.5) or answered to the Alarm Query.
+
+    ``device_id`` is the registered device that sent it, ``channel_id`` the
+    alarm's source (its ``DeviceID``: the device itself or one of its
+    channels). ``device_time`` is the device's ``AlarmTime`` (its local time,
+    read in ``record.timezone``), ``received_at`` the platform's clock.
+    ``snapshot`` is the JPEG's path under <data_dir>/alarm-snapshots when one
+    was taken, ``snapshot_error`` why one that was asked for was not.
+    """
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        Index(None, "device_id", "received_at"),
+        Index(None, "channel_id", "received_at"),
+        Index(None, "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    device_id: Mapped[GbId]
+    channel_id: Mapped[GbId]
+    priority: Mapped[int | None]
+    method: Mapped[int | None]
+    alarm_type: Mapped[int | None]
+    event_type: Mapped[int | None]
+    device_time: Mapped[dt.datetime | None]
+    received_at: Mapped[dt.datetime]
+    longitude: Mapped[float | None]
+    latitude: Mapped[float | None]
+    description: Mapped[str | None]
+    source: Mapped[Code] = mapped_column(default="notify", server_default="notify")  # notify | query
+    snapshot: Mapped[str | None]
+    snapshot_error: Mapped[str | None]
+
+
+class Position(Base):
+    """One mobile position report (GB/T 28181-2016 §9.10, §A.2.5.6) of a device or one of its channels."""
+
+    __tablename__ = "positions"
+    __table_args__ = (
+        Index(None, "device_id", "channel_id", "time"),
+        Index(None, "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    device_id: Mapped[GbId]
+    channel_id: Mapped[GbId]
+    time: Mapped[dt.datetime]
+    received_at: Mapped[dt.datetime]
+    longitude: Mapped[float]
+    latitude: Mapped[float]
+    speed: Mapped[float | None]
+    direction: Mapped[float | None]
+    altitude: Mapped[float | None]
+
+
+class AlarmSetting(Base):
+    """Per-channel alarm handling: take a snapshot on its alarms or not. No row: ``alarms.snapshot``.
+
+    Keyed by the channel's GB ID alone, like ``RecordPolicy``: a catalog sync replaces channel rows."""
+
+    __tablename__ = "alarm_settings"
+
+    channel_id: Mapped[GbId] = mapped_column(primary_key=True)
+    snapshot: Mapped[bool]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

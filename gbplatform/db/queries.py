@@ -44,6 +44,7 @@ from sip.auth import ha1
 from sip.channel_fields import STORED_FIELDS
 from sip.gbid import CATALOG_KINDS, catalog_kind, civil_code_ancestors
 from sip.gbid import MAX_ID_LENGTH as GB_MAX_ID_LENGTH
+from sip.manscdp.dialects import DIALECTS, IFRAME_ELEMENTS
 
 __all__ = [
     "CATALOG_STATUSES",
@@ -74,6 +75,7 @@ __all__ = [
     "replace_channels_txn",
     "set_basic_param_txn",
     "set_catalog_progress_txn",
+    "set_dialect_txn",
     "set_device_info_txn",
     "store_device_info_txn",
     "update_device_txn",
@@ -155,6 +157,9 @@ class DeviceRecord:
     catalog_received: int
     catalog_synced_at: dt.datetime | None
     catalog_error: str | None
+    gb_version: str | None
+    gb_version_setting: str
+    iframe_element: str
     channel_count: int
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -383,6 +388,8 @@ def _registration_upsert(s: Session) -> Any:
                      "registered_at", "register_expires_at", "updated_at")
     }
     updates["online_at"] = case((devices.c.online == false(), ex.online_at), else_=devices.c.online_at)
+    # A registration without a detected edition (an older caller) keeps the stored one.
+    updates["gb_version"] = func.coalesce(ex.gb_version, devices.c.gb_version)
     return stmt.on_conflict_do_update(index_elements=[devices.c.device_id], set_=updates)
 
 
@@ -621,6 +628,7 @@ class Registration:
     user_agent: str | None
     expires: int
     at: dt.datetime
+    gb_version: str | None = None  # the edition its X-GB-Ver announced (GB/T 28181-2022 §9.1)
 
 
 def registrations_txn(s: Session, batch: Sequence[Registration]) -> int:
@@ -646,7 +654,7 @@ def registrations_txn(s: Session, batch: Sequence[Registration]) -> int:
             "transport": r.transport, "contact": r.contact, "user_agent": r.user_agent,
             "register_expires": r.expires, "registered_at": r.at,
             "register_expires_at": r.at + dt.timedelta(seconds=r.expires), "updated_at": r.at,
-            "created_at": r.at, "online_at": r.at,
+            "created_at": r.at, "online_at": r.at, "gb_version": r.gb_version,
         }
         for r in latest.values()
     ]
@@ -669,13 +677,16 @@ class AuthRecord:
     charset: str
     keepalive_interval: int
     keepalive_count: int
+    gb_version_setting: str = "auto"
+    iframe_element: str = "IFameCmd"
 
 
 def auth_records_txn(s: Session, device_id: str | None = None) -> list[AuthRecord]:
     """Admission data of one device, or of all (loaded once at start)."""
     c = devices.c
     query = select(c.device_id, c.enabled, c.pre_added, c.password_ha1_md5, c.password_ha1_sha256,
-                   c.ha1_realm, c.charset, c.keepalive_interval, c.keepalive_count)
+                   c.ha1_realm, c.charset, c.keepalive_interval, c.keepalive_count, c.gb_version_setting,
+                   c.iframe_element)
     if device_id is not None:
         query = query.where(c.device_id == device_id)
     return [AuthRecord(*row) for row in s.execute(query)]
@@ -818,6 +829,29 @@ def set_basic_param_txn(
     §A.2.6.7 BasicParam: HeartBeatInterval, HeartBeatCount)."""
     values = _checked_device_values({"keepalive_interval": interval, "keepalive_count": count})
     _update_device(s, device_id, {**values, "updated_at": at or utcnow()})
+
+
+#: What an operator may set a device's dialect to: "auto" follows its X-GB-Ver (GB/T 28181-2022 §9.1).
+GB_VERSION_SETTINGS: Final = ("auto", *DIALECTS)
+
+
+def set_dialect_txn(
+    s: Session, device_id: str, *, version: str | None = None, iframe_element: str | None = None,
+    at: dt.datetime | None = None,
+) -> DeviceRecord:
+    """Set the dialect the platform speaks to a device (``auto`` follows GB/T 28181-2022 §9.1
+    ``X-GB-Ver``) and its I-frame element's spelling (§A.2.3.1.7); None leaves a value as it is."""
+    values: dict[str, Any] = {}
+    if version is not None:
+        if version not in GB_VERSION_SETTINGS:
+            raise ValueError(f"version must be one of {', '.join(GB_VERSION_SETTINGS)}, got {version!r}")
+        values["gb_version_setting"] = version
+    if iframe_element is not None:
+        if iframe_element not in IFRAME_ELEMENTS:
+            raise ValueError(f"iframe_element must be one of {', '.join(IFRAME_ELEMENTS)}, got {iframe_element!r}")
+        values["iframe_element"] = iframe_element
+    _update_device(s, device_id, {**values, "updated_at": at or utcnow()})
+    return _require_device(s, device_id)
 
 
 def set_catalog_progress_txn(

@@ -32,9 +32,11 @@ commit out of order and leave "running" after "done".
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -102,19 +104,33 @@ def to_channel(item: manscdp.CatalogItem) -> q.ChannelData:
     return q.ChannelData(**values, extra=extra or None)
 
 
+@dataclass(frozen=True)
+class CatalogChange:
+    """What a stored sync changed in the registry: channel IDs added and removed (sorted)."""
+
+    added: list[str]
+    removed: list[str]
+
+
 def store_catalog_txn(
     s: Any, device_id: str, channels: list[q.ChannelData], status: str, total: int, received: int,
     at: dt.datetime, own_name: str | None = None, error: str | None = None,
-) -> None:
+) -> CatalogChange:
     """Channels and sync status in one transaction, so readers never see one without the other.
 
     ``own_name``: the name of the item carrying the device's own ID; like a
-    DeviceInfo name, it only fills an empty name.
+    DeviceInfo name, it only fills an empty name. Returns the channels added
+    and removed (for the ``channel`` event).
     """
+    table = q.channels
+    before = set(s.scalars(select(table.c.channel_id).where(table.c.device_id == device_id)).all())
     q.replace_channels_txn(s, device_id, channels, complete=status == "done")
     q.set_catalog_progress_txn(s, device_id, status, total, received, at, error)
     if own_name:
         q.store_device_info_txn(s, device_id, name=own_name, at=at)
+    after = {c.channel_id for c in channels}
+    # A partial sync deletes nothing (module docstring), so it removes nothing.
+    return CatalogChange(sorted(after - before), sorted(before - after) if status == "done" else [])
 
 
 class CatalogSync:
@@ -134,6 +150,8 @@ class CatalogSync:
         self._finished = 0
         # The last registry write of each device's sync: the next one waits for it.
         self._writes: dict[str, Deferred[None]] = {}
+        # Told (session, change) when a sync ended; change is None when nothing was stored: the event bus.
+        self.on_synced: list[Callable[[CatalogSession, CatalogChange | None], None]] = []
 
     def progress(self, device_id: str) -> dict[str, Any] | None:
         session = self.sessions.get(device_id)
@@ -247,6 +265,7 @@ class CatalogSync:
             parts=session.parts,
         )
         d: Deferred[None]
+        changes: list[CatalogChange] = []
         if status in ("done", "partial"):
             channels = []
             own_name = None
@@ -260,9 +279,14 @@ class CatalogSync:
                     # drop that item, or the whole sync would never be stored.
                     log.info("catalog of {id}: item dropped: {err}", id=session.device_id, err=str(e))
             at = utc_datetime(self.clock.time())
+
+            def store(s: Any, *args: Any) -> None:
+                # On the database thread; read on the reactor once the write has ended.
+                changes.append(store_catalog_txn(s, *args))
+
             # The lifecycle batch first: it holds the device's row if it has just
             # registered, and a DeviceInfo name, which wins over the catalog's.
-            d = self._write(session.device_id, "store_catalog", store_catalog_txn, session.device_id, channels,
+            d = self._write(session.device_id, "store_catalog", store, session.device_id, channels,
                             status, session.sum_num or 0, session.received, at, own_name,
                             session.error, after_state=True)
         else:
@@ -270,7 +294,16 @@ class CatalogSync:
         session.items = {}  # the summary is all that is kept
         self._finished += 1
         self._drop_old_summaries()
+        d.addBoth(lambda _: self._synced(session, changes[0] if changes else None))
         d.addBoth(lambda _: session.done.callback(session))
+
+    def _synced(self, session: CatalogSession, change: CatalogChange | None) -> None:
+        for observer in tuple(self.on_synced):
+            try:
+                observer(session, change)
+            except Exception:  # noqa: BLE001 - an observer's bug must not stop the sync; logged
+                log.failure("catalog observer {observer!r} failed for {id}", observer=observer,
+                            id=session.device_id)
 
     def _drop_old_summaries(self) -> None:
         while self._finished > MAX_FINISHED:

@@ -7,15 +7,18 @@ Registration itself is SIP (``gbplatform.devices.registrar``, GB/T
 before it registers (its ID and digest password, §9.1.2.1) and reads what
 it reported. Catalog sync and the live queries are MANSCDP queries
 (§9.5.3, A.2.4): they need a registered device, so an unknown one is a 404
-and a known one that is offline a 409.
+and a known one that is offline a 409. ``PUT .../dialect`` sets which edition
+of GB/T 28181 the platform speaks to a device (2016 or 2022, else what its
+REGISTER announced, GB/T 28181-2022 §9.1) and its I-frame element's spelling.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
+from typing import Any, Final, cast
 
 from klein import Klein
+from msgspec import UNSET
 from sqlalchemy.orm import Session
 from twisted.logger import Logger
 from twisted.web.server import Request
@@ -26,6 +29,7 @@ from gbplatform.core.errors import DeviceOffline
 from gbplatform.core.errors import NotFound as Missing
 from gbplatform.db import queries as q
 from gbplatform.devices import shapes
+from sip.manscdp.dialects import IFRAME_ELEMENTS
 
 __all__ = ["DeviceRoutes"]
 
@@ -56,6 +60,27 @@ def _channels_txn(session: Session, device_id: str, *, parent_id: str | None, of
     if q.get_device_txn(session, device_id) is None:
         raise q.DeviceNotFound(device_id)
     return q.list_channels_txn(session, device_id, offset=offset, limit=limit, parent_id=parent_id)
+
+
+def parse_dialect(obj: dict[str, Any]) -> shapes.DialectBody:
+    """``PUT /devices/{id}/dialect``'s body: any case of the choices, the version also as a number
+    (``2022``); at least one field."""
+    canonical = dict(obj)
+    version = obj.get("version")
+    if isinstance(version, int) and not isinstance(version, bool):
+        canonical["version"] = str(version)
+    elif isinstance(version, str):
+        canonical["version"] = version.strip().lower()
+    element = obj.get("iframe_element")
+    if isinstance(element, str):
+        canonical["iframe_element"] = _IFRAME_SPELLINGS.get(element.strip().lower(), element)
+    body = schemas.parse_body(canonical, shapes.DialectBody, shapes.DIALECT_MESSAGES)
+    if body.version is UNSET and body.iframe_element is UNSET:
+        raise schemas.ValidationError("version", "give at least one of version, iframe_element")
+    return body
+
+
+_IFRAME_SPELLINGS: Final = {name.lower(): name for name in IFRAME_ELEMENTS}
 
 
 def _tree_txn(session: Session, device_id: str, *, platform_id: str) -> list[q.TreeNode]:
@@ -141,9 +166,34 @@ class DeviceRoutes(Routes):
         await p.db.run("delete_device", q.delete_device_txn, device_id)
         p.devices.forget(device_id)
         p.catalog.forget(device_id)
+        if p.subscriptions is not None:
+            p.subscriptions.forget(device_id)  # unsubscribed, its settings dropped from memory
         log.info("device {device_id} deleted through the API", device_id=device_id)
         request.setResponseCode(204)
         return b""
+
+    # -- dialect: GB/T 28181-2016 or -2022 (gbplatform/devices/registrar.py gb_version) --------
+    @app.route("/api/v1/devices/<device_id>/dialect", methods=["PUT"])
+    @authenticated
+    async def set_dialect(self, request: Request, device_id: str) -> bytes:
+        p = self.platform
+        body = parse_dialect(self._body(request))
+        version = None if body.version is UNSET else body.version
+        iframe_element = None if body.iframe_element is UNSET else body.iframe_element
+        record = await p.db.run("set_dialect", q.set_dialect_txn, device_id, version=version,
+                                iframe_element=iframe_element, at=self._at())
+        # The registry first, then memory: gb_version() answers from memory, and a REGISTER reading the
+        # record meanwhile already reads the new setting.
+        p.devices.set_dialect(device_id, record.gb_version_setting, record.iframe_element)
+        state = shapes.DeviceDialect(device_id=device_id,
+                                     **schemas.dialect_fields(record, p.devices.live_info(device_id)))
+        log.info("device {device_id}: dialect set to {setting} (speaks GB/T 28181-{version}), I-frame element "
+                 "{iframe}", device_id=device_id, setting=state.gb_version_setting, version=state.gb_version,
+                 iframe=state.iframe_element)
+        p.bus.publish("device", device_id=device_id, event="dialect", gb_version=state.gb_version,
+                      gb_version_detected=state.gb_version_detected, gb_version_setting=state.gb_version_setting,
+                      iframe_element=state.iframe_element)
+        return self._json(request, state)
 
     # -- channels --------------------------------------------------------------
     @app.route("/api/v1/devices/<device_id>/channels", methods=["GET"])

@@ -26,6 +26,13 @@ HA1 if it has one, else the global password; policy "pre_added" admits only
 devices created through the API, "open" admits anyone (lab use). Stateless
 nonces stay valid across several challenges, as eXosip-based devices send
 two unauthenticated REGISTERs before answering the first challenge.
+
+Dialect (GB/T 28181-2022 §9.1): an authenticated REGISTER's ``X-GB-Ver``
+(3.0 = 2022; none = an earlier edition) is kept in ``DeviceLive`` and stored
+with the registration; ``gb_version()`` is the operator's setting unless
+"auto", else that, read from memory (the settings are loaded with the
+admission data), so ``ControlService.require_2022`` costs no database read.
+A device spoken to in 2022 gets ``X-GB-Ver: 3.0`` back in its 200 OK.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from sip.auth import DigestServer, ha1
 from sip.endpoint import Addr
 from sip.errors import SipParseError
 from sip.headers import NameAddr, contacts, expires_value, from_header
+from sip.manscdp import dialects
 from sip.message import Request, make_response
 from sip.transaction import ServerTransaction
 
@@ -99,6 +107,8 @@ class DeviceLive:
     online: bool = True
     registered_wall: float = 0.0
     last_keepalive_wall: float | None = None
+    # The edition its last authenticated REGISTER announced (GB/T 28181-2022 §9.1 X-GB-Ver; none: 2016).
+    gb_version: str = "2016"
 
     @property
     def deadline(self) -> float:
@@ -279,11 +289,16 @@ class DeviceManager:
         self._preloaded = False
         self._online_counted: tuple[float, int] | None = None
         self._dirty: set[str] = set()  # changed through the API since the preload
+        # Devices whose dialect setting or I-frame spelling is not the default: (setting, iframe_element).
+        # Apart from auth_cache, which a PATCH empties: gb_version() must answer without a database read.
+        self._dialect_settings: dict[str, tuple[str, str]] = {}
         self.writer = StateWriter(db, clock)
         self._deadlines: list[tuple[float, str]] = []
         self._timer: Any = None
         self._timer_at: float | None = None
         self.on_registered: list[Callable[[str, bool], None]] = []
+        # Called with (device_id, reason) when an online device goes offline ("unregistered", expiry...).
+        self.on_offline: list[Callable[[str, str], None]] = []
         self.stats = {"registered": 0, "rejected": 0, "challenged": 0, "keepalives": 0, "offline": 0}
         self.guard = AuthGuard(max_failures=config.auth_max_failures, ban_seconds=float(config.auth_ban_seconds))
         self.log_throttle = LogThrottle(REFUSAL_LOG_INTERVAL)
@@ -318,9 +333,39 @@ class DeviceManager:
     def live_info(self, device_id: str) -> DeviceLive | None:
         return self.live.get(device_id)
 
+    def gb_version(self, device_id: str) -> str:
+        """The GB/T 28181 dialect the platform speaks to ``device_id``: ``"2016"`` or ``"2022"``.
+
+        The operator's setting unless "auto", else what the device's last
+        REGISTER announced (GB/T 28181-2022 §9.1); from memory only.
+        """
+        setting, _ = self.dialect_setting(device_id)
+        return dialects.dialect_of(self.gb_version_detected(device_id), setting)
+
+    def gb_version_detected(self, device_id: str) -> str | None:
+        """The edition the device's last REGISTER announced, while its registration is live."""
+        live = self.live.get(device_id)
+        return live.gb_version if live is not None else None
+
+    def dialect_setting(self, device_id: str) -> tuple[str, str]:
+        """``(gb_version_setting, iframe_element)`` of the device, as the registry holds them."""
+        return self._dialect_settings.get(device_id, ("auto", dialects.IFRAME_ELEMENTS[0]))
+
+    def iframe_element(self, device_id: str) -> str:
+        """How the device spells the I-frame request (§A.2.3.1.7 ``IFameCmd``, or ``IFrameCmd``)."""
+        return self.dialect_setting(device_id)[1]
+
+    def set_dialect(self, device_id: str, setting: str, iframe_element: str) -> None:
+        """Remember the dialect setting stored for ``device_id`` (the API wrote it to the registry)."""
+        if setting == "auto" and iframe_element == dialects.IFRAME_ELEMENTS[0]:
+            self._dialect_settings.pop(device_id, None)
+        else:
+            self._dialect_settings[device_id] = (setting, iframe_element)
+
     def forget(self, device_id: str) -> None:
         """Drop a deleted device's live state and cached credentials."""
         self.live.pop(device_id, None)
+        self._dialect_settings.pop(device_id, None)
         self._online_counted = None
         self.invalidate(device_id)
 
@@ -410,6 +455,7 @@ class DeviceManager:
         return len(records)
 
     def _auth_from(self, record: q.AuthRecord) -> AuthInfo:
+        self.set_dialect(record.device_id, record.gb_version_setting, record.iframe_element)
         realm_ok = record.ha1_realm in (None, self.config.domain)
         if not realm_ok and (record.ha1_md5 or record.ha1_sha256):
             log.warn(
@@ -525,6 +571,7 @@ class DeviceManager:
                     contact_list: list[NameAddr], expires: int, info: AuthInfo) -> None:
         now, wall = self.clock.seconds(), self.clock.time()
         contact = contact_list[0] if contact_list else None
+        gb_version = self._announced_version(req, device_id)
         headers: list[tuple[str, str]] = []
         if contact is not None and contact.uri != "*":
             c = NameAddr(contact.uri, None, {**contact.params, "expires": str(expires)})
@@ -535,6 +582,9 @@ class DeviceManager:
             # REGISTER 200 OK, in local time with milliseconds.
             local = dt.datetime.fromtimestamp(wall)
             headers.append(("Date", local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{local.microsecond // 1000:03d}"))
+        if dialects.dialect_of(gb_version, self.dialect_setting(device_id)[0]) == "2022":
+            # GB/T 28181-2022 §9.1: the platform names its edition back to a device it speaks 2022 to.
+            headers.append((dialects.X_GB_VER, dialects.header_value("2022")))
         self._reply(req, tx, 200, headers=headers)
         self.stats["registered"] += 1
         previous = self.live.get(device_id)
@@ -551,7 +601,11 @@ class DeviceManager:
             count=(previous.count if previous else info.count) or self.config.keepalive_count,
             charset=previous.charset if previous else info.charset,
             registered_wall=wall,
+            gb_version=gb_version,
         )
+        if previous is not None and previous.gb_version != gb_version:
+            log.info("device {id} now announces GB/T 28181-{version} (was {old})", id=device_id,
+                     version=gb_version, old=previous.gb_version)
         self.live[device_id] = live
         if not was_online:
             self._online_counted = None
@@ -561,7 +615,7 @@ class DeviceManager:
         self.writer.add(
             "registered",
             q.Registration(device_id, source[1], source[2], source[0], live.contact, live.user_agent,
-                           expires, utc_datetime(wall)),
+                           expires, utc_datetime(wall), gb_version),
         )
         if not was_online:
             log.info("device {id} online from {host}:{port}/{transport}", id=device_id, host=source[1],
@@ -572,6 +626,21 @@ class DeviceManager:
                      port=source[2], transport=source[0])
         for hook in self.on_registered:
             hook(device_id, not was_online or moved)
+
+    def _announced_version(self, req: Request, device_id: str) -> str:
+        """The edition a REGISTER announces (GB/T 28181-2022 §9.1 ``X-GB-Ver``); none: 2016.
+
+        An unreadable value is logged (throttled) and taken as 2016: a 2022
+        command then gets a clear 422 the operator can lift with the device's
+        dialect setting, not a silent timeout.
+        """
+        value = req.headers.get(dialects.X_GB_VER)
+        version = dialects.version_from_header(value)
+        if version is None:
+            self.log_refusal("x-gb-ver", "device {id} sent an unreadable X-GB-Ver {value!r}: taken as GB/T "
+                             "28181-2016", id=device_id, value=(value or "")[:40])
+            return "2016"
+        return version
 
     def _unregister(self, req: Request, tx: ServerTransaction, device_id: str, contact_list: list[NameAddr]) -> None:
         self._reply(req, tx, 200, headers=[("Expires", "0")])
@@ -649,7 +718,9 @@ class DeviceManager:
                     expires_at=now + remaining, last_seen=now, interval=record.keepalive_interval,
                     count=record.keepalive_count, charset=record.charset or "GB2312", online=False,
                     registered_wall=record.registered_at.timestamp() if record.registered_at else 0.0,
+                    gb_version=record.gb_version or "2016",
                 )
+                self.set_dialect(device_id, record.gb_version_setting, record.iframe_element)
                 self.live[device_id] = live
             self._keepalive(live, source, charset)
             log.info("device {id} back online from its keepalive", id=device_id)
@@ -754,6 +825,8 @@ class DeviceManager:
             self.stats["offline"] += 1
             log.info("device {id} offline: {reason}", id=device_id, reason=reason)
             self.publish(DeviceEvent(device_id, False, reason, wall))
+            for hook in self.on_offline:
+                hook(device_id, reason)
 
     def online_count(self) -> int:
         """Devices online now; recounted at most once a second (health is polled often)."""

@@ -31,6 +31,8 @@ __all__ = [
     "ChannelTree",
     "Device",
     "DeviceCreate",
+    "DeviceDialect",
+    "DialectBody",
     "DeviceInfo",
     "DevicePage",
     "DevicePatch",
@@ -49,6 +51,10 @@ CatalogStatus = Literal["idle", "running", "done", "partial", "timeout", "error"
 Charset = Literal["GB2312", "GBK", "GB18030", "UTF-8"]
 MediaTransport = Literal["UDP", "TCP-PASSIVE", "TCP-ACTIVE"]
 BanKind = Literal["address", "device"]
+GbVersion = Literal["2011", "2016", "2022"]
+Dialect = Literal["2016", "2022"]
+DialectSetting = Literal["auto", "2016", "2022"]
+IFrameElement = Literal["IFameCmd", "IFrameCmd"]
 _CATALOG_ERROR_EXAMPLE: Final = "device 34020000001180000001 answered 415 Unsupported Media Type"
 
 
@@ -88,10 +94,26 @@ class DeviceCreate(DevicePatch, forbid_unknown_fields=True, kw_only=True):
     device_id: Annotated[str, Meta(description="20 digits when `sip.strict_id` is on.")]
 
 
+class DialectBody(Shape, forbid_unknown_fields=True):
+    """The GB/T 28181 dialect the platform speaks to a device, and its I-frame element; at least one."""
+
+    version: Annotated[DialectSetting, Meta(
+        description="`auto`: what the device's REGISTER announces (GB/T 28181-2022 §9.1 `X-GB-Ver`; none: "
+                    "2016). `2016` / `2022`: that dialect whatever it announces.")] | UnsetType = UNSET
+    iframe_element: Annotated[IFrameElement, Meta(
+        description="How the I-frame request is spelt to this device: `IFameCmd` (the standard, §A.2.3.1.7) "
+                    "or `IFrameCmd` (firmware that knows only this spelling).")] | UnsetType = UNSET
+
+
 #: Messages of the device body fields whose msgspec wording would not say what to send.
 DEVICE_MESSAGES: Final = {
     "charset": f"must be one of {', '.join(CHARSETS)}",
     "media_transport": f"must be one of {', '.join(MEDIA_TRANSPORTS)}",
+}
+#: The same for ``DialectBody``.
+DIALECT_MESSAGES: Final = {
+    "version": "must be one of auto, 2016, 2022",
+    "iframe_element": "must be one of IFameCmd, IFrameCmd",
 }
 
 
@@ -129,6 +151,17 @@ class Device(Shape):
     media_transport: MediaTransport
     stream_index: OptStr
     sdp_y_line: bool
+    gb_version: Annotated[Dialect, Meta(
+        description="The GB/T 28181 dialect the platform speaks to the device: the setting, or with `auto` the "
+                    "detected edition (2011 and none are spoken to in 2016). A 2022 command to a 2016 device "
+                    "is refused with 422.")]
+    gb_version_detected: Annotated[GbVersion | None, Meta(
+        description="The edition the device's last REGISTER announced (GB/T 28181-2022 §9.1 `X-GB-Ver` 1.0 = "
+                    "2011, 2.0 = 2016, 3.0 = 2022; no header: 2016); null before its first registration.")]
+    gb_version_setting: Annotated[DialectSetting, Meta(
+        description="Set with PUT /api/v1/devices/{device_id}/dialect; `auto` follows the detection.")]
+    iframe_element: Annotated[IFrameElement, Meta(
+        description="The I-frame request element sent to the device (§A.2.3.1.7).")]
     registered_at: OptTime
     register_expires_at: OptTime
     last_keepalive_at: OptTime
@@ -145,6 +178,18 @@ class Device(Shape):
 
 class DevicePage(Page):
     items: list[Device]
+
+
+class DeviceDialect(Shape):
+    """The GB/T 28181 dialect state of a device (see ``Device``)."""
+
+    device_id: str
+    gb_version: Annotated[Dialect, Meta(description="The dialect spoken now.", examples=["2016"])]
+    gb_version_detected: Annotated[GbVersion | None, Meta(
+        description="The edition the last REGISTER announced (X-GB-Ver); null before the first.",
+        examples=["2022"])]
+    gb_version_setting: Annotated[DialectSetting, Meta(examples=["2016"])]
+    iframe_element: Annotated[IFrameElement, Meta(examples=["IFrameCmd"])]
 
 
 def _channel_member(row: ChannelField) -> tuple[str, Any]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -49,7 +50,10 @@ from media.frame import Frame
 from media.hls import HLS_TYPE, TS_TYPE, HlsSegmenter
 from media.snapshot import SnapshotError, snapshot_jpeg
 
-__all__ = ["FLV_TYPE", "JPEG_TYPE", "OutputRoutes"]
+if TYPE_CHECKING:
+    from gbplatform.app.context import AppContext
+
+__all__ = ["FLV_TYPE", "JPEG_TYPE", "OutputRoutes", "channel_snapshot", "wait_keyframe"]
 
 log = Logger()
 
@@ -118,6 +122,35 @@ def _peer(request: Request) -> str:
     return f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
 
 
+async def wait_keyframe(clock: Clock, stream: LiveStream) -> Frame:
+    """The stream's latest keyframe, polled on the clock for up to ``SNAPSHOT_WAIT``."""
+    deadline = clock.seconds() + SNAPSHOT_WAIT
+    while True:
+        keyframe = stream.dispatcher.keyframe
+        if keyframe is not None:
+            return keyframe
+        if stream.state != "playing":
+            raise NoKeyframe(f"channel {stream.channel_id}: the stream ended ({stream.state}) "
+                             "before a keyframe")
+        left = deadline - clock.seconds()
+        if left <= 0:
+            raise NoKeyframe(f"channel {stream.channel_id}: no keyframe within {SNAPSHOT_WAIT:g} s")
+        await _sleep(clock, min(SNAPSHOT_POLL, left))
+
+
+async def channel_snapshot(platform: AppContext, channel_id: str, run: Callable[..., Deferred[Any]]) -> bytes:
+    """One JPEG of the channel's latest keyframe, starting its stream if none runs (the snapshot route's
+    work, shared with snapshot-on-alarm: ``gbplatform.alarms``); ``run`` does the decoding off the reactor."""
+    stream = await open_stream(platform, channel_id)
+    frame = await wait_keyframe(platform.clock, stream)
+    try:
+        jpeg: bytes = await run(snapshot_jpeg, frame)
+    except SnapshotError as e:
+        log.warn("channel {id}: no snapshot from its keyframe: {error}", id=channel_id, error=e)
+        raise BadPicture(f"channel {channel_id}: the keyframe does not decode ({e})") from e
+    return jpeg
+
+
 class OutputRoutes(Routes):
     """``/live/<id>.flv``, ``/live/<id>/index.m3u8``, ``/live/<id>/seg<n>.ts`` and ``.../snapshot``."""
 
@@ -127,32 +160,10 @@ class OutputRoutes(Routes):
         super().__init__(web)
         self._hls: dict[str, _Hls] = {}
 
-    async def _keyframe(self, stream: LiveStream) -> Frame:
-        """The stream's latest keyframe, polled on the clock for up to ``SNAPSHOT_WAIT``."""
-        clock = self.platform.clock
-        deadline = clock.seconds() + SNAPSHOT_WAIT
-        while True:
-            keyframe = stream.dispatcher.keyframe
-            if keyframe is not None:
-                return keyframe
-            if stream.state != "playing":
-                raise NoKeyframe(f"channel {stream.channel_id}: the stream ended ({stream.state}) "
-                                 "before a keyframe")
-            left = deadline - clock.seconds()
-            if left <= 0:
-                raise NoKeyframe(f"channel {stream.channel_id}: no keyframe within {SNAPSHOT_WAIT:g} s")
-            await _sleep(clock, min(SNAPSHOT_POLL, left))
-
     @app.route("/api/v1/channels/<channel_id>/snapshot", methods=["GET"])
     async def snapshot(self, request: Request, channel_id: str) -> bytes:
         self.authorize(request, query_token=True, media=(LIVE, channel_id))
-        stream = await open_stream(self.platform, channel_id)
-        frame = await self._keyframe(stream)
-        try:
-            jpeg: bytes = await self._blocking("snapshot")(snapshot_jpeg, frame)
-        except SnapshotError as e:
-            log.warn("channel {id}: no snapshot from its keyframe: {error}", id=channel_id, error=e)
-            raise BadPicture(f"channel {channel_id}: the keyframe does not decode ({e})") from e
+        jpeg = await channel_snapshot(self.platform, channel_id, self._blocking("snapshot"))
         request.setResponseCode(200)
         set_header(request, b"Content-Type", JPEG_TYPE)
         set_header(request, b"Cache-Control", b"no-store")

@@ -162,6 +162,8 @@ class RecordingManager:
         self._timers: dict[str, DelayedCallLike] = {}
         self._pending: set[Deferred[Any]] = set()
         self._usage: dict[str, dict[str, int]] = {}
+        # Told every writer event (segment opened/closed, write failed) on the reactor thread: the event bus.
+        self.observers: list[Callable[[Event], None]] = []
 
     def _pool(self, kind: str) -> Callable[..., Deferred[Any]]:
         return self.workers.runner(kind) if self.workers is not None else self.run_in_thread
@@ -402,6 +404,11 @@ class RecordingManager:
             self.stats.write_errors += 1
             if rec is not None:
                 rec.error = event.error
+        for observer in tuple(self.observers):
+            try:
+                observer(event)
+            except Exception:  # noqa: BLE001 - an observer's bug must not stop the index; logged
+                log.failure("recording observer {observer!r} failed on {event}", observer=observer, event=event)
 
     def _closed(self, event: SegmentClosed, seg_id: int) -> None:
         self.cache.invalidate(event.channel_id)

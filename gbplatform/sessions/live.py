@@ -226,6 +226,16 @@ class LiveStreams:
         self.gop_cache_bytes = gop_cache_bytes  # 0: no GOP cache, viewers start at the next keyframe
         self.rng = rng or random.Random()
         self.streams: dict[str, LiveStream] = {}
+        # Told (stream, "started" | "ended" | "failed", reason) as streams start and end: the event bus.
+        self.observers: list[Callable[[LiveStream, str, str | None], None]] = []
+
+    def _notify(self, stream: LiveStream, what: str, reason: str | None) -> None:
+        for observer in tuple(self.observers):
+            try:
+                observer(stream, what, reason)
+            except Exception:  # noqa: BLE001 - an observer's bug must not break the stream; logged
+                log.failure("stream observer {observer!r} failed on {id} {what}", observer=observer,
+                            id=stream.channel_id, what=what)
 
     def get(self, channel_id: str) -> LiveStream | None:
         return self.streams.get(channel_id)
@@ -408,6 +418,7 @@ class LiveStreams:
         stream.state = "playing"
         log.info("channel {id} of {dev} playing ({mode}, port {port})", id=stream.channel_id,
                  dev=stream.device_id, mode=stream.mode, port=stream.lease.rtp)
+        self._notify(stream, "started", None)
 
     def _provisional(self, stream: LiveStream, invite: _Invite) -> None:
         invite.provisional = True
@@ -535,6 +546,7 @@ class LiveStreams:
                send_bye: bool = True) -> None:
         if stream.state in ("closed", "failed"):
             return
+        was_playing = stream.state == "playing"
         stream.state = state
         stream.error = None if state == "closed" else reason
         invite, stream.invite = stream.invite, None
@@ -561,6 +573,8 @@ class LiveStreams:
                 callback(stream)
             except Exception:  # noqa: BLE001 - one broken viewer must not keep the others open
                 log.failure("on_closed callback of {id} failed", id=stream.channel_id)
+        # A stream that never played is a play that failed; one that played has ended.
+        self._notify(stream, "ended" if was_playing else "failed", reason)
         if invite is not None and not invite.outcome.called:
             # Ended before the device answered: play() and its waiters fail
             # now instead of getting a closed stream when the answer comes.

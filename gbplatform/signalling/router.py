@@ -15,9 +15,13 @@ them:
 2. **By SIP method**: ``on_request("REGISTER", handler)``; one handler per
    method. OPTIONS is answered here (RFC 3261 §11.2) with an ``Allow`` built
    from the registry, as is the 405 for a method nobody serves (§8.2.1).
-   MESSAGE is the router's own handler (``handle_manscdp``); a subscription
-   registers its dialog's NOTIFYs to the same handler (§9.11). INVITE and
-   SUBSCRIBE are refused (603, 489) until a service registers for them.
+   MESSAGE is the router's own handler (``handle_manscdp``). The
+   subscriptions (``gbplatform.subscriptions``) register their dialogs for
+   NOTIFY, serve NOTIFYs of no routed dialog (one that overtakes the
+   SUBSCRIBE's 2xx, RFC 6665 §4.1.2.4; others are 481) and hand the bodies
+   to ``handle_manscdp`` (§9.11: the same bodies, checks and listeners).
+   INVITE and SUBSCRIBE are refused (603, 489) until a service registers for
+   them.
 3. **By MANSCDP (kind, CmdType)** (GB/T 28181-2016 §9.3, Annex A), matched
    case-insensitively as ``sip.manscdp`` decodes it (some devices send
    "catalog"). Before any of them runs, the router checks the sender once:
@@ -33,6 +37,11 @@ them:
      MESSAGE's 200 says "received" (§9.3.1), not "handled", and no listener
      can hold it up or answer twice. A listener that fails is logged and the
      others still run.
+   - A Notify (other than the keepalive, which has its responder) spends
+     one token of its device's budget first (``ratelimit.NotifyLimiter``,
+     ``sip.notify_rate``/``sip.notify_burst``): past it the request is
+     answered 503 with ``Retry-After``, statelessly, and nothing runs, so a
+     device flooding alarms or positions cannot delay another's.
    - ``answer_manscdp(kind, cmd, responder)``: at most one per CmdType, for
      the message whose final response depends on the service. Only the
      keepalive (§9.6.1) has one: after a platform restart it is what brings a
@@ -70,6 +79,7 @@ from gbplatform.core.clock import Clock
 from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
 from gbplatform.core.ids import is_gb_id
 from gbplatform.devices.registrar import NOT_FROM_HERE, DeviceLive
+from gbplatform.signalling.ratelimit import NotifyLimiter
 from sip import manscdp
 from sip.dialog import DialogId
 from sip.endpoint import (
@@ -197,6 +207,8 @@ class SipRouter:
         self._provisional: dict[int, Callable[[Response], None]] = {}
         self._cseq = itertools.count(1)
         self._sn = itertools.count(rng.randrange(1, 100_000))
+        # Per-device Notify budget, built from the registrar's sip config on first use (it is wired later).
+        self.notify_limiter: NotifyLimiter | None = None
 
     @property
     def devices(self) -> DeviceDirectory:
@@ -400,9 +412,31 @@ class SipRouter:
             self.devices.refused_stranger(f"{msg.kind} {msg.cmd_type}", device_id, live.addr, source)
             self._refuse(req, tx, 403, "Not Registered", headers=[NOT_FROM_HERE])
             return
+        if msg.kind == "Notify" and not self._notify_allowed(req, tx, device_id, msg):
+            return
         self.devices.touch(device_id, source, msg.charset)
         self.respond(tx, make_response(req, 200, to_tag=self.endpoint.new_tag()))
         self._dispatch(device_id, key, msg)
+
+    def _notify_allowed(self, req: Request, tx: ServerTransaction, device_id: str,
+                        msg: manscdp.ManscdpMessage) -> bool:
+        """The device's Notify rate (``gbplatform.signalling.ratelimit``): past ``sip.notify_rate``, 503 with
+        ``Retry-After`` (RFC 3261 §21.5.4, §20.33), stateless like the other refusals, counted and logged
+        once per interval per device."""
+        if self.notify_limiter is None:
+            cfg = self.devices.config
+            self.notify_limiter = NotifyLimiter(cfg.notify_rate, cfg.notify_burst)
+        now = self.clock.seconds()
+        if self.notify_limiter.allow(device_id, now):
+            return True
+        stats = self.devices.stats
+        stats["notify_rate_limited"] = stats.get("notify_rate_limited", 0) + 1
+        self.devices.log_refusal(f"notify_rate {device_id}",
+                                 "Notify {cmd} from {device} refused: over sip.notify_rate", cmd=msg.cmd_type,
+                                 device=device_id)
+        wait = self.notify_limiter.retry_after(device_id, now)
+        self._refuse(req, tx, 503, "Notify Rate Exceeded", headers=[("Retry-After", str(wait))])
+        return False
 
     def _dispatch(self, device_id: str, key: tuple[str, str], msg: manscdp.ManscdpMessage) -> None:
         delivered = False

@@ -52,7 +52,19 @@ from gbplatform import __version__
 from gbplatform.app.config import ConfigError
 from gbplatform.app.reactor import install_reactor
 from gbplatform.simulator.clip import AUDIO_CHOICES, CLIP_CHOICES, PAYLOAD_CHOICES, clip_loader
+from gbplatform.simulator.config_state import defaults as config_2022_defaults
+from gbplatform.simulator.dialect import (
+    IFRAME_SPELLINGS,
+    SIM_GB_VERSIONS,
+    DialectAnswers,
+    registration_headers,
+)
+from gbplatform.simulator.maintenance import SimMaintenance
 from gbplatform.simulator.media import MediaSender, SimMedia
+from gbplatform.simulator.notifier import SimNotifier
+from gbplatform.simulator.ptz_state import PtzState
+from gbplatform.simulator.reports import SimReports, alarm_on_sigusr2
+from gbplatform.simulator.snapshot_upload import SimSnapshotUpload
 from sip import manscdp, sdp
 from sip.dialog import Dialog
 from sip.endpoint import (
@@ -208,6 +220,17 @@ class SimConfig:
     audio: str = "g711a"
     # "ps" (GB/T 28181 Annex C) or "es": raw H.264/H.265 RTP (RFC 6184/7798), video only.
     payload: str = "ps"
+    # The GB/T 28181 edition spoken (gbplatform/simulator/dialect.py): "2022" | "2016"; and the I-frame
+    # element known: "any", or only "IFameCmd" / "IFrameCmd" (the other is answered ERROR).
+    gb_version: str = "2022"
+    iframe_spelling: str = "any"
+    # Seconds between catalog changes sent (OFF, ON, ADD, DEL of a channel, §A.2.5.4; gbplatform/simulator/
+    # notifier.py); 0: only on SIGHUP.
+    catalog_change_interval: float = 0.0
+    # Seconds between alarms / mobile positions each device reports (gbplatform/simulator/reports.py);
+    # 0: none (SIGUSR2 still sends one alarm from every device).
+    alarm_interval: float = 0.0
+    position_interval: float = 0.0
 
     def __post_init__(self) -> None:
         if self.clip not in CLIP_CHOICES or self.audio not in AUDIO_CHOICES:
@@ -215,6 +238,9 @@ class SimConfig:
                               f"audio one of {', '.join(AUDIO_CHOICES)}")
         if self.payload not in PAYLOAD_CHOICES:
             raise ConfigError(f"simulate: payload must be one of {', '.join(PAYLOAD_CHOICES)}")
+        if self.gb_version not in SIM_GB_VERSIONS or self.iframe_spelling not in IFRAME_SPELLINGS:
+            raise ConfigError(f"simulate: gb-version must be one of {', '.join(SIM_GB_VERSIONS)} and "
+                              f"iframe-spelling one of {', '.join(IFRAME_SPELLINGS)}")
         if self.transport not in ("udp", "tcp"):
             raise ConfigError(f"simulate: transport must be udp or tcp, not {self.transport!r}")
         if self.vendor not in VENDOR_QUIRKS:
@@ -309,7 +335,7 @@ def _registration_config(sim: Simulator, device_id: str) -> RegistrationConfig:
                           factor=1.0, cap=math.inf),
         numeric_ids=quirks.numeric_call_id,
         double_unauth_register=quirks.double_unauth_register,
-        extra_headers=(("Allow", ALLOW),) if quirks.allow_header else (),
+        extra_headers=((("Allow", ALLOW),) if quirks.allow_header else ()) + registration_headers(cfg.gb_version),
     )
 
 
@@ -511,10 +537,30 @@ class SimDevice:
         self._items = self._build_catalog()
         # PTZ commands received and presets kept (GB/T 28181-2016 A.3): the e2e tests read them from the log.
         self.ptz = PtzFrontEnd(lambda: self._out_charset)
+        # Where each channel's head points, its cruise tracks, target tracking (GB/T 28181-2022 queries).
+        self.ptz_state = PtzState(self.ptz, self._now, lambda: self._out_charset, self._label)
         # What DeviceConfig set (§A.2.3.2), answered back by ConfigDownload over the configured values.
         self.basic_set = manscdp.BasicParam()
         self.video_param_opt = manscdp.VideoParamOpt(download_speed="1/2/4", resolution="5/6")
+        self.config_2022 = config_2022_defaults(self.device_name)  # the 2022 types (config_state.py)
+        # SD cards and firmware (GB/T 28181-2022): an NVR has two cards; DeviceInfo reports its firmware.
+        self.maintenance = SimMaintenance(
+            device_id=device_id, reactor=sim.reactor, firmware=f"V{__version__}", charset=lambda: self._out_charset,
+            label=self._label, send=self._notify, next_sn=self.messages.next_sn,
+            cards=2 if self.config.channels > 1 else 1)
+        # Pictures taken and uploaded on SnapShotConfig (GB/T 28181-2022 §9.14).
+        self.snapshot_upload = SimSnapshotUpload(
+            device_id=device_id, reactor=sim.reactor, charset=lambda: self._out_charset, label=self._label,
+            send=self._notify, next_sn=self.messages.next_sn)
+        # Alarms and positions reported on a schedule or on SIGUSR2, always through send_report.
+        self.reports = SimReports(
+            device_id=device_id, index=index, reactor=sim.reactor, send=self.send_report,
+            next_sn=self.messages.next_sn, charset=lambda: self._out_charset, label=self._label,
+            source=lambda: (self.channel_ids or [self.device_id])[0], online=lambda: self.online,
+            alarm_interval=self.config.alarm_interval, position_interval=self.config.position_interval)
         self.queries = self._query_answers()
+        # The platform's subscriptions to us (RFC 6665, §9.11): NOTIFYs of reports and catalog changes.
+        self.notifier = SimNotifier(self)
         # Live streams by Call-ID (GB/T 28181-2016 §9.2), at most MAX_PLAY_SESSIONS.
         self.plays: dict[str, _Play] = {}
 
@@ -526,6 +572,7 @@ class SimDevice:
         """Begin a fresh registration (new Call-ID)."""
         self.ua.start(self._now())
         self._drive()
+        self.reports.start()
 
     def pause(self) -> None:
         """Go silent: no keepalives, refreshes or answers, so the platform marks us offline."""
@@ -631,6 +678,7 @@ class SimDevice:
             self._set_registered(True)
         elif isinstance(event, Deregistered):
             self._set_registered(False)
+            self.notifier.close()
         elif isinstance(event, RegistrationFailed):
             stats.register_failures += 1
             if event.failures_in_row == 1:
@@ -683,6 +731,8 @@ class SimDevice:
             self._handle_invite(req, tx)
         elif method == "BYE":
             self._handle_bye(req, tx)
+        elif method == "SUBSCRIBE":
+            self.notifier.handle_subscribe(req, tx)
         elif method in ("INFO", "NOTIFY"):
             self._reply(req, tx, 481)
         else:
@@ -823,20 +873,25 @@ class SimDevice:
 
     def _query_answers(self) -> QueryAnswers:
         """The queries a simulated device answers (GB/T 28181-2016 §A.2.4), by CmdType."""
-        answers = QueryAnswers()
+        answers = DialectAnswers(self.device_id, self.config.gb_version, self.config.iframe_spelling,
+                                 lambda: self._out_charset, self._label)
         answers.register("Catalog", lambda query: self._catalog_bodies(query.sn))
         answers.register("DeviceInfo", self._device_info)
         answers.register("DeviceStatus", self._device_status)
         answers.register("ConfigDownload", self._config_download)
         answers.register("DeviceConfig", self._device_config)
         self.ptz.register(answers)
+        self.ptz_state.register(answers)
+        self.maintenance.register(answers)
+        self.snapshot_upload.register(answers)
+        self.reports.register(answers)
         return answers
 
     def _device_info(self, query: manscdp.ManscdpMessage) -> list[bytes]:
         return [self._label(manscdp.encode_device_info_response(
             query.sn, self.device_id, device_name=self.device_name,
             manufacturer=MANUFACTURER, model="SIM-NVR" if self.config.channels > 1 else "SIM-IPC",
-            firmware=f"V{__version__}", channel=self.config.channels, charset=self._out_charset,
+            firmware=self.maintenance.firmware, channel=self.config.channels, charset=self._out_charset,
         ))]
 
     def _device_status(self, query: manscdp.ManscdpMessage) -> list[bytes]:
@@ -851,7 +906,8 @@ class SimDevice:
 
     def _config_download(self, query: manscdp.ManscdpMessage) -> list[bytes]:
         types = [t.strip().lower() for t in query.fields.get("ConfigType", "").split("/")]
-        if "basicparam" not in types and "videoparamopt" not in types:
+        newer = self.config_2022.download(types)
+        if "basicparam" not in types and "videoparamopt" not in types and not newer:
             return []
         # One answer carries every type asked for (§A.2.4.7: ConfigType may list several with "/").
         video = self.video_param_opt if "videoparamopt" in types else None
@@ -869,7 +925,7 @@ class SimDevice:
         if param is not None:
             param = _overlay(param, self.basic_set)
         return [self._label(manscdp.encode_config_download_response(
-            query.sn, self.device_id, param, video_param_opt=video, charset=self._out_charset))]
+            query.sn, self.device_id, param, video_param_opt=video, charset=self._out_charset, **newer))]
 
     def _device_config(self, msg: manscdp.ManscdpMessage) -> list[bytes]:
         """DeviceConfig (§A.2.3.2): keep what it sets, answer ``Result`` OK (§A.2.6.3); ERROR when it
@@ -883,7 +939,8 @@ class SimDevice:
                 self.ua.config = replace(self.ua.config, keepalive_interval=float(msg.basic_param.heart_beat_interval))
         if msg.video_param_opt is not None:
             self.video_param_opt = _overlay(self.video_param_opt, msg.video_param_opt)
-        result = "OK" if msg.basic_param is not None or msg.video_param_opt is not None else "ERROR"
+        newer = self.config_2022.apply(msg)
+        result = "OK" if msg.basic_param is not None or msg.video_param_opt is not None or newer else "ERROR"
         return [self._label(manscdp.encode_config_response(msg.sn, self.device_id, result=result,
                                                            charset=self._out_charset))]
 
@@ -931,6 +988,19 @@ class SimDevice:
         return body
 
     # -- MESSAGEs to the platform -------------------------------------------
+    def send_report(self, cmd_type: str, body: bytes) -> None:
+        """A report (Alarm, MobilePosition, PTZPosition, Catalog ``Notify``) within the platform's
+        subscription to ``cmd_type`` when there is one (NOTIFY, §9.11), else as a MESSAGE (§9.4)."""
+        self.notifier.send(cmd_type, body)
+
+    def _notify(self, body: bytes) -> None:
+        """A notification of our own (DeviceUpgradeResult, UploadSnapShotFinished...), queued behind the
+        answers in flight; none while paused (the device is gone)."""
+        if self.paused:
+            return
+        self._outbox.append(body)
+        self._pump()
+
     def _pump(self) -> None:
         while self._in_flight < self.config.max_in_flight and self._outbox:
             self._in_flight += 1
@@ -1004,6 +1074,7 @@ class Simulator:
         self.started_at: float | None = None
         self._waiters: list[tuple[Deferred[float], Any]] = []
         self._starts: list[Any] = []
+        self._catalog_timer: Any = None  # the next scheduled catalog change (catalog_change_interval)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -1034,6 +1105,21 @@ class Simulator:
                 self._starts.append(self.reactor.callLater(delay, device.start))
             else:
                 device.start()
+        if cfg.catalog_change_interval > 0:
+            self._catalog_timer = self.reactor.callLater(cfg.catalog_change_interval, self._scheduled_catalog_change)
+
+    def catalog_change(self) -> int:
+        """Every online device sends its next catalog change (notifier.CATALOG_CYCLE); returns how many did."""
+        sent = 0
+        for device in self.devices:
+            if device.online and device.notifier.catalog_change() is not None:
+                sent += 1
+        return sent
+
+    def _scheduled_catalog_change(self) -> None:
+        self.catalog_change()
+        self._catalog_timer = self.reactor.callLater(self.config.catalog_change_interval,
+                                                     self._scheduled_catalog_change)
 
     def stop(self) -> Deferred[None]:
         """Unregister every device (Expires: 0), then close the sockets.
@@ -1044,8 +1130,12 @@ class Simulator:
             if call.active():
                 call.cancel()
         self._starts.clear()
+        if self._catalog_timer is not None and self._catalog_timer.active():
+            self._catalog_timer.cancel()
+        self._catalog_timer = None
         for device in self.devices:
             device.hang_up()
+            device.reports.stop()
         done: Deferred[None] = Deferred()
         pending = DeferredList([d.unregister() for d in self.devices], consumeErrors=True)
 
@@ -1259,7 +1349,25 @@ def main(args: argparse.Namespace) -> int:
     limit = raise_fd_limit()
     log.info("open-files limit {limit}", limit=limit)
     reactor.callWhenRunning(_install_signal_handlers, reactor)
-    return run(config, reactor, random.Random(), sys.stdout, on_started=lambda sim: _hang_up_on_sigusr1(reactor, sim))
+    return run(config, reactor, random.Random(), sys.stdout, on_started=lambda sim: _install_sim_signals(reactor, sim))
+
+
+def _install_sim_signals(reactor: Any, sim: Simulator) -> None:
+    """The simulator's own signals: SIGUSR1 hangs up, SIGHUP sends a catalog change, SIGUSR2 an alarm."""
+    _hang_up_on_sigusr1(reactor, sim)
+    _catalog_change_on_sighup(reactor, sim)
+    alarm_on_sigusr2(reactor, sim.devices)
+
+
+def _catalog_change_on_sighup(reactor: Any, sim: Simulator) -> None:
+    """SIGHUP: every device sends its next catalog change (a channel OFF, ON, an ADD, a DEL; §A.2.5.4)."""
+    import signal
+
+    def change() -> None:
+        n = sim.catalog_change()
+        log.info("SIGHUP: {n} device(s) sent a catalog change", n=n)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(change))
 
 
 def _hang_up_on_sigusr1(reactor: Any, sim: Simulator) -> None:

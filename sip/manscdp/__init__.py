@@ -12,8 +12,9 @@ The package
 ``messages``   ``ManscdpMessage`` and the generic ``Query``/``Control``/``Notify``/``Response``
 ``registry``   ``Command`` declarations; decode and encode derived from each shape
 ``codec``      ``decode()`` and the encoders of undeclared commands
-``keepalive``, ``catalog``, ``device``, ``config``, ``control``
+``keepalive``, ``catalog``, ``device``, ``config``, ``control``, ``alarm``, ``maintenance``
                one module per command family, each declaring its commands once
+``dialects``   GB/T 28181 editions (X-GB-Ver) and ``COMMANDS_2022``, what only 2022 has
 
 Adding a command is one ``declare(Command(...))`` in its family module (see
 ``registry``); nothing central changes.  This module only re-exports the
@@ -23,6 +24,24 @@ import callers need.
 
 from __future__ import annotations
 
+from sip.manscdp.alarm import (
+    ALARM_METHODS,
+    AlarmInfo,
+    AlarmItem,
+    AlarmNotify,
+    AlarmQuery,
+    AlarmQueryResponse,
+    AlarmTypeParam,
+    MobilePositionNotify,
+    MobilePositionQuery,
+    alarm_item,
+    encode_alarm_ack,
+    encode_alarm_notify,
+    encode_alarm_query,
+    encode_alarm_query_response,
+    encode_mobile_position,
+    encode_mobile_position_query,
+)
 from sip.manscdp.catalog import (
     CatalogItem,
     CatalogNotify,
@@ -38,6 +57,20 @@ from sip.manscdp.config import (
     VideoParamOpt,
     encode_config_download_response,
     encode_device_config,
+)
+from sip.manscdp.config2022 import (
+    CONFIG_TYPES_2022,
+    AlarmReport,
+    Config2022,
+    MaskRegion,
+    OsdConfig,
+    OsdText,
+    PictureMask,
+    RecordSchedule,
+    TimeSegment,
+    VideoAlarmRecord,
+    VideoRecordPlan,
+    VideoStreamAttribute,
 )
 from sip.manscdp.control import (
     ControlInfo,
@@ -63,6 +96,16 @@ from sip.manscdp.device import (
 )
 from sip.manscdp.gbtime import format_gb_time, parse_gb_time
 from sip.manscdp.keepalive import Keepalive, encode_keepalive
+from sip.manscdp.maintenance import (
+    SD_CARD_STATUSES,
+    DeviceUpgrade,
+    DeviceUpgradeResult,
+    SdCard,
+    SdCardStatusQuery,
+    SdCardStatusResponse,
+    encode_sd_card_status_response,
+    encode_upgrade_result,
+)
 from sip.manscdp.messages import (
     Control,
     ManscdpError,
@@ -70,6 +113,24 @@ from sip.manscdp.messages import (
     Notify,
     Query,
     Response,
+)
+from sip.manscdp.ptz2022 import (
+    CruisePoint,
+    CruiseTrack,
+    CruiseTrackListResponse,
+    CruiseTrackQuery,
+    CruiseTrackResponse,
+    HomePositionInfo,
+    HomePositionResponse,
+    PtzPosition,
+    PtzPositionResponse,
+    PtzPrecise,
+    TargetArea,
+    TargetTrackMode,
+    encode_cruise_track_list_response,
+    encode_cruise_track_response,
+    encode_home_position_response,
+    encode_ptz_position_response,
 )
 from sip.manscdp.quirks import (
     QUIRK_BARE_AMPERSAND,
@@ -88,6 +149,7 @@ from sip.manscdp.quirks import (
 from sip.manscdp.registry import (
     REGISTRY,
     Command,
+    Each,
     Extra,
     Leaf,
     LeafMap,
@@ -99,10 +161,45 @@ from sip.manscdp.registry import (
     declare,
     encode,
 )
+from sip.manscdp.snapshot import (
+    SnapShotConfig,
+    UploadSnapShotFinished,
+    encode_snapshot_finished,
+    encode_snapshot_finished_response,
+)
 from sip.manscdp.xmltext import XmlValue
 
 __all__ = [
+    "ALARM_METHODS",
+    "AlarmInfo",
+    "AlarmItem",
+    "AlarmNotify",
+    "AlarmQuery",
+    "AlarmQueryResponse",
+    "AlarmTypeParam",
+    "MobilePositionNotify",
+    "MobilePositionQuery",
+    "alarm_item",
+    "encode_alarm_ack",
+    "encode_alarm_notify",
+    "encode_alarm_query",
+    "encode_alarm_query_response",
+    "encode_mobile_position",
+    "encode_mobile_position_query",
     "CONFIG_TYPES",
+    "CONFIG_TYPES_2022",
+    "AlarmReport",
+    "Config2022",
+    "Each",
+    "MaskRegion",
+    "OsdConfig",
+    "OsdText",
+    "PictureMask",
+    "RecordSchedule",
+    "TimeSegment",
+    "VideoAlarmRecord",
+    "VideoRecordPlan",
+    "VideoStreamAttribute",
     "QUIRK_BARE_AMPERSAND",
     "QUIRK_BOM",
     "QUIRK_CONTROL_CHARS",
@@ -116,11 +213,28 @@ __all__ = [
     "QUIRK_UNKNOWN_CHARSET",
     "QUIRK_UTF8_BODY_GB_LABEL",
     "REGISTRY",
+    "SD_CARD_STATUSES",
     "AlarmStatus",
     "BasicParam",
     "CatalogItem",
     "CatalogNotify",
     "CatalogResponse",
+    "CruisePoint",
+    "CruiseTrack",
+    "CruiseTrackListResponse",
+    "CruiseTrackQuery",
+    "CruiseTrackResponse",
+    "HomePositionInfo",
+    "HomePositionResponse",
+    "PtzPosition",
+    "PtzPositionResponse",
+    "PtzPrecise",
+    "TargetArea",
+    "TargetTrackMode",
+    "encode_cruise_track_list_response",
+    "encode_cruise_track_response",
+    "encode_home_position_response",
+    "encode_ptz_position_response",
     "Command",
     "ConfigDownloadResponse",
     "Control",
@@ -132,12 +246,16 @@ __all__ = [
     "HomePosition",
     "DeviceInfoResponse",
     "DeviceStatusResponse",
+    "DeviceUpgrade",
+    "DeviceUpgradeResult",
     "Extra",
     "Keepalive",
     "Leaf",
     "LeafMap",
     "ManscdpError",
     "ManscdpMessage",
+    "SnapShotConfig",
+    "UploadSnapShotFinished",
     "Nested",
     "Preset",
     "PresetQuery",
@@ -147,6 +265,9 @@ __all__ = [
     "Registry",
     "Repeated",
     "Response",
+    "SdCard",
+    "SdCardStatusQuery",
+    "SdCardStatusResponse",
     "Struct",
     "Total",
     "VideoParamOpt",
@@ -169,6 +290,10 @@ __all__ = [
     "encode_preset_query_response",
     "encode_query",
     "encode_response",
+    "encode_sd_card_status_response",
+    "encode_upgrade_result",
+    "encode_snapshot_finished",
+    "encode_snapshot_finished_response",
     "format_gb_time",
     "parse_gb_time",
 ]

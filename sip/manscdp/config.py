@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from sip.manscdp.config2022 import CONFIG_2022_FIELDS, Config2022
 from sip.manscdp.messages import Control, Response
 from sip.manscdp.registry import Command, Leaf, LeafMap, Nested, Struct, declare, encode
+from sip.manscdp.snapshot import SNAP_SHOT_CONFIG, SnapShotConfig
 from sip.manscdp.xmltext import XmlValue
 
 CONFIG_TYPES: Final = ("BasicParam", "VideoParamOpt", "SVACEncodeConfig", "SVACDecodeConfig")
@@ -71,14 +73,16 @@ VIDEO_PARAM_OPT: Final = Struct(VideoParamOpt, (
 
 
 @dataclass(frozen=True, kw_only=True)
-class ConfigDownloadResponse(Response):
+class ConfigDownloadResponse(Response, Config2022):
     """ConfigDownload answer (GB/T 28181-2016 §A.2.6.8); BasicParam and VideoParamOpt are typed, the
-    SVAC ones (§A.2.6.8 SVACEncodeConfig, SVACDecodeConfig) kept as their leaves by path."""
+    SVAC ones (§A.2.6.8 SVACEncodeConfig, SVACDecodeConfig) kept as their leaves by path, the
+    GB/T 28181-2022 types typed too (``Config2022``, ``sip.manscdp.config2022``)."""
 
     basic_param: BasicParam | None = None
     video_param_opt: VideoParamOpt | None = None
     svac_encode_config: dict[str, str] = field(default_factory=dict)
     svac_decode_config: dict[str, str] = field(default_factory=dict)
+    snap_shot_config: SnapShotConfig | None = None  # GB/T 28181-2022 §A.2.6.8
 
 
 CONFIG_DOWNLOAD_RESPONSE: Final = declare(Command(
@@ -86,23 +90,26 @@ CONFIG_DOWNLOAD_RESPONSE: Final = declare(Command(
     fields=(Leaf("Result", "result"), Nested("BasicParam", "basic_param", BASIC_PARAM),
             Nested("VideoParamOpt", "video_param_opt", VIDEO_PARAM_OPT),
             LeafMap("SVACEncodeConfig", "svac_encode_config", deep=True),
-            LeafMap("SVACDecodeConfig", "svac_decode_config", deep=True)),
+            LeafMap("SVACDecodeConfig", "svac_decode_config", deep=True),
+            Nested("SnapShotConfig", "snap_shot_config", SNAP_SHOT_CONFIG), *CONFIG_2022_FIELDS),
 ))
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeviceConfig(Control):
-    """DeviceConfig (GB/T 28181-2016 §A.2.3.2): the parameters to set; a device answers ``Result``
-    (§A.2.6.3, ``ControlResponse``)."""
+class DeviceConfig(Control, Config2022):
+    """DeviceConfig (GB/T 28181-2016 §A.2.3.2): the parameters to set, with the GB/T 28181-2022 types
+    (``Config2022``); a device answers ``Result`` (§A.2.6.3, ``ControlResponse``)."""
 
     basic_param: BasicParam | None = None
     video_param_opt: VideoParamOpt | None = None
+    snap_shot_config: SnapShotConfig | None = None  # GB/T 28181-2022: pictures uploaded over HTTP
 
 
 DEVICE_CONFIG: Final = declare(Command(
     kind="Control", cmd_type="DeviceConfig", cls=DeviceConfig,
     fields=(Nested("BasicParam", "basic_param", BASIC_PARAM),
-            Nested("VideoParamOpt", "video_param_opt", VIDEO_PARAM_OPT)),
+            Nested("VideoParamOpt", "video_param_opt", VIDEO_PARAM_OPT),
+            Nested("SnapShotConfig", "snap_shot_config", SNAP_SHOT_CONFIG), *CONFIG_2022_FIELDS),
 ))
 
 
@@ -115,10 +122,12 @@ def encode_device_config(sn: int, device_id: str, *, charset: str = "GB2312", **
 def encode_config_download_response(
     sn: int, device_id: str, basic_param: BasicParam | None, *,
     video_param_opt: VideoParamOpt | None = None, result: str | None = "OK", charset: str = "GB2312",
-    extra: Mapping[str, XmlValue] | None = None,
+    extra: Mapping[str, XmlValue] | None = None, **values: object,
 ) -> bytes:
-    """Build a ConfigDownload answer (GB/T 28181-2016 §A.2.6.8) with its BasicParam and VideoParamOpt."""
+    """Build a ConfigDownload answer (GB/T 28181-2016 §A.2.6.8) with its BasicParam and VideoParamOpt, and
+    any other declared part in ``values`` (the 2022 types: ``osd_config=OsdConfig(...)``, ...)."""
     msg = CONFIG_DOWNLOAD_RESPONSE.build(
         sn, device_id, charset=charset, result=result, basic_param=basic_param, video_param_opt=video_param_opt,
+        **values,
     )
     return encode(msg, extra=extra)

@@ -8,7 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from sip.manscdp.maintenance import DEVICE_UPGRADE, DeviceUpgrade
 from sip.manscdp.messages import Control, Query, Response
+from sip.manscdp.ptz2022 import PTZ_PRECISE, TARGET_AREA, PtzPrecise, TargetArea, TargetTrackMode
 from sip.manscdp.registry import Command, Leaf, Nested, Repeated, Struct, declare, encode
 
 
@@ -60,6 +62,12 @@ class DeviceControl(Control):
     drag_zoom_in: DragZoom | None = None
     drag_zoom_out: DragZoom | None = None
     home_position: HomePosition | None = None
+    ptz_precise_ctrl: PtzPrecise | None = None  # GB/T 28181-2022 precise PTZ (sip.manscdp.ptz2022)
+    target_track: TargetTrackMode | None = None  # GB/T 28181-2022 target tracking, with the two below
+    device_id2: str | None = None
+    target_area: TargetArea | None = None
+    format_sd_card: int | None = None  # GB/T 28181-2022: the SD card to format (sip.manscdp.maintenance)
+    device_upgrade: DeviceUpgrade | None = None  # GB/T 28181-2022 firmware upgrade (sip.manscdp.maintenance)
     info: ControlInfo | None = None
 
     @property
@@ -92,6 +100,12 @@ DEVICE_CONTROL: Final = declare(Command(
             Leaf("Enabled", "enabled", int), Leaf("ResetTime", "reset_time", int),
             Leaf("PresetIndex", "preset_index", int),
         ))),
+        Nested("PTZPreciseCtrl", "ptz_precise_ctrl", PTZ_PRECISE),
+        Leaf("TargetTrack", "target_track", TargetTrackMode),
+        Leaf("DeviceID2", "device_id2"),
+        Nested("TargetArea", "target_area", TARGET_AREA),
+        Leaf("FormatSDCard", "format_sd_card", int),
+        Nested("DeviceUpgrade", "device_upgrade", DEVICE_UPGRADE),
         Nested("Info", "info", Struct(ControlInfo, (
             Leaf("ControlPriority", "control_priority", int),
             Leaf("AlarmMethod", "alarm_method", int),

@@ -30,7 +30,14 @@ Field specs
     one child element read into another dataclass (``BasicParam``).
 ``Repeated(tag, attr, Struct(cls, fields))``
     ``<Tag Num="n"><Item>...</Item>...</Tag>``, read into a tuple; ``Num`` is
-    always written as the number of items.
+    always written as the number of items.  With ``optional=True`` an absent
+    list is None and None is not written (a part of DeviceConfig that is set
+    only when asked, GB/T 28181-2022 ``VideoParamAttribute``).
+``Each(tag, attr, Struct(cls, fields))``
+    every ``<Tag>`` child of the enclosing element, without a list wrapper,
+    read into a tuple and written as that many elements (GB/T 28181-2022
+    ``VideoRecordPlan/RecordSchedule``, ``RecordSchedule/TimeSegment``,
+    ``OSDConfig/Item``).
 ``Total(tag, attr, of)``
     a count over several messages (``SumNum``): a strict integer, defaulting
     to the ``Num`` (else the length) of the ``Repeated`` named by ``of``.
@@ -78,6 +85,7 @@ from sip.manscdp.xmltext import (
 __all__ = [
     "REGISTRY",
     "Command",
+    "Each",
     "Extra",
     "FieldSpec",
     "Leaf",
@@ -158,7 +166,8 @@ class Repeated:
     ``num_attr`` receives the declared ``Num`` (None when absent or garbled);
     ``bare_items`` also accepts items sent without the wrapper, directly under
     the parent (a named quirk).  The wrapper is always written, ``Num`` being
-    the number of items.
+    the number of items; with ``optional`` an absent wrapper (and no bare
+    item) reads as None, and None writes nothing.
     """
 
     tag: str
@@ -167,6 +176,24 @@ class Repeated:
     item_tag: str = "Item"
     num_attr: str | None = None
     bare_items: bool = False
+    optional: bool = False
+    # Other item tags read as items (``Item`` where GB/T 28181-2022 names ``CruiseTrack``); written as item_tag.
+    item_aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Each:
+    """Every child ``<tag>`` of the enclosing element, in order, read into a tuple of ``shape.cls``.
+
+    For the lists the standard writes without a wrapper, one element per item
+    (GB/T 28181-2022 §A.2.3.2 ``RecordSchedule``, ``TimeSegment``, the
+    ``OSDConfig`` ``Item``); a ``Num`` attribute some devices add to each item
+    is ignored.  Written as one ``<tag>`` per item, none for an empty tuple.
+    """
+
+    tag: str
+    attr: str
+    shape: Struct
 
 
 @dataclass(frozen=True)
@@ -178,7 +205,7 @@ class Total:
     of: str
 
 
-FieldSpec: TypeAlias = Leaf | LeafMap | Extra | Nested | Repeated | Total
+FieldSpec: TypeAlias = Leaf | LeafMap | Extra | Nested | Repeated | Each | Total
 
 
 @dataclass(frozen=True)
@@ -223,7 +250,7 @@ def _check_shape(shape: Struct) -> None:
                 raise TypeError(f"{shape.cls.__name__} has no field {attr!r}")
         if not isinstance(spec, Extra):
             check_tag(spec.tag)
-        if isinstance(spec, Nested | Repeated):
+        if isinstance(spec, Nested | Repeated | Each):
             _check_shape(spec.shape)
         if isinstance(spec, Total) and spec.of not in attrs:
             raise TypeError(f"{spec.tag} counts {spec.of!r}, which is not declared")
@@ -328,10 +355,15 @@ def _decode_fields(
             out[spec.attr] = _decode_struct(spec.shape, child, quirks) if child is not None else None
         elif isinstance(spec, Repeated):
             items, num = _decode_repeated(spec, el, index, quirks)
-            out[spec.attr] = items
+            # An optional list the body does not carry stays None: "not asked", not "empty".
+            absent = spec.optional and not items and key not in index
+            out[spec.attr] = None if absent else items
             nums[spec.attr] = num
             if spec.num_attr is not None:
                 out[spec.num_attr] = num
+        elif isinstance(spec, Each):
+            out[spec.attr] = tuple(_decode_struct(spec.shape, c, quirks)
+                                   for n, c in child_elements(el) if n.lower() == key)
     for spec, key, _ in plan:
         if isinstance(spec, Total):
             raw = text_of(index.get(key))
@@ -374,11 +406,12 @@ def _decode_repeated(
     spec: Repeated, el: etree._Element, index: dict[str, etree._Element], quirks: list[str]
 ) -> tuple[tuple[object, ...], int | None]:
     item_tag = spec.item_tag.lower()
+    item_tags = {item_tag, *(alias.lower() for alias in spec.item_aliases)}
     item_els: list[etree._Element] = []
     num: int | None = None
     wrapper = index.get(spec.tag.lower())
     if wrapper is not None:
-        item_els.extend(c for n, c in child_elements(wrapper) if n.lower() == item_tag)
+        item_els.extend(c for n, c in child_elements(wrapper) if n.lower() in item_tags)
         if spec.num_attr is not None:
             num = lenient_int(attr_ci(wrapper, "num"), f"{spec.tag} Num")
     if spec.bare_items:
@@ -486,7 +519,14 @@ def _encode_fields(lines: list[str], specs: tuple[FieldSpec, ...], obj: object) 
                 lines.append(f"<{spec.tag}>")
                 _encode_fields(lines, spec.shape.fields, value)
                 lines.append(f"</{spec.tag}>")
+        elif isinstance(spec, Each):
+            for item in value:
+                lines.append(f"<{spec.tag}>")
+                _encode_fields(lines, spec.shape.fields, item)
+                lines.append(f"</{spec.tag}>")
         elif isinstance(spec, Repeated):
+            if value is None and spec.optional:
+                continue
             items = list(value)
             lines.append(f'<{spec.tag} Num="{len(items)}">')
             for item in items:

@@ -7,15 +7,23 @@ the most common real-world charset quirk (see the eXosip capture
 ``exosip-device-gb2312-label-utf8-body.log``).
 
 Usage: pjsua2_device.py SERVER_PORT LOCAL_PORT DEVICE_ID PASSWORD SECONDS
-Prints "REGISTERED <code>" when the registration completes.
+Prints "REGISTERED <code>" when the registration completes, and for each
+control element of a DeviceControl (§A.2.3.1) one line
+"DEVICECONTROL <SN> <target DeviceID> <element> <value>" (the PTZCmd element
+carries its 16 hex digits as received), before answering it with a Response
+of Result OK (§A.2.6.2).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import xml.etree.ElementTree as ET
 
 import pjsua2 as pj
+
+# The children of a DeviceControl that address it rather than carry a command (§A.2.3.1).
+CONTROL_HEADER = {"CmdType", "SN", "DeviceID", "Info"}
 
 CHANNELS = [("34020000001310000101", "前门摄像机"), ("34020000001310000102", "后门摄像机&车库")]
 
@@ -73,6 +81,21 @@ class Device(pj.Account):
                 "<Model>pjsua2-python</Model>\r\n<Firmware>2.15</Firmware>\r\n<Channel>2</Channel>\r\n"
             )
             self.send(xml("Response", "DeviceInfo", sn, self.device_id, inner))
+        elif "<CmdType>DeviceControl</CmdType>" in body:
+            self.device_control(body, sn)
+
+    def device_control(self, body: str, sn: str) -> None:
+        """Log each control element, then answer Result OK for the target (§A.2.6.2)."""
+        try:
+            root = ET.fromstring(body)  # text: the declared encoding is moot, pjsua2 decoded the bytes
+        except ET.ParseError as e:
+            print(f"DEVICECONTROL {sn} unparseable, not answered: {e}", flush=True)
+            return
+        target = (root.findtext("DeviceID") or "").strip()
+        for child in root:
+            if child.tag not in CONTROL_HEADER:
+                print(f"DEVICECONTROL {sn} {target} {child.tag} {(child.text or '').strip() or '-'}", flush=True)
+        self.send(xml("Response", "DeviceControl", sn, target, "<Result>OK</Result>\r\n"))
 
 
 def main() -> int:

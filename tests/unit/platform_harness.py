@@ -339,6 +339,7 @@ class FakeDevice:
         user_agent: str = "eXosip/5.3.0",
         seed: int = 7,
         charset: str = "GB2312",
+        x_gb_ver: str | None = "3.0",
     ) -> None:
         self.harness = harness
         self.device_id = device_id
@@ -346,6 +347,9 @@ class FakeDevice:
         self.password = password
         self.user_agent = user_agent
         self.charset = charset
+        # GB/T 28181-2022 §9.1: a 2022 device announces "X-GB-Ver: 3.0" in its REGISTER; None sends
+        # no header, as a 2016 (or older) device does.
+        self.x_gb_ver = x_gb_ver
         self.rng = random.Random(seed)
         self.endpoint = Endpoint(rng=random.Random(seed + 1), user_agent=user_agent)
         self.endpoint.local[addr[0]] = (addr[1], addr[2])
@@ -446,6 +450,8 @@ class FakeDevice:
             headers.append(("Authorization", authorization))
         if expires is not None:
             headers.append(("Expires", str(expires)))
+        if self.x_gb_ver is not None:
+            headers.append(("X-GB-Ver", self.x_gb_ver))
         return self.request("REGISTER", headers=headers)
 
     def register(self, expires: int | None = 3600, authorization: str | None = None) -> Response:

@@ -10,18 +10,32 @@ import pytest
 from klein import Klein
 from twisted.web.server import Request
 
+from gbplatform.alarms.http import AlarmRoutes
 from gbplatform.api.app import Api
 from gbplatform.api.routing import Routes, Web, mount
 from gbplatform.app.context import AppContext
+from gbplatform.control.config_http import Config2022Routes
 from gbplatform.control.http import ControlRoutes
+from gbplatform.control.http_2022 import Ptz2022Routes
+from gbplatform.control.http_maintenance import MaintenanceRoutes
 from gbplatform.devices.http import DeviceRoutes
+from gbplatform.events.http import EventRoutes
 from gbplatform.outputs.http import OutputRoutes
 from gbplatform.recording.http import RecordingRoutes
 from gbplatform.sessions.http import SessionRoutes
+from gbplatform.snapshots.http import SnapshotRoutes
+from gbplatform.subscriptions.http import SubscriptionRoutes
 from tests.unit.test_api import TOKEN, Client, make_platform
 
 ROUTE_SETS = {"device_routes": DeviceRoutes, "session_routes": SessionRoutes, "output_routes": OutputRoutes,
               "recording_routes": RecordingRoutes, "control_routes": ControlRoutes}
+ROUTE_SETS["snapshot_routes"] = SnapshotRoutes  # gbplatform.snapshots (GB/T 28181-2022 snapshot upload)
+ROUTE_SETS["event_routes"] = EventRoutes  # gbplatform.events (Server-Sent Events, stats)
+ROUTE_SETS["subscription_routes"] = SubscriptionRoutes  # gbplatform.subscriptions (catalog/alarm/position)
+ROUTE_SETS["alarm_routes"] = AlarmRoutes  # gbplatform.alarms (alarms, Alarm Query, positions, tracks)
+ROUTE_SETS["config2022_routes"] = Config2022Routes  # gbplatform.control.config_http (2022 config types)
+ROUTE_SETS["ptz2022_routes"] = Ptz2022Routes  # gbplatform.control.http_2022 (2022 PTZ commands, queries)
+ROUTE_SETS["maintenance_routes"] = MaintenanceRoutes  # gbplatform.control.http_maintenance (SD cards, upgrade)
 
 
 def rules(app: Klein) -> set[tuple[str, frozenset[str], str]]:

@@ -881,7 +881,9 @@ def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     config = replace(config, storage=replace(config.storage, data_dir=str(tmp_path)),
                      media=replace(config.media, gop_cache_bytes=0))
     top = make_service(config, _Reactor())
-    assert [s.name for s in top] == ["database", "workers", "sip", "http", "rtsp", "recording"]
+    # Started in this order, stopped in reverse (OrderedMultiService): the database last, recording first.
+    assert [s.name for s in top] == ["database", "workers", "sip", "http", "alarms", "rtsp", "webhooks",
+                                     "device-snapshots", "recording"]
     platform = top.platform  # type: ignore[attr-defined]
     assert platform.api_token == (tmp_path / "api_token").read_text().strip()
     # Live streams get the configured RTP range (30000-30499: 250 even/odd pairs).

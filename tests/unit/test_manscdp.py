@@ -477,7 +477,8 @@ def test_business_group_id_read_from_info() -> None:
 
 def test_generic_messages_keep_simple_fields() -> None:
     inner = (
-        f"<CmdType>Alarm</CmdType><SN>17</SN><DeviceID>{DEV}</DeviceID><AlarmPriority>1</AlarmPriority>"
+        # An undeclared Notify (Alarm is declared since issue 11: sip.manscdp.alarm).
+        f"<CmdType>MediaStatus</CmdType><SN>17</SN><DeviceID>{DEV}</DeviceID><AlarmPriority>1</AlarmPriority>"
         "<AlarmTime>2026-11-27T20:00:00</AlarmTime><Info><AlarmType>2</AlarmType></Info>"
     )
     msg = decode(body(inner, root="Notify"))
@@ -672,10 +673,10 @@ def test_round_trip_every_encoder(charset: str) -> None:
             ),
         ),
         (
-            encode_notify("Alarm", 3, DEV, charset=charset, extra={"AlarmDescription": "越界报警"}),
+            encode_notify("MediaStatus", 3, DEV, charset=charset, extra={"AlarmDescription": "越界报警"}),
             Notify(
                 kind="Notify",
-                cmd_type="Alarm",
+                cmd_type="MediaStatus",
                 sn=3,
                 device_id=DEV,
                 charset=charset,

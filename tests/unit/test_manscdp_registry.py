@@ -53,7 +53,8 @@ class SdCard:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SdCardStatusQuery(Query):
-    """An SD card status query, after GB/T 28181-2022; the shape is illustrative."""
+    """A vendor's card status query, shaped after GB/T 28181-2022 SDCardStatus (which the package declares
+    in ``sip.manscdp.maintenance``); the shape is illustrative."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,10 +66,10 @@ class SdCardStatusResponse(Response):
 
 def _sd_card_registry() -> manscdp.Registry:
     registry = REGISTRY.copy()  # the package's commands stay as they are
-    registry.declare(Command(kind="Query", cmd_type="SDCardStatus", cls=SdCardStatusQuery,
-                             aliases=("SdCardStatus",)))
+    registry.declare(Command(kind="Query", cmd_type="VendorCardStatus", cls=SdCardStatusQuery,
+                             aliases=("VendorCardState",)))
     registry.declare(Command(
-        kind="Response", cmd_type="SDCardStatus", cls=SdCardStatusResponse, aliases=("SdCardStatus",),
+        kind="Response", cmd_type="VendorCardStatus", cls=SdCardStatusResponse, aliases=("VendorCardState",),
         fields=(
             Leaf("Result", "result"),
             Leaf("CheckTime", "checked_at", datetime),
@@ -86,7 +87,7 @@ def _sd_card_registry() -> manscdp.Registry:
 
 def test_a_command_declared_here_round_trips_without_touching_the_package() -> None:
     registry = _sd_card_registry()
-    command = registry.lookup("Response", "sdcardstatus")
+    command = registry.lookup("Response", "vendorcardstatus")
     assert command is not None
     cards = (SdCard(card_id=1, state=CardState.NORMAL, capacity_mb=29818.5, writable=True),
              SdCard(card_id=2, state=CardState.ABSENT, writable=False))
@@ -101,24 +102,24 @@ def test_a_command_declared_here_round_trips_without_touching_the_package() -> N
     assert (decoded.sum_num, decoded.checked_at, decoded.cards) == (2, msg.checked_at, cards)
     assert manscdp.encode(decoded, registry=registry) == body
 
-    query = manscdp.encode_query("SdCardStatus", 8, DEV)
+    query = manscdp.encode_query("VendorCardState", 8, DEV)
     assert isinstance(manscdp.decode(query, registry=registry), SdCardStatusQuery)
     # The default registry does not know it: the generic Query with its leaves, as before.
     plain = manscdp.decode(query)
-    assert type(plain) is Query and plain.cmd_type == "SdCardStatus"
+    assert type(plain) is Query and plain.cmd_type == "VendorCardState"
 
 
 def test_declared_leaf_types_are_lenient_unless_required(caplog: pytest.LogCaptureFixture) -> None:
     registry = _sd_card_registry()
     body = (
-        "<?xml version='1.0'?><Response><CmdType>SDCARDSTATUS</CmdType><SN>1</SN>"
+        "<?xml version='1.0'?><Response><CmdType>VENDORCARDSTATUS</CmdType><SN>1</SN>"
         f"<DeviceID>{DEV}</DeviceID><CheckTime>never</CheckTime><SDCardList num='x'><item>"
         "<ID>one</ID><Status>FAULT</Status><Capacity>big</Capacity><Writable>maybe</Writable>"
         "</item></SDCardList></Response>"
     ).encode()
     with caplog.at_level(logging.INFO, logger="sip.manscdp"):
         msg = manscdp.decode(body, registry=registry)
-    assert isinstance(msg, SdCardStatusResponse) and msg.cmd_type == "SDCARDSTATUS"
+    assert isinstance(msg, SdCardStatusResponse) and msg.cmd_type == "VENDORCARDSTATUS"
     assert msg.cards == (SdCard(state=CardState.FAULT),)
     assert (msg.checked_at, msg.sum_num) == (None, 1)
     assert "ignoring invalid Capacity" in caplog.text and "ignoring invalid Writable" in caplog.text
@@ -187,11 +188,56 @@ SAMPLES: dict[tuple[str, str], dict[str, object]] = {
     ("Control", "DeviceControl"): {"ptz_cmd": "A50F01021F1F00E5",
                                    "info": manscdp.ControlInfo(control_priority=5)},
     ("Query", "PresetQuery"): {},
+    # GB/T 28181-2022 PTZ queries and answers (sip.manscdp.ptz2022).
+    ("Query", "PTZPosition"): {},
+    ("Response", "PTZPosition"): {"result": "OK", "pan": 270.5, "tilt": -12.25, "zoom": 3.0,
+                                  "horizontal_field_angle": 20.0, "vertical_field_angle": 11.5,
+                                  "max_view_distance": 150.0},
+    ("Query", "HomePositionQuery"): {},
+    ("Response", "HomePositionQuery"): {"result": "OK", "home_position": manscdp.HomePositionInfo(
+        enabled="1", reset_time=60, preset_index=3)},
+    ("Query", "CruiseTrackListQuery"): {},
+    ("Response", "CruiseTrackListQuery"): {"result": "OK", "sum_num": 2, "num": 2, "tracks": (
+        manscdp.CruiseTrack(number=1, name="巡航 1"), manscdp.CruiseTrack(number=2))},
+    ("Query", "CruiseTrackQuery"): {"number": 1},
+    ("Response", "CruiseTrackQuery"): {"result": "OK", "number": 1, "name": "Gate", "sum_num": 1, "num": 1,
+                                       "points": (manscdp.CruisePoint(preset_index=3, stay_time=10, speed=5),)},
     ("Response", "PresetQuery"): {"result": "OK", "num": 2, "presets": (
         manscdp.Preset(preset_id="1", preset_name="门口"), manscdp.Preset(preset_id="2", preset_name=None))},
     ("Response", "DeviceConfig"): {"result": "OK"},
     ("Control", "DeviceConfig"): {"basic_param": BasicParam(name="cam", heart_beat_interval=30),
-                                  "video_param_opt": manscdp.VideoParamOpt(resolution="6")},
+                                  "video_param_opt": manscdp.VideoParamOpt(resolution="6"),
+                                  # GB/T 28181-2022 types: a nested Each (RecordSchedule/TimeSegment), an optional
+                                  # Repeated, a plain leaf (tests/unit/test_config2022.py has every type).
+                                  "video_record_plan": manscdp.VideoRecordPlan(record_enable=1, record_schedules=(
+                                      manscdp.RecordSchedule(week_day_num=1, time_segments=(
+                                          manscdp.TimeSegment(start_hour=1, stop_hour=2),)),), stream_number=0),
+                                  "video_param_attribute": (manscdp.VideoStreamAttribute(stream_number=0),),
+                                  "frame_mirror": 1},
+    ("Query", "SDCardStatus"): {},
+    ("Response", "SDCardStatus"): {"result": "OK", "sum_num": 2, "num": 2, "cards": (
+        manscdp.SdCard(id="1", hdd_name="SD1", status="formatting", format_progress=40, capacity=30436.0,
+                       free_space=0.5), manscdp.SdCard(id="2"))},
+    ("Notify", "DeviceUpgradeResult"): {"session_id": "s-1", "upgrade_result": "ERROR", "firmware": "V1.0",
+                                        "upgrade_failed_reason": "download failed: 404"},
+    # GB/T 28181-2022 snapshot upload (sip.manscdp.snapshot).
+    ("Notify", "UploadSnapShotFinished"): {"session_id": "s-2", "snap_shot_list": {
+        "SnapShotFileID[1]": "3402000000131000000120261205100001",
+        "SnapShotFileID[2]": "3402000000131000000120261205100002"}},
+    ("Response", "UploadSnapShotFinished"): {"result": "OK"},
+    # Alarms and positions (sip.manscdp.alarm; tests/unit/test_manscdp_alarm.py has the variants).
+    ("Notify", "Alarm"): {"alarm_priority": 1, "alarm_method": 5, "alarm_time": datetime(2026, 12, 5, 8, 30),
+                          "alarm_description": "越界", "longitude": 116.5, "latitude": 39.5,
+                          "info": manscdp.AlarmInfo(alarm_type=2, alarm_type_param=manscdp.AlarmTypeParam(
+                              event_type=1))},
+    ("Response", "Alarm"): {"result": "OK", "sum_num": 3, "num": 1, "alarms": (manscdp.alarm_item(
+        DEV, priority=2, method=2, time=datetime(2026, 12, 5, 8, 0), alarm_type=1),)},
+    ("Query", "Alarm"): {"start_alarm_priority": 1, "end_alarm_priority": 4, "alarm_method": "1/2",
+                         "alarm_type": "1", "start_alarm_time": datetime(2026, 12, 1),
+                         "end_alarm_time": datetime(2026, 12, 5)},
+    ("Notify", "MobilePosition"): {"time": datetime(2026, 12, 5, 8, 30, 5), "longitude": 116.5, "latitude": 39.5,
+                                   "speed": 40.0, "direction": 90.0, "altitude": 12.5},
+    ("Query", "MobilePosition"): {"interval": 5},
 }
 
 
@@ -234,3 +280,63 @@ def test_catalog_item_matches_the_channel_field_table() -> None:
     attrs = [f.name for f in dataclasses.fields(CatalogItem)]
     assert attrs == [f.attr for f in channel_fields.ITEM_FIELDS] + ["info", "extra"]
     assert manscdp.catalog.CATALOG_ITEM_FIELDS == tuple((f.attr, f.tag) for f in channel_fields.ITEM_FIELDS)
+
+
+# --- lists without a wrapper (Each) and optional lists (GB/T 28181-2022 §A.2.3.2) -------------------
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Slot:
+    hour: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Day:
+    day: int | None = None
+    slots: tuple[Slot, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WeekControl(manscdp.Control):
+    days: tuple[Day, ...] = ()
+    streams: tuple[Slot, ...] | None = None
+
+
+def _week_registry() -> manscdp.Registry:
+    registry = REGISTRY.copy()
+    registry.declare(Command(kind="Control", cmd_type="VendorWeek", cls=WeekControl, fields=(
+        manscdp.Each("Day", "days", Struct(Day, (
+            Leaf("DayNum", "day", int),
+            manscdp.Each("Slot", "slots", Struct(Slot, (Leaf("Hour", "hour", int),))),
+        ))),
+        Repeated("Streams", "streams", Struct(Slot, (Leaf("Hour", "hour", int),)), optional=True),
+    )))
+    return registry
+
+
+def test_each_reads_and_writes_one_element_per_item_nested_in_a_struct() -> None:
+    registry = _week_registry()
+    command = registry.lookup("Control", "VendorWeek")
+    assert command is not None
+    days = (Day(day=1, slots=(Slot(hour=8), Slot(hour=9))), Day(day=2))
+    body = manscdp.encode(command.build(1, DEV, days=days), registry=registry)
+    assert b"<Day>\n<DayNum>1</DayNum>\n<Slot>\n<Hour>8</Hour>\n</Slot>\n<Slot>" in body
+    assert b"Num=" not in body and b"Streams" not in body  # no wrapper; an absent optional list is not written
+    decoded = manscdp.decode(body, registry=registry)
+    assert isinstance(decoded, WeekControl) and decoded.days == days and decoded.streams is None
+    # Any case, other children between the items, a Num attribute on an item: still read.
+    odd = body.replace(b"<Day>", b'<DAY Num="1"><Note>x</Note>', 1).replace(b"</Day>", b"</DAY>", 1)
+    again = manscdp.decode(odd, registry=registry)
+    assert isinstance(again, WeekControl) and again.days == days
+
+
+def test_an_optional_repeated_is_none_when_absent_and_empty_when_empty() -> None:
+    registry = _week_registry()
+    command = registry.lookup("Control", "VendorWeek")
+    assert command is not None
+    empty = manscdp.encode(command.build(1, DEV, streams=()), registry=registry)
+    assert b'<Streams Num="0">' in empty
+    decoded = manscdp.decode(empty, registry=registry)
+    assert isinstance(decoded, WeekControl) and decoded.streams == () and decoded.days == ()
+    full = manscdp.decode(manscdp.encode(command.build(1, DEV, streams=(Slot(hour=3),)), registry=registry),
+                          registry=registry)
+    assert isinstance(full, WeekControl) and full.streams == (Slot(hour=3),)

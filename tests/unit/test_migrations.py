@@ -62,7 +62,7 @@ def tables(url: str) -> set[str]:
 def test_upgrade_check_downgrade_upgrade(url: str) -> None:
     assert migrate.current_revision(url) is None
     migrate.upgrade(url)
-    assert migrate.current_revision(url) == migrate.head_revision() == "0004"
+    assert migrate.current_revision(url) == migrate.head_revision() == "0008"
     migrate.check(url)
     assert {"devices", "channels", "alembic_version"} <= tables(url)
 

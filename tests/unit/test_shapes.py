@@ -181,7 +181,7 @@ def test_each_route_sends_the_shape_its_document_declares(rec: Rec, frames: Any,
     from gbplatform import __version__
     from gbplatform.api.app import Api
     from gbplatform.api.routing import Routes
-    from tests.unit import test_auth_guard, test_control, test_openapi
+    from tests.unit import test_auth_guard, test_control, test_openapi, test_snapshot_upload
     from tests.unit.platform_harness import Harness
     from tests.unit.test_api import Client
 
@@ -204,6 +204,30 @@ def test_each_route_sends_the_shape_its_document_declares(rec: Rec, frames: Any,
         test_control.test_control_responses_match_their_schemas(harness, Client(Api(harness.platform)))
     finally:
         harness.close()
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as snapshots_dir:  # device snapshot upload (GB/T 28181-2022)
+        test_snapshot_upload.every_response(Path(snapshots_dir))
+    from tests.unit import test_subscriptions
+
+    test_subscriptions.every_response()  # GET/PUT /devices/{id}/subscriptions
+    from tests.unit import test_event_stream
+
+    test_event_stream.every_response()  # GET /api/v1/events/stats
+    from tests.unit import (
+        test_alarms,
+        test_config2022,
+        test_dialects,
+        test_maintenance,
+        test_ptz2022,
+    )
+
+    test_alarms.every_response()  # alarms, their settings, the Alarm Query, positions and tracks
+    test_ptz2022.every_response()  # GB/T 28181-2022 PTZ commands and queries
+    test_maintenance.every_response()  # SD cards, their format, firmware upgrade
+    test_config2022.every_response()  # GB/T 28181-2022 configuration types
+    test_dialects.every_response()  # PUT /devices/{id}/dialect and the commands it spells
 
     declared = _documented_shapes(doc)
     seen: set[str] = set()
@@ -215,7 +239,7 @@ def test_each_route_sends_the_shape_its_document_declares(rec: Rec, frames: Any,
     # Every response component is built somewhere in the flows above; the channel tree is
     # streamed as bytes (``schemas.tree_bytes``, each object built as its shape).
     expected = {name for *_, name in declared} - {"ChannelTree"}
-    assert expected <= seen, expected - seen
+    assert expected <= seen, sorted(expected - seen)
 
 
 def test_a_route_answers_a_shape_or_bytes_only() -> None:

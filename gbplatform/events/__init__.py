@@ -1,0 +1,1 @@
+"""What devices and the platform report as it happens: the event bus (``bus``), the SSE stream and webhooks."""
