@@ -50,16 +50,20 @@ install_reactor()
 from twisted.internet import reactor
 from gbplatform.simulator import device as simulator
 silent = float(sys.argv[7])
-answer = simulator.SimDevice._answer_query
+handle = simulator.SimDevice._handle_message
+first = int(simulator.SimConfig().first_id[13:])
 
-def _answer_query(self, msg):
+def _handle_message(self, req, tx):
     # A share of the devices, spread evenly, 200 every MESSAGE but never answer
-    # a query, like cameras that ignore ConfigDownload or Catalog.
-    if int((self.index + 1) * silent) > int(self.index * silent):
-        return []
-    return answer(self, msg)
+    # a query, like cameras that ignore ConfigDownload or Catalog. (It patched
+    # SimDevice._answer_query, which the simulator no longer has: no device was silent.)
+    index = int(self.device_id[13:]) - first
+    if int((index + 1) * silent) > int(index * silent) and b"<Query>" in req.body:
+        self._reply(req, tx, 200)
+        return
+    handle(self, req, tx)
 
-simulator.SimDevice._answer_query = _answer_query
+simulator.SimDevice._handle_message = _handle_message
 cfg = SimConfig(server=sys.argv[1], devices=int(sys.argv[2]), channels=int(sys.argv[3]),
                 keepalive_interval=float(sys.argv[4]), ramp=float(sys.argv[5]), status_interval=2.0,
                 transport=sys.argv[6])

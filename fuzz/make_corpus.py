@@ -105,17 +105,73 @@ def write(target: str, name: str, data: bytes) -> None:
     (folder / name).write_bytes(data)
 
 
+def rtp_seeds(shared: Path) -> None:
+    """``rtp``: RTP packets of the captures framed as over TCP (RFC 4571 §2, RFC 2326 §10.12)."""
+    for capture, name in (("zlm_ps_rtp_udp_1080p.pcap", "h264"), ("zlm_ps_rtp_udp_h265_g711a_720p.pcap", "h265")):
+        packets = [p for _, p in udp_payloads(shared / "captures" / capture)[:5]]
+        framed = [len(p).to_bytes(2, "big") + p for p in packets]
+        write("rtp", f"{name}_rfc4571", b"".join(framed)[:8192])
+        write("rtp", f"{name}_reordered", b"".join([framed[1], framed[0], framed[2]]))
+        write("rtp", f"{name}_interleaved",
+              b"".join(b"$\x00" + len(p).to_bytes(2, "big") + p for p in packets[:3]))
+
+
+GB_NOTIFY = crlf(
+    "NOTIFY sip:34020000002000000001@192.168.1.10:5060 SIP/2.0\n"
+    "Via: SIP/2.0/UDP 192.168.1.64:5060;rport;branch=z9hG4bK2071463273\n"
+    "From: <sip:34020000001320000001@3402000000>;tag=81434523\n"
+    "To: <sip:34020000002000000001@3402000000>;tag=5a1f03c2\n"
+    "Call-ID: 6b8b4567327b23c6@192.168.1.10\nCSeq: 3 NOTIFY\n"
+    "Contact: <sip:34020000001320000001@192.168.1.64:5060>\n"
+    "Event: presence\nSubscription-State: active;expires=3600;retry-after=30\nX-GB-Ver: 3.0\n"
+    "Max-Forwards: 70\nContent-Type: Application/MANSCDP+xml\nContent-Length: 0\n\n"
+)
+
+
+def manscdp_2022_seeds() -> dict[str, bytes]:
+    """The alarm, position, subscription and GB/T 28181-2022 bodies (issues 10 and 11), from the encoders, and
+    two as vendors break them (lower-case tags, a bare AlarmType, a time with Z, a Num that lies)."""
+    import datetime as dt
+
+    from sip import manscdp
+
+    dev, ch, t = "34020000001320000001", "34020000001310000001", dt.datetime(2026, 12, 5, 8, 30)
+    point = manscdp.CruisePoint(preset_index=1, stay_time=10, speed=5)
+    return {
+        "alarm_notify": manscdp.encode_alarm_notify(11, ch, priority=1, method=5, time=t, description="motion",
+                                                    longitude=116.397, latitude=39.909, alarm_type=2, event_type=1),
+        "alarm_notify_vendor": (b'<?xml version="1.0" encoding="GB2312"?>\r\n<notify><cmdtype>alarm</cmdtype>'
+                                b"<SN>7</SN><DeviceID>" + ch.encode() + b"</DeviceID><AlarmPriority> 2 </AlarmPriority>"
+                                b"<AlarmMethod>2</AlarmMethod><AlarmTime>2026-12-05T08:30Z</AlarmTime>"
+                                b"<AlarmType>1</AlarmType></notify>"),
+        "alarm_query_response": manscdp.encode_alarm_query_response(
+            12, dev, 3, [manscdp.alarm_item(ch, priority=2, method=2, time=t, alarm_type=1)] * 2),
+        "mobile_position_notify": manscdp.encode_mobile_position(13, dev, time=t, longitude=116.4, latitude=39.9,
+                                                                 speed=30.0, direction=90.0, altitude=50.0),
+        "ptz_position_response": manscdp.encode_ptz_position_response(
+            14, ch, manscdp.PtzPosition(pan=90.5, tilt=-10.0, zoom=2.0)),
+        "cruise_track_response": manscdp.encode_cruise_track_response(15, ch, 1, "gate", (point, point)),
+        "sd_card_status_response": manscdp.encode_sd_card_status_response(
+            16, dev, [manscdp.SdCard(id="1", hdd_name="sd0", status="normal", capacity=64.0, free_space=12.5)]),
+        "snapshot_finished": manscdp.encode_snapshot_finished(17, ch, "s1", ["f1", "f2"]).replace(
+            b'Num="2"', b'Num="9"'),
+        "upgrade_result": manscdp.encode_upgrade_result(18, dev, session_id="u1", ok=False, firmware="V5.7",
+                                                        reason="checksum"),
+    }
+
+
 def main() -> int:
     shared = locate_shared_dir()
     if shared is None:
         print("shared/ folder not found: set GBP_SHARED_DIR", file=sys.stderr)
         return 1
-    for target in ("sip", "sdp", "manscdp", "ps", "rtsp", "http_query"):
+    for target in ("sip", "sdp", "manscdp", "ps", "rtp", "rtsp", "http_query"):
         shutil.rmtree(CORPUS / target, ignore_errors=True)
     for name in RFC4475:
         write("sip", name.removesuffix(".dat"), (shared / "vectors" / "rfc4475" / name).read_bytes())
     write("sip", "gb_register", GB_REGISTER)
     write("sip", "gb_message_keepalive", GB_MESSAGE)
+    write("sip", "gb_notify_subscription", GB_NOTIFY)
     write("sdp", "gb_offer", SDP_OFFER)
     write("sdp", "gb_answer_tcp", SDP_ANSWER)
     write("sdp", "gb_playback", SDP_PLAYBACK)
@@ -124,10 +180,13 @@ def main() -> int:
                 "exosip_deviceinfo_response.xml", "exosip_devicestatus_response.xml", "pjsua2_catalog_query.xml"):
         write("manscdp", xml.removesuffix(".xml"), (REPO / "tests" / "unit" / "data" / "manscdp" / xml).read_bytes())
     write("manscdp", "keepalive", KEEPALIVE)
+    for name, data in manscdp_2022_seeds().items():
+        write("manscdp", name, data)
     for capture, name in (("zlm_ps_rtp_udp_1080p.pcap", "h264"), ("zlm_ps_rtp_udp_h265_g711a_720p.pcap", "h265")):
         payloads = [p[12:] for _, p in udp_payloads(shared / "captures" / capture)[:6]]
         write("ps", f"{name}_first_packet", payloads[0])
         write("ps", f"{name}_first_packets", b"".join(payloads)[:6000])
+    rtp_seeds(shared)
     for name, data in RTSP.items():
         write("rtsp", name, data)
     for name, data in QUERIES.items():

@@ -21,6 +21,10 @@ from collections.abc import Callable
 from twisted.web.http import parse_qs
 
 from gbplatform.api import schemas
+from media import accel
+from media.framing import FramingError, Rfc4571Framer
+from media.ingest import RtpIngest
+from media.pipeline import FrameDispatcher
 from media.ps import PsDemuxer
 from media.rtsp import (
     RtspError,
@@ -36,8 +40,10 @@ from sip.endpoint import Endpoint
 from sip.errors import SipParseError
 from sip.headers import contacts, expires_value, from_header, to_header, validate_request, vias
 from sip.manscdp import ManscdpError, decode
+from sip.manscdp.dialects import version_from_header
 from sip.message import Request
 from sip.parser import StreamParser, parse_datagram
+from sip.subscription import parse_subscription_state
 
 SOURCE = ("UDP", "127.0.0.1", 5999)
 
@@ -63,6 +69,7 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
 
 def sip_target(data: bytes) -> None:
     """SIP (RFC 3261 §7, §18.3): a datagram, the same bytes as a stream, the lazy headers, the endpoint."""
+    msg = None
     try:
         msg = parse_datagram(data)
         if isinstance(msg, Request):
@@ -76,6 +83,13 @@ def sip_target(data: bytes) -> None:
             msg.serialize()
     except SipParseError:
         pass
+    if msg is not None:
+        # The headers the subscription and dialect code read (RFC 6665 §4.1.3, GB/T 28181-2022 §9.1).
+        try:
+            parse_subscription_state(msg.headers.get("Subscription-State"))
+        except SipParseError:
+            pass
+        version_from_header(msg.headers.get("X-GB-Ver"))
     parser = StreamParser()
     for piece in _split(data):
         try:
@@ -113,6 +127,63 @@ def ps_target(data: bytes) -> None:
     for piece in _split(data):
         demuxer.feed(piece, now=0.0)
     demuxer.flush()
+
+
+def _rfc4571(data: bytes, compiled: bool) -> tuple[list[bytes], int, str | None]:
+    """The packets, empty frames and error of a framed byte stream, on one path."""
+    framer = Rfc4571Framer()
+    if not compiled:
+        framer._split = None
+    packets: list[bytes] = []
+    error = None
+    for piece in _split(data):
+        try:
+            packets += framer.feed(piece)
+        except FramingError as e:
+            error = str(e)
+            break
+    return packets, framer.skipped_empty, error
+
+
+def _ingest_state(packets: list[bytes], compiled: bool) -> tuple[object, ...]:
+    """What an ingest leaves after the packets, in read passes of three, on one path."""
+    saved = accel.ext
+    if not compiled:
+        accel.ext = None
+    try:
+        ingest = RtpIngest(FrameDispatcher())
+    finally:
+        accel.ext = saved
+    now = 0.0
+    for i in range(0, len(packets), 3):
+        ingest.datagrams(packets[i : i + 3], now)
+        now += 0.04
+    ingest.close(now)
+    r = ingest.reorder
+    return (ingest.stats, r.stats, r._expected, r._last_ts, bytes(r._fate), ingest.demuxer.stats)
+
+
+def rtp_target(data: bytes) -> None:
+    """RTP over TCP (RFC 4571 §2, RFC 2326 §10.12) into an ingest: the compiled path against Python.
+
+    The input is a framed byte stream, so the fuzzer shapes packet boundaries
+    as well as RTP headers (RFC 3550 §5.1) and PS payloads. Both paths
+    (media/accel.py) must split it into the same packets with the same error,
+    and leave the ingest with the same counters and reorder state; a
+    difference raises ``AssertionError``, which the fuzzer reports as a crash.
+    Without the compiled module only the Python path runs.
+    """
+    compiled = accel.ext is not None
+    packets, empty, error = _rfc4571(data, False)
+    if compiled:
+        got = _rfc4571(data, True)
+        if got != (packets, empty, error):
+            raise AssertionError(f"RFC 4571 split differs: compiled {got[1:]}, python {(empty, error)}")
+    state = _ingest_state(packets, False)
+    if compiled:
+        got_state = _ingest_state(packets, True)
+        if got_state != state:
+            raise AssertionError(f"ingest state differs: compiled {got_state}, python {state}")
 
 
 def rtsp_target(data: bytes) -> None:
@@ -164,6 +235,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "sdp": sdp_target,
     "manscdp": manscdp_target,
     "ps": ps_target,
+    "rtp": rtp_target,
     "rtsp": rtsp_target,
     "http_query": http_query_target,
 }

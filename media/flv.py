@@ -436,12 +436,19 @@ class FlvSink:
     keyframe on are held until ``tracks`` (the dispatcher's, or, if not
     given, tracks learnt from the frames this sink sees) are ready, at most
     ``max_pending`` of them. A late joiner of a stream whose tracks are
-    known holds nothing.
+    known holds nothing. ``ready``, when given, replaces ``tracks.ready`` as
+    the test (the platform's ``LiveStream.tracks_known``, which knows sooner
+    when the stream carries no audio).
+
+    ``on_start`` is called once, right after the first tags (header,
+    sequence header, first keyframe) are written: the stream's timeline
+    notes when this viewer's first picture left.
     """
 
     def __init__(
         self, write: Callable[[bytes], None], *, audio: bool | None = None,
         tracks: StreamTracks | None = None, muxer: FlvMuxer | None = None, max_pending: int = 256,
+        on_start: Callable[[], None] | None = None, ready: Callable[[], bool] | None = None,
     ) -> None:
         self.muxer = muxer if muxer is not None else FlvMuxer(audio=bool(audio))
         self.write = write
@@ -451,6 +458,8 @@ class FlvSink:
         self._learn = tracks is None
         self._deciding = audio is None and muxer is None
         self._pending: list[Frame] = []
+        self.on_start = on_start
+        self._ready = ready
 
     @property
     def held(self) -> int:
@@ -468,13 +477,18 @@ class FlvSink:
         if not self.header_written:
             self.header_written = True
             tags.insert(0, self.muxer.header())
+            self.write(b"".join(tags))
+            if self.on_start is not None:
+                self.on_start()
+            return
         self.write(b"".join(tags) if len(tags) > 1 else tags[0])
 
     def _decide(self, frame: Frame) -> list[Frame]:
         """The frames to mux now: none while the tracks are unknown, then all held ones."""
         if self._learn:
             self.tracks.add(frame)
-        if not self.tracks.ready and len(self._pending) < self.max_pending:
+        ready = self.tracks.ready if self._ready is None else self._ready()
+        if not ready and len(self._pending) < self.max_pending:
             if not self._pending and not (frame.codec.is_video and frame.keyframe):
                 return [frame]  # before the first keyframe: the muxer counts and drops it
             self._pending.append(frame)

@@ -17,7 +17,10 @@ prefixed stream, so the framer raises ``FramingError`` and stays failed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from media import accel
 
 __all__ = ["FramingError", "Rfc4571Framer", "TcpFrame"]
 
@@ -27,6 +30,8 @@ _INTERLEAVED = 0x24
 _MIN_FRAME = 12
 # A whole frame (65535) plus its 4-byte interleaved prefix may wait for its tail.
 _DEFAULT_MAX_BUFFER = 65535 + 4
+# media._fastpath.split_rfc4571: (packets, bytes used, empty frames, bad length or -1).
+Splitter = Callable[[bytes | bytearray | memoryview], tuple[list[bytes], int, int, int]]
 
 
 class FramingError(ValueError):
@@ -56,6 +61,10 @@ class Rfc4571Framer:
         self._max_buffer = max_buffer
         self._failed: str | None = None
         self.skipped_empty = 0
+        # The compiled splitter (media/accel.py), or None for the Python loop.
+        self._split: Splitter | None = (
+            accel.ext.split_rfc4571 if accel.ext is not None else None
+        )
 
     @property
     def buffered(self) -> int:
@@ -63,8 +72,35 @@ class Rfc4571Framer:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Feed stream bytes; return complete packets (channel dropped)."""
-        return [frame.data for frame in self.feed_frames(data)]
+        """Feed stream bytes; return complete packets (channel dropped).
+
+        The compiled path splits the bytes where they are (a TCP read of many
+        packets is not copied into the buffer first; only an incomplete tail
+        is kept); the packets, counters and errors are those of ``feed_frames``.
+        """
+        split = self._split
+        if split is None:
+            return [frame.data for frame in self.feed_frames(data)]
+        if self._failed is not None:
+            raise FramingError(f"framer failed earlier: {self._failed}")
+        buf = self._buf
+        source: bytes | bytearray | memoryview
+        if buf:
+            buf += data
+            source = buf
+        else:
+            source = data
+        packets, used, empty, bad = split(source)
+        self.skipped_empty += empty
+        if bad >= 0:
+            self._fail(f"declared frame length {bad} is below the 12-byte RTP header")
+        if source is buf:
+            del buf[:used]
+        elif used < len(data):
+            buf += memoryview(data)[used:]
+        if len(buf) > self._max_buffer:
+            self._fail(f"{len(buf)} bytes buffered exceed the {self._max_buffer}-byte limit")
+        return packets
 
     def feed_frames(self, data: bytes | bytearray | memoryview) -> list[TcpFrame]:
         """Feed stream bytes; return complete frames with their interleaved channel."""

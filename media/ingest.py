@@ -28,6 +28,13 @@ A device that answers the INVITE with a different ``y=`` SSRC is followed
 what keeps one camera's stream out of another's ("串流", WVP issues #57, #1467).
 ``rekey_listeners`` are told of the change (the single-port receiver routes
 by SSRC and must follow too).
+
+``datagrams`` takes a read pass at once. With the compiled extension
+(media/accel.py, media/_fastpath.c) the per-packet work of the common case
+-- the plain header, SSRC check, in-order reorder step and PS collection
+above -- runs in C for a run of packets per call, and leaves the same state;
+the Python code here is the reference, the fallback and the path of every
+other packet (docs/performance.md, "Compiled hot path").
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from media import accel
 from media.depacketize import Depacketizer
 from media.frame import Codec, Frame
 from media.framing import FramingError, Rfc4571Framer
@@ -67,6 +75,11 @@ _ENCODINGS = {"PS": "PS", "MP2P": "PS", "MPEG2-PS": "PS", "H264": "H264", "H265"
 _CODECS = {"H264": Codec.H264, "H265": Codec.H265}
 
 RekeyListener = Callable[[int | None, int], None]
+# media._fastpath.ingest_run(ingest, batch, start, now, ps_batch) -> (next index, action).
+FastRun = Callable[["RtpIngest", list[bytes], int, float, int], tuple[int, int]]
+# What ingest_run asks of its caller.
+_FAST_DEMUX: Final = 1  # a PS batch ended: demux it
+_FAST_NEW_FRAME: Final = 2  # the next packet starts a frame: end the previous one
 # What the reorder buffer holds per packet: (marker|payload type byte, sequence, timestamp, payload).
 Item = tuple[int, int, int, "bytes | memoryview"]
 
@@ -133,6 +146,12 @@ class RtpIngest:
         # The PS frame being collected: its RTP timestamp and payloads.
         self._ps_ts = -1
         self._ps_chunks: list[bytes | memoryview] = []
+        # The compiled in-order loop (media/accel.py) reads and writes the state
+        # above and the reorder buffer's by name: only for the class it knows.
+        ext = accel.ext
+        self._fast_run: FastRun | None = (
+            ext.ingest_run if ext is not None and type(self.reorder) is ReorderBuffer else None
+        )
         self.set_payload_formats(
             DEFAULT_PAYLOAD_FORMATS if payload_formats is None else payload_formats
         )
@@ -194,6 +213,31 @@ class RtpIngest:
         for item in self.reorder.push_item(seq, ts, (b1, seq, ts, payload), now):
             self._deliver(item, now)
 
+    def datagrams(self, batch: list[bytes], now: float) -> None:
+        """Datagrams read together (one read pass), all at ``now``: ``datagram`` for each.
+
+        With the compiled path (media/accel.py) the common case -- plain header,
+        the stream's SSRC, in sequence, PS payload of the frame being collected
+        -- is taken in C, a run of packets per call; any other packet goes
+        through ``datagram``. Counters, reorder state and frames end the same.
+        """
+        run = self._fast_run
+        if run is None:
+            for data in batch:
+                self.datagram(data, now)
+            return
+        i = 0
+        n = len(batch)
+        while i < n:
+            i, action = run(self, batch, i, now, PS_BATCH)
+            if action == _FAST_DEMUX:
+                self._demux_ps(now)
+            elif action == _FAST_NEW_FRAME:
+                self._end_ps_frame(now)
+            elif i < n:
+                self.datagram(batch[i], now)
+                i += 1
+
     def stream_bytes(self, data: bytes, now: float) -> bool:
         """Bytes of an RTP-over-TCP stream (RFC 4571); False once the stream is unusable."""
         if self.failed is not None:
@@ -204,8 +248,8 @@ class RtpIngest:
             self.failed = str(e)
             log.warning("RTP over TCP stream unusable: %s", e)
             return False
-        for raw in frames:
-            self.datagram(raw, now)
+        if frames:
+            self.datagrams(frames, now)
         return True
 
     def tick(self, now: float) -> None:
@@ -239,16 +283,10 @@ class RtpIngest:
         if route is _UNROUTED:
             route = self._route(pt)
         if route is None:
-            chunks = self._ps_chunks
             if ts != self._ps_ts:
-                # A new timestamp: the previous frame is whole (GB/T 28181-2022 §4.3.6).
-                if chunks:
-                    self._demux_ps(now)
-                    chunks = self._ps_chunks
-                frames = self.demuxer.end_of_frame()
-                if frames:
-                    self._emit(frames, now)
+                self._end_ps_frame(now)
                 self._ps_ts = ts
+            chunks = self._ps_chunks
             chunks.append(payload)
             if b1 & 0x80 or len(chunks) >= PS_BATCH:
                 self._demux_ps(now)
@@ -257,6 +295,14 @@ class RtpIngest:
             frames = route.feed_fields(seq, ts, bool(b1 & 0x80), payload)
             if frames:
                 self._emit(frames, now)
+
+    def _end_ps_frame(self, now: float) -> None:
+        """A new timestamp: the previous frame is whole (GB/T 28181-2022 §4.3.6)."""
+        if self._ps_chunks:
+            self._demux_ps(now)
+        frames = self.demuxer.end_of_frame()
+        if frames:
+            self._emit(frames, now)
 
     def _demux_ps(self, now: float) -> None:
         """Demux the PS payloads collected for one timestamp, joined in one copy."""

@@ -13,6 +13,20 @@ drops what comes before one. Whatever the cache, ``StreamTracks`` keeps the
 latest keyframe (``FrameDispatcher.keyframe``): the outputs' parameter sets
 and the snapshot come from it.
 
+The cache holds the frames themselves: each frame's bytes are assembled once
+by the demuxer and referenced by the cache, the track and the sinks alike;
+FLV, RTSP and HLS package them per viewer as they send. A stream nobody
+watches (the recorder does not count: it never joins again) for
+``idle_after`` seconds (``media.gop_cache_idle``) keeps only its
+latest keyframe, the one ``StreamTracks`` holds anyway, so an unwatched stream
+costs no GOP. A viewer joining such a stream gets that keyframe at once (its
+first picture, as with a full cache) and then the live frames from the next
+keyframe on: the frames in between are dropped for it, since they refer to
+pictures it never got (ITU-T H.264 §8.2.4, H.265 §8.3.2). The picture stays
+still until then, up to one GOP (2–4 s for GB28181 cameras), where a full
+cache would have shown that time as motion. The cache fills again from that
+keyframe while the stream is watched.
+
 A sink that raises is removed and the error logged: one broken viewer must not
 stop the stream for the others (ZLMediaKit's MediaSource does the same).
 
@@ -47,7 +61,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from media.aac import AdtsError, parse_adts_header
 from media.frame import Codec, Frame
@@ -77,7 +91,12 @@ _PTS_HALF = 1 << 32
 
 
 class FrameSink(Protocol):
-    """Anything that consumes frames."""
+    """Anything that consumes frames.
+
+    A sink class may set ``watches = False`` (the recorder): it then does not
+    count as a viewer for the GOP cache of an unwatched stream
+    (``FrameDispatcher.idle_after``), as it never joins again.
+    """
 
     def input_frame(self, frame: Frame) -> None: ...
 
@@ -87,13 +106,24 @@ GOP_CACHE_BYTES = 16 * 1024 * 1024
 
 @dataclass
 class GopCache:
-    """The frames since the last video keyframe, bounded; ``max_bytes=0`` turns it off."""
+    """The frames since the last video keyframe, bounded; ``max_bytes=0`` turns it off.
+
+    ``complete`` is False while ``frames`` is the keyframe alone with its
+    followers left out (``keyframe_only``): a sink replayed such a cache must
+    skip video up to the next keyframe.
+    """
 
     max_frames: int = 600
     max_bytes: int = GOP_CACHE_BYTES
     frames: list[Frame] = field(default_factory=list)
     size: int = 0
     overflowed: int = 0  # GOPs that outgrew the bounds
+    complete: bool = True
+    keyframe_only: bool = False  # the stream is unwatched: keep the keyframe, not its GOP
+    # Bytes every cache of the process let go when its stream went unwatched:
+    # the platform hands freed heap back to the kernel after a while of it
+    # (gbplatform/app/memory.py), which the allocator does not do by itself.
+    released: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
         if self.max_frames < 1 or self.max_bytes < 0:
@@ -110,9 +140,13 @@ class GopCache:
         if frame.codec.is_video and frame.keyframe:
             self.frames = [frame]
             self.size = len(frame.data)
+            self.complete = True
             return
-        if not self.frames:
-            return  # nothing decodable to join yet
+        if not self.frames or not self.complete:
+            return  # nothing decodable to join yet, or the keyframe alone is kept
+        if self.keyframe_only:
+            self.complete = False
+            return
         if len(self.frames) >= self.max_frames or self.size + len(frame.data) > self.max_bytes:
             self.frames = []
             self.size = 0
@@ -124,6 +158,21 @@ class GopCache:
     def clear(self) -> None:
         self.frames = []
         self.size = 0
+
+    def keep_keyframe_only(self, on: bool) -> None:
+        """Hold the latest keyframe alone (``on``), or the whole GOP again from the next keyframe.
+
+        Turning it on drops the frames after the keyframe at once; turning
+        it off leaves the cache incomplete until the next keyframe starts a
+        full GOP.
+        """
+        self.keyframe_only = on
+        if on and len(self.frames) > 1:
+            self.frames = self.frames[:1]
+            kept = len(self.frames[0].data)
+            GopCache.released += self.size - kept
+            self.size = kept
+            self.complete = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,14 +335,26 @@ class StreamStats:
 
 
 class FrameDispatcher:
-    """Fans one stream's frames out to its sinks, with a GOP cache for late joiners."""
+    """Fans one stream's frames out to its sinks, with a GOP cache for late joiners.
 
-    def __init__(self, cache: GopCache | None = None, *, repair: bool = True) -> None:
+    ``idle_after``: seconds (of the ``now`` the frames come with) without a
+    watching sink before the cache keeps only the latest keyframe; ``None`` never.
+    """
+
+    def __init__(self, cache: GopCache | None = None, *, repair: bool = True,
+                 idle_after: float | None = None) -> None:
+        if idle_after is not None and not idle_after >= 0:
+            raise ValueError(f"idle_after must be >= 0 seconds or None, not {idle_after}")
         self.cache = cache if cache is not None else GopCache()
         self.stats = StreamStats()
         self.tracks = StreamTracks()
         self.timestamps: TimestampRepair | None = TimestampRepair() if repair else None
+        self.idle_after = idle_after
         self._sinks: list[FrameSink] = []
+        # Sinks replayed a lone keyframe: they get no video until the next one.
+        self._waiting: list[FrameSink] = []
+        self._unwatched_since: float | None = None  # the first frame's now with no viewer
+        self._viewers = 0  # sinks that watch (see FrameSink)
 
     @property
     def sinks(self) -> tuple[FrameSink, ...]:
@@ -313,26 +374,57 @@ class FrameDispatcher:
         """
         if sink in self._sinks:
             return
-        if replay and not self._deliver(sink, self.cache.frames):
-            return
+        cache = self.cache
+        if replay:
+            if not self._deliver(sink, cache.frames):
+                return
+            if cache.frames and not cache.complete:
+                self._waiting.append(sink)
         self._sinks.append(sink)
+        if getattr(sink, "watches", True):
+            self._viewers += 1
+            self._unwatched_since = None
+            if cache.keyframe_only:
+                cache.keep_keyframe_only(False)
 
     def remove_sink(self, sink: FrameSink) -> bool:
         try:
             self._sinks.remove(sink)
         except ValueError:
             return False
+        if sink in self._waiting:
+            self._waiting.remove(sink)
+        if getattr(sink, "watches", True):
+            self._viewers -= 1
         return True
 
     def input_frame(self, frame: Frame, now: float = 0.0) -> None:
         if self.timestamps is not None:
             frame = self.timestamps.repair(frame)
         self.tracks.add(frame)
+        sinks = self._sinks
+        if not self._viewers and self.idle_after is not None:
+            self._note_unwatched(now)
         self.cache.add(frame)
         self.stats.add(frame, now)
-        for sink in tuple(self._sinks):
+        waiting = self._waiting
+        for sink in tuple(sinks):
+            if waiting and sink in waiting:
+                if frame.codec not in _VIDEO:
+                    pass  # audio plays on under the still keyframe
+                elif frame.keyframe:
+                    waiting.remove(sink)
+                else:
+                    continue  # refers to pictures this sink never got
             if not self._deliver(sink, (frame,)):
                 self.remove_sink(sink)
+
+    def _note_unwatched(self, now: float) -> None:
+        since = self._unwatched_since
+        if since is None:
+            self._unwatched_since = now
+        elif not self.cache.keyframe_only and now - since >= (self.idle_after or 0.0):
+            self.cache.keep_keyframe_only(True)
 
     def _deliver(self, sink: FrameSink, frames: Iterable[Frame]) -> bool:
         try:

@@ -821,6 +821,8 @@ class RtpSender:
         self.video_started = False
         self.video_codec: Codec | None = None
         self._routes: dict[Codec, _Route] = {}
+        # Called once after the first frame's packets are emitted (the stream's start timeline).
+        self.on_start: Callable[[], None] | None = None
         self.add_track(packetizer, emit)
 
     def add_track(self, packetizer: Packetizer | AudioPacketizer, emit: Callable[[bytes], None]) -> None:
@@ -872,3 +874,6 @@ class RtpSender:
         for packet in packets:
             emit(packet)
         self.frames_sent += 1
+        if self.on_start is not None:
+            on_start, self.on_start = self.on_start, None
+            on_start()

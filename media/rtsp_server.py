@@ -12,6 +12,11 @@ queued and re-arms one timer for the session timeout.
   (``FrameDispatcher.tracks``) to be ready: a keyframe, whose parameter sets
   go in the SDP (RFC 6184 §8.1, RFC 7798 §7.1), and the audio track if the
   stream has one (PCMA/PCMU, RFC 3551; AAC as mpeg4-generic, RFC 3640).
+  A stream object with a ``tracks_known()`` method (the platform's
+  ``LiveStream``) may say so sooner, at the first keyframe of a stream that
+  carries no audio. The wait is a watcher on the dispatcher, woken by the
+  frame that completes the tracks, not a poll: the answer leaves in the same
+  reactor turn (a 100 ms poll cost a first viewer 50 ms on average).
 * SETUP of ``trackID=0`` (video) or ``trackID=1`` (audio) picks that track's
   transport: interleaved on this connection (§10.12), or UDP from two server
   sockets (RTP, RTCP) to the client's ``client_port`` pair at the control
@@ -91,7 +96,6 @@ __all__ = ["RtspFactory", "RtspProtocol", "StreamSource", "VodSource"]
 
 PAYLOAD_TYPE = 96  # dynamic (RFC 3551 §6)
 KEYFRAME_TIMEOUT = 5.0
-KEYFRAME_POLL = 0.1
 
 ListenUdp = Callable[[int, protocol.DatagramProtocol], Any]
 
@@ -247,6 +251,14 @@ class RtspProtocol(protocol.Protocol):
         return self.transport
 
     # -- Twisted -------------------------------------------------------------------
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        # Media is paced by the source, not by Nagle (RFC 896): a frame's tail
+        # must not wait for the ACK of the previous one, which a delayed-ACK
+        # peer holds back up to 40 ms, one frame interval at 25 fps.
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
+
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         events = self.core.receive_data(data, self.factory.reactor.seconds())
         for event in events:
@@ -351,14 +363,17 @@ class RtspProtocol(protocol.Protocol):
         stream = await self.factory.source.open(channel_id)
         dispatcher: FrameDispatcher = stream.dispatcher
         tracks = dispatcher.tracks
-        waited = 0.0
-        while not tracks.ready or tracks.video is None:
-            if waited >= self.factory.keyframe_timeout:
-                if tracks.video is not None:
-                    break  # the audio probe outlived the wait: serve what is known
-                raise RtspError(503, f"no keyframe from channel {channel_id} within {waited:g} s")
-            await _sleep(self.factory.reactor, KEYFRAME_POLL)
-            waited += KEYFRAME_POLL
+        known: Callable[[], bool] | None = getattr(stream, "tracks_known", None)
+
+        def ready() -> bool:
+            return tracks.video is not None and (tracks.ready or (known is not None and known()))
+
+        if not ready():
+            timeout = self.factory.keyframe_timeout
+            if not await _TracksWatch(dispatcher, ready, self.factory.reactor).wait(timeout):
+                if tracks.video is None:
+                    raise RtspError(503, f"no keyframe from channel {channel_id} within {timeout:g} s")
+                # The audio probe outlived the wait: serve what is known.
         return stream, tracks
 
     async def _open(self, channel_id: str, vod: tuple[float, float] | None) -> tuple[Any, StreamTracks]:
@@ -489,6 +504,11 @@ class RtspProtocol(protocol.Protocol):
 
         self._stream_closed = stream_closed
         viewer.stream.on_closed.append(stream_closed)
+        # Optional on a source: the platform's notes the viewer in the stream's start timeline.
+        viewer_started = getattr(self.factory.source, "viewer_started", None)
+        if viewer_started is not None:
+            peer = self._tcp.getPeer()
+            sender.on_start = viewer_started(viewer.stream, f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}")
         self.factory.source.attach(viewer.stream, sender)
 
     def _vod_play(self, event: Play) -> None:
@@ -591,10 +611,46 @@ class RtspProtocol(protocol.Protocol):
             track.close()
 
 
-async def _sleep(reactor: Any, delay: float) -> None:
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(delay, d.callback, None)
-    await d
+class _TracksWatch:
+    """A dispatcher sink that wakes a DESCRIBE once ``ready()`` holds, or after a timeout.
+
+    The dispatcher updates its tracks before fanning a frame out, so the
+    frame that completes them is the one that wakes us. The wake-up is
+    scheduled (``callLater(0)``) rather than run inside the dispatcher's
+    fan-out, so the other sinks get the frame first. It sits on the
+    dispatcher directly, not through the source's viewer bookkeeping; while
+    it waits the stream counts one more sink, as a viewer is on its way.
+    """
+
+    def __init__(self, dispatcher: FrameDispatcher, ready: Callable[[], bool], reactor: Any) -> None:
+        self.dispatcher = dispatcher
+        self.ready = ready
+        self.reactor = reactor
+        self.done: defer.Deferred[bool] = defer.Deferred()
+        self._timer: Any = None
+
+    def input_frame(self, frame: Any) -> None:
+        if self.ready():
+            self.dispatcher.remove_sink(self)
+            self.reactor.callLater(0, self._finish, True)
+
+    def _finish(self, ready: bool) -> None:
+        self.dispatcher.remove_sink(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if not self.done.called:
+            self.done.callback(ready)
+
+    async def wait(self, timeout: float) -> bool:
+        """True once ready, False when ``timeout`` seconds pass first."""
+        self.dispatcher.add_sink(self, replay=False)
+        self._timer = self.reactor.callLater(timeout, self._finish, False)
+        try:
+            return await self.done
+        finally:
+            self.dispatcher.remove_sink(self)
+            if self._timer.active():
+                self._timer.cancel()
 
 
 class RtspFactory(protocol.Factory):

@@ -13,6 +13,7 @@ from typing import cast
 
 from sip.errors import SipParseError
 from sip.message import Message, Request, split_outside
+from sip.numbers import ascii_uint, is_ascii_digits
 from sip.uri import SipUri
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
@@ -96,9 +97,9 @@ class Via:
             host, _, port_text = hostport.partition(":")
         port: int | None = None
         if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise SipParseError(f"bad port in Via {value!r}")
-            port = int(port_text)
+            port = ascii_uint(port_text, 5)
+            if port is None or not 0 < port < 65536:
+                raise SipParseError(f"bad port in Via {value[:100]!r}")
         if not host:
             raise SipParseError(f"Via without host: {value!r}")
         return cls(transport.upper(), host, port, _parse_params(params or "", "Via"))
@@ -213,11 +214,11 @@ class CSeq:
     @classmethod
     def parse(cls, value: str) -> CSeq:
         parts = value.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
-            raise SipParseError(f"malformed CSeq: {value!r}")
-        number = int(parts[0])
-        if number > MAX_CSEQ:
-            raise SipParseError(f"CSeq number too large: {parts[0]}")
+        if len(parts) != 2 or not is_ascii_digits(parts[0]) or not is_token(parts[1]):
+            raise SipParseError(f"malformed CSeq: {value[:64]!r}")
+        number = ascii_uint(parts[0], 10)
+        if number is None or number > MAX_CSEQ:
+            raise SipParseError(f"CSeq number too large: {parts[0][:32]}")
         return cls(number, parts[1])
 
 
@@ -271,9 +272,10 @@ def expires_value(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit():
-        raise SipParseError(f"malformed Expires: {value!r}")
-    return min(int(value), 2**32 - 1)
+    if not is_ascii_digits(value):  # sip.numbers: "²" passes str.isdigit(), not int()
+        raise SipParseError(f"malformed Expires: {value[:32]!r}")
+    seconds = ascii_uint(value, 10)  # past 10 digits the value is over the cap anyway
+    return 2**32 - 1 if seconds is None else min(seconds, 2**32 - 1)
 
 
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
@@ -313,16 +315,17 @@ def _validate_request(req: Request) -> None:
     to_header(req)
     vias(req)
     mf = req.headers.get("Max-Forwards")
-    if mf is not None and (not mf.strip().isdigit() or int(mf) > 255):
+    max_forwards = None if mf is None else ascii_uint(mf.strip(), 3)
+    if mf is not None and (max_forwards is None or max_forwards > 255):
         raise SipParseError(f"bad Max-Forwards: {mf!r}", 400, req)
     expires_text = req.headers.get("Expires") if "Expires" in counts else None
     if expires_text is not None:
         value = expires_text.strip()
-        if not value.isdigit() or len(value) > 10:
+        if not is_ascii_digits(value) or len(value) > 10:
             raise SipParseError(f"bad Expires: {expires_text!r}", 400, req)
     for c in contacts(req) if "Contact" in counts else ():
         exp = c.params.get("expires")
-        if exp is not None and (not exp.isdigit() or len(exp) > 10):
+        if exp is not None and (not is_ascii_digits(exp) or len(exp) > 10):
             raise SipParseError(f"bad Contact expires: {exp!r}", 400, req)
     date = req.headers.get("Date") if "Date" in counts else None
     if date is not None and not date.rstrip().endswith("GMT") and not _GB_DATE_RE.match(date):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sip.errors import SipParseError
+from sip.numbers import ascii_uint
 
 # RFC 3261 §7.3.3 compact forms, plus those of later RFCs devices use.
 COMPACT_FORMS = {
@@ -229,9 +230,10 @@ class Message:
         if value is None:
             return (0, "")
         parts = value.split()
-        if len(parts) != 2 or not parts[0].isdigit():
+        number = ascii_uint(parts[0], 10) if len(parts) == 2 else None
+        if number is None:
             return (0, "")
-        return (int(parts[0]), parts[1])
+        return (number, parts[1])
 
     @property
     def content_type(self) -> str:

@@ -19,6 +19,7 @@ import re
 from sip.errors import SipParseError
 from sip.headers import CSeq, is_token
 from sip.message import Headers, Message, Request, Response
+from sip.numbers import ascii_uint, is_ascii_digits
 from sip.uri import SipUri
 
 MAX_DATAGRAM = 65_535
@@ -77,10 +78,10 @@ def parse_datagram(data: bytes) -> Message | None:
 
 def _content_length(value: str, msg: Message) -> int:
     text = value.strip()  # eXosip pads the value with spaces
-    if not text.isdigit():
-        raise SipParseError(f"bad Content-Length: {value!r}", 400, msg)
-    length = int(text)
-    if length > MAX_BODY:
+    if not is_ascii_digits(text):
+        raise SipParseError(f"bad Content-Length: {value[:32]!r}", 400, msg)
+    length = ascii_uint(text, 10)
+    if length is None or length > MAX_BODY:
         raise SipParseError("body too large", 413, msg)
     return length
 
@@ -163,7 +164,7 @@ def _parse_status_line(line: str) -> Response:
     reason = parts[2] if len(parts) == 3 else ""
     if version.upper() != "SIP/2.0":
         raise SipParseError(f"unsupported SIP version {version[:20]}")
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not is_ascii_digits(code) or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status code: {code[:20]!r}")  # TC_BIGCODE
     return Response(status=int(code), reason=reason, version="SIP/2.0")
 

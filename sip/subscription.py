@@ -515,7 +515,13 @@ class Subscription:
 
     def _granted(self, now: float, seconds: int) -> None:
         """The subscription lasts ``seconds`` from now: the latest 2xx Expires or NOTIFY ``expires`` says so
-        (RFC 6665 §4.1.2.3); it is refreshed at ``refresh_ratio`` of it."""
+        (RFC 6665 §4.1.2.3); it is refreshed at ``refresh_ratio`` of it.
+
+        A notifier may shorten the duration asked for, never lengthen it (RFC 6665 §4.2.1.1): more than we
+        asked is read as what we asked, so a device answering ``expires=4294967295`` is still refreshed
+        and a subscription it forgot is noticed."""
+        if self.target is not None:
+            seconds = min(seconds, self._requested_expires())
         self.expires_at = now + seconds
         self._refresh_at = now + seconds * self.refresh_ratio
 
@@ -529,7 +535,7 @@ class Subscription:
             # The first time at once (a timeout is routine); back off when it keeps happening.
             delay = 0.0 if self.failures <= 1 else self._backoff()
         elif reason in _RETRY_LATER:
-            delay = float(sub_state.retry_after) if sub_state.retry_after is not None else self._backoff()
+            delay = self._retry_delay(sub_state.retry_after)
         else:
             self._set("failed", 200, text)
             return
@@ -544,7 +550,14 @@ class Subscription:
         self.expires_at = self._refresh_at = None
         self.failures += 1
         self._set("failed", status, reason)
-        self._retry_at = now + (float(retry_after) if retry_after is not None else self._backoff())
+        self._retry_at = now + self._retry_delay(retry_after)
+
+    def _retry_delay(self, retry_after: int | None) -> float:
+        """The device's ``retry-after`` (RFC 6665 §4.1.3, RFC 3261 §20.33), at most ``backoff_max``: a device
+        asking for days (or 2^32 s) must not leave the subscription failed until then; else the back-off."""
+        if retry_after is None:
+            return self._backoff()
+        return float(min(retry_after, self.backoff_max))
 
     def _backoff(self) -> float:
         return float(min(self.backoff_max, self.backoff_base * 2.0 ** max(0, self.failures - 1)))
@@ -596,7 +609,10 @@ def _retry_after(resp: Response) -> int | None:
     if value is None:
         return None
     head = value.split(";", 1)[0].split("(", 1)[0].strip()
-    return int(head) if head.isdigit() else None
+    try:
+        return expires_value(head)  # ASCII digits, capped: a "²" or 5,000 digits is unreadable, not a crash
+    except SipParseError:
+        return None
 
 
 def _host_of(contact: str) -> str:

@@ -58,6 +58,8 @@ class SipTransport:
         self._pending: dict[tuple[str, int], list[bytes]] = {}
         self._timer: Any = None
         self._timer_at: float | None = None
+        self.stopped = False
+        self.dropped_after_stop = 0  # messages services produced after stop(): counted, not sent
 
     # -- setup -------------------------------------------------------------
     def listen(self, host: str, port: int, transports: tuple[str, ...] = ("udp", "tcp")) -> None:
@@ -79,6 +81,9 @@ class SipTransport:
             self.endpoint.local[transport] = (host, port)
 
     def stop(self) -> None:
+        """Close the sockets; what services still produce afterwards (an onboarding query that was
+        waiting, a retransmission) is counted and dropped by ``flush``, never written to a closed port."""
+        self.stopped = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -118,6 +123,13 @@ class SipTransport:
     # -- outputs -----------------------------------------------------------
     def flush(self) -> None:
         """Write what the endpoint produced and re-arm its timer."""
+        if self.stopped:
+            late = self.endpoint.take_output()
+            if late:
+                if not self.dropped_after_stop:
+                    log.info("SIP transport stopped: dropping %d message(s) produced while shutting down", len(late))
+                self.dropped_after_stop += len(late)
+            return
         for data, dest in self.endpoint.take_output():
             self._write(data, dest)
         self._rearm()

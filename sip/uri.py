@@ -14,6 +14,7 @@ from sip.errors import SipParseError
 
 # The ID rules live in sip.gbid; re-exported because URIs are where IDs are read.
 from sip.gbid import is_gb_id as is_gb_id
+from sip.numbers import ascii_uint
 
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 
@@ -102,6 +103,7 @@ def _split_hostport(hostport: str, text: str) -> tuple[str, int | None]:
         raise SipParseError(f"URI without host: {text!r}")
     if port_text == "":
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise SipParseError(f"bad port in {text!r}")
-    return host, int(port_text)
+    port = ascii_uint(port_text, 5)
+    if port is None or not 0 < port < 65536:
+        raise SipParseError(f"bad port in {text[:100]!r}")
+    return host, port

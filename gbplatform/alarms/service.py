@@ -68,9 +68,9 @@ from gbplatform.db import queries as q
 from gbplatform.db.database import Database
 from gbplatform.signalling.router import Correlation
 from sip import manscdp
-from sip.gbid import gb_id_type
+from sip.gbid import gb_id_type, is_loose_id
 
-__all__ = ["PURGE_INTERVAL", "AlarmService", "AlarmsService", "QueryAnswer", "ReportWriter", "SNAPSHOT_DIR"]
+__all__ = ["MAX_QUERY_ALARMS", "PURGE_INTERVAL", "AlarmService", "AlarmsService", "QueryAnswer", "ReportWriter", "SNAPSHOT_DIR"]
 
 log = Logger()
 
@@ -79,6 +79,9 @@ PURGE_INTERVAL: Final = 3600.0
 FIRST_PURGE: Final = 60.0
 SNAPSHOT_DIR: Final = "alarm-snapshots"
 _MIN_YEAR, _MAX_YEAR = 1970, 2099
+MAX_QUERY_ALARMS: Final = 10_000
+"""Most alarms one Alarm Query answer is read for: a device's ``SumNum`` (10^9, say) bounds nothing, and
+every item is kept in memory, stored and returned; past it the answer is cut (``complete`` false), logged."""
 
 Snapshotter = Callable[[str], Awaitable[bytes]]
 
@@ -101,6 +104,12 @@ def _finite(value: float | None) -> float | None:
 
 def _in_range(value: int | None, lo: int, hi: int) -> int | None:
     return value if value is not None and lo <= value <= hi else None
+
+
+def _source_ok(device_id: str, source: str | None) -> bool:
+    """Whether a report's ``DeviceID`` (its source: the device or one of its channels, §A.2.5.5) can be stored
+    as it is: an ID of the registry's form and length (``sip.gbid``, 32 characters)."""
+    return source is not None and (source == device_id or is_loose_id(source))
 
 
 @dataclass
@@ -256,13 +265,14 @@ class AlarmService:
             return
         self._acknowledge(device_id, msg)
         at = utc_datetime(self.clock.time())
+        source = self._source(device_id, msg.device_id, "alarm")
         priority = _in_range(msg.alarm_priority, 1, 4)
         method = _in_range(msg.alarm_method, 1, 7)
         if priority != msg.alarm_priority or method != msg.alarm_method:
             log.info("alarm from {device}: priority {p!r} / method {m!r} out of range (§A.2.5.5), stored as "
                      "unknown", device=device_id, p=msg.alarm_priority, m=msg.alarm_method)
         row = store.AlarmRow(
-            device_id=device_id, channel_id=msg.device_id, priority=priority, method=method,
+            device_id=device_id, channel_id=source, priority=priority, method=method,
             alarm_type=msg.alarm_type, event_type=msg.event_type, device_time=device_time(msg.alarm_time, self.tz),
             received_at=at, longitude=_coordinate(msg.longitude, 180), latitude=_coordinate(msg.latitude, 90),
             description=(msg.alarm_description or None) and msg.alarm_description[:1024],
@@ -272,6 +282,18 @@ class AlarmService:
         d.addCallback(lambda stored: self._stored(row, stored))
         d.addErrback(lambda f: log.info("alarm from {device} not stored: {e}", device=device_id,
                                         e=f.getErrorMessage()))
+
+    def _source(self, device_id: str, source: str | None, what: str) -> str:
+        """The report's source to store: its ``DeviceID``, or the sender when that is no ID the registry can
+        hold (too long, ``/`` or spaces in it): one such value would fail the whole write batch, every other
+        device's reports with it (PostgreSQL: value too long), so the report is kept under its sender."""
+        if _source_ok(device_id, source):
+            assert source is not None
+            return source
+        self.platform.devices.log_refusal(
+            f"{what} source {device_id}", "{what} from {device}: DeviceID {source!r} is no device or channel ID; "
+            "stored under the sender", what=what, device=device_id, source=(source or "")[:40])
+        return device_id
 
     def _acknowledge(self, device_id: str, msg: manscdp.AlarmNotify) -> None:
         body = manscdp.encode_alarm_ack(msg.sn, msg.device_id, charset=self.platform.devices.charset_of(device_id))
@@ -346,7 +368,7 @@ class AlarmService:
             return
         at = utc_datetime(self.clock.time())
         row = store.PositionRow(
-            device_id=device_id, channel_id=msg.device_id, time=device_time(msg.time, self.tz) or at,
+            device_id=device_id, channel_id=self._source(device_id, msg.device_id, "MobilePosition"), time=device_time(msg.time, self.tz) or at,
             received_at=at, longitude=lon, latitude=lat, speed=_finite(msg.speed), direction=_finite(msg.direction),
             altitude=_finite(msg.altitude),
         )
@@ -372,8 +394,13 @@ class AlarmService:
                 return
             if not first:
                 first.append(msg)
-            items.extend(msg.alarms)
-            if len(items) >= msg.sum_num:
+            room = MAX_QUERY_ALARMS - len(items)
+            items.extend(msg.alarms[:room])
+            if len(msg.alarms) > room:
+                log.info("Alarm Query answer of {device}: SumNum {sum}, only the first {max} alarms are kept",
+                         device=device_id, sum=msg.sum_num, max=MAX_QUERY_ALARMS)
+                finish(False)
+            elif len(items) >= msg.sum_num:
                 finish(True)
 
         def finish(complete: bool) -> None:
@@ -400,7 +427,7 @@ class AlarmService:
             raise DeviceTimeout(f"device {device_id} did not answer the Alarm Query in {wait:g} s")
         at = utc_datetime(self.clock.time())
         rows = [store.AlarmRow(
-            device_id=device_id, channel_id=item.device_id or device_id,
+            device_id=device_id, channel_id=self._source(device_id, item.device_id or device_id, "alarm"),
             priority=_in_range(item.alarm_priority, 1, 4), method=_in_range(item.alarm_method, 1, 7),
             alarm_type=item.alarm_type, event_type=item.event_type,
             device_time=device_time(item.alarm_time, self.tz), received_at=at,
@@ -409,9 +436,13 @@ class AlarmService:
         ) for item in items]
         stored = await self.db.run("alarm_query_store", store.write_reports_txn, rows, [])
         records = []
+        seen: set[int] = set()
         for row, one in zip(rows, stored, strict=True):
             if one.new:
                 self.platform.bus.publish("alarm", **alarm_event(row, one.id, snapshot_pending=False))
+            if one.id in seen:
+                continue  # the same alarm sent twice in one answer (a page repeated): listed once
+            seen.add(one.id)
             record = await self.db.run("get_alarm", store.get_alarm_txn, one.id)
             if record is not None:
                 records.append(record)

@@ -58,7 +58,6 @@ from zope.interface import provider
 from gbplatform import __version__
 from gbplatform.alarms.http import AlarmRoutes
 from gbplatform.api import schemas, shapes
-from gbplatform.api.openapi import build_openapi
 from gbplatform.api.routing import JSON_TYPE, Routes, Web, authenticated, mount
 from gbplatform.api.routing import set_header as _set_header
 from gbplatform.app.context import AppContext
@@ -223,6 +222,7 @@ class Api(Routes):
                 stats=dict(p.endpoint.stats),
                 registrar=dict(p.devices.stats),
                 onboarding_backlog=p.queries.backlog,
+                onboarding_in_flight=p.queries.in_flight,
             ),
             media=None if p.live is None else shapes.MediaHealth(
                 streams=len(p.live.streams),
@@ -235,6 +235,10 @@ class Api(Routes):
     @authenticated
     async def openapi(self, request: Request) -> bytes:
         if self._openapi is None:
+            # Imported on first use: the document's builders are about 3 MiB the
+            # platform need not hold until someone asks (docs/performance.md "Memory").
+            from gbplatform.api.openapi import build_openapi
+
             self._openapi = schemas.dumps(build_openapi(__version__))
         return self._json(request, self._openapi)
     # -- errors, in the order Klein tries them --------------------------------------

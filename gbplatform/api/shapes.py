@@ -94,7 +94,9 @@ class SipHealth(Shape):
     transactions: int
     stats: dict[str, int]
     registrar: dict[str, int]
-    onboarding_backlog: int
+    onboarding_backlog: Annotated[int, Meta(description="Registered devices waiting for their onboarding queries.")]
+    onboarding_in_flight: Annotated[int, Meta(
+        description="Onboarding queries (DeviceInfo, BasicParam, Catalog) sent and not yet answered or timed out.")] = 0
 
 
 class PortsHealth(Shape):

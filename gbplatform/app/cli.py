@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iframe-spelling", choices=("any", "IFameCmd", "IFrameCmd"), default="any",
                    help="I-frame element the device knows (GB/T 28181 A.2.3.1.7 IFameCmd, or IFrameCmd); "
                         "the other spelling is answered ERROR")
+    p.add_argument("--external-sender", default="", metavar="PATH",
+                   help="answer INVITEs but let the process listening on this Unix SOCK_SEQPACKET socket "
+                        "send the media (benchmarks/ps_sender.c; gbplatform/simulator/external.py)")
     return parser
 
 
@@ -188,6 +191,22 @@ def _migrate(config: Config, revision: str) -> None:
 
     _ensure_data_dir(config)
     upgrade(config.database_url, revision)
+
+
+def _migrate_in_child(config: Config) -> str | None:
+    """Migrate to head in a child interpreter; the error, or None once migrated.
+
+    Why a child: Alembic would otherwise stay loaded for the process's life
+    (about 9 MiB, docs/performance.md "Memory").
+    """
+    from gbplatform.db.migrate import MigrationError, upgrade_in_subprocess
+
+    _ensure_data_dir(config)
+    try:
+        upgrade_in_subprocess(config.database_url, "head")
+    except MigrationError as e:
+        return str(e)
+    return None
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -280,7 +299,10 @@ def serve(
         version=__version__, sip_id=config.sip.id, host=config.sip.host,
         port=config.sip.port, transports="/".join(config.sip.transports),
     )
-    _migrate(config, "head")
+    error = _migrate_in_child(config)
+    if error is not None:
+        log.critical("cannot start: {error}", error=error)
+        return 1
     from gbplatform.app.service import make_service
 
     service = make_service(config, reactor)

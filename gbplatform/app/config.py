@@ -128,6 +128,12 @@ def _positive_float(v: float) -> float:
     return v
 
 
+def _non_negative_float(v: float) -> float:
+    if v < 0:
+        raise ValueError(v)
+    return v
+
+
 def _one_of(*choices: str, aliases: Mapping[str, str] | None = None) -> Callable[[str], str]:
     def check(v: str) -> str:
         v = v.strip().lower()
@@ -528,12 +534,12 @@ class MediaConfig:
         "(about 1 MiB per 4 Mbit/s stream); 0: off, a new viewer waits for the next keyframe.",
         _int_range(0),
     )
-
-
-def _non_negative_float(v: float) -> float:
-    if v < 0:
-        raise ValueError(v)
-    return v
+    gop_cache_idle: float = _opt(
+        10.0, _FLOAT, "a number >= 0",
+        "Seconds without a viewer after which a stream's GOP cache keeps only its latest keyframe: a new "
+        "viewer gets that picture at once and motion from the next keyframe; 0: never, the GOP is kept.",
+        _non_negative_float,
+    )
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ from twisted.web.server import Site
 from gbplatform import __version__
 from gbplatform.alarms.service import AlarmService, AlarmsService
 from gbplatform.api.app import Api, access_log_line
+from gbplatform.api.bodylimit import body_limit, bounded_request
 from gbplatform.app.config import Config
 from gbplatform.app.context import AppContext
+from gbplatform.app.memory import HeapTrimmer, HeapTrimService, libc_malloc_trim
 from gbplatform.auth.play_tokens import PlayTokens
 from gbplatform.control.maintenance import MaintenanceService
 from gbplatform.control.service import ControlService
@@ -141,7 +143,8 @@ def build_platform(
             ssrcs=SsrcAllocator(config.sip.domain, rng), receiver_factory=receiver_factory,
             media_ip=config.media_ip, media_mode=media_transport, invite_timeout=config.media.invite_timeout,
             idle_timeout=config.media.idle_timeout, gop_cache_bytes=config.media.gop_cache_bytes,
-            rng=rng,
+            gop_cache_idle=config.media.gop_cache_idle, rng=rng,
+            request_keyframe=control.iframe,  # a stream that starts mid-GOP asks for a keyframe (IFameCmd)
         )
     connect_sources(platform)  # stream and catalog events on the bus
     return platform
@@ -209,6 +212,8 @@ class HttpService(Service):
         api = Api(self.platform)
         site = Site(api.app.resource(), logFormatter=access_log_line, reactor=self.reactor)  # type: ignore[no-untyped-call]
         site.displayTracebacks = False
+        # Bodies past what any route takes are refused as they arrive, not stored first (gbplatform.api.bodylimit).
+        site.requestFactory = bounded_request(body_limit(self.platform.config))
         cfg = self.platform.config.http
         self.port = self.reactor.listenTCP(cfg.port, site, interface=cfg.host)
         log.info("HTTP API on http://{host}:{port}/api/v1 (gbplatform {version})",
@@ -284,7 +289,8 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     clock = ReactorClock(reactor)
     engine = make_engine(config.database_url)
     runner = ThreadPoolRunner.for_engine(reactor, engine, max=config.database.pool_size)
-    db = Database(engine, pool=runner)
+    # WAL readers beside the one SQLite writer: API reads do not queue behind state batches.
+    db = Database(engine, pool=runner, read_pool=ThreadPoolRunner.readers_for_engine(reactor, engine))
     media = config.media
 
     # Single-port mode: one UDP + TCP port for every stream, routed by SSRC.
@@ -327,6 +333,8 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     platform.webhooks = Webhooks(config.webhooks, clock, poster)
     services.append(WebhooksService(platform.webhooks, platform.bus, poster))
     services.append(DeviceSnapshotsService(platform.snapshots))  # retention purge on the clock
+    trim = libc_malloc_trim()  # freed GOPs back to the kernel (gbplatform/app/memory.py)
+    services.append(HeapTrimService(clock, HeapTrimmer(trim) if trim is not None else None))
     services.append(RecordingService(platform.recording))  # stops first: before the database
     for service in services:
         service.setServiceParent(top)  # type: ignore[no-untyped-call]

@@ -12,6 +12,15 @@ connection (so ``*_txn`` functions must be safe to run twice).
 SQLite allows one writer at a time; a pool with more than one thread only
 produces "database is locked" errors, so :meth:`ThreadPoolRunner.for_engine`
 caps SQLite at one thread.  PostgreSQL may use several.
+
+Reads beside the writer (issue 12, 50,000 devices): with one SQLite thread,
+an API read waited behind every state batch (1-2 s each while 50,000 devices
+register and onboard). In WAL mode a reader sees the last commit and neither
+blocks nor is blocked by the writer (https://www.sqlite.org/wal.html §2.2),
+so a file SQLite gets a second small pool (``readers_for_engine``) and
+:meth:`Database.run` sends it the functions marked :func:`read_only`: plain
+SELECTs that never write. Order is kept where it matters: a read started
+after a write's Deferred fired sees that commit.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 __all__ = [
+    "READ_ONLY_TXNS",
     "Database",
     "DatabaseService",
     "InlineRunner",
@@ -41,6 +51,7 @@ __all__ = [
     "ThreadPoolRunner",
     "make_engine",
     "normalize_url",
+    "read_only",
 ]
 
 log = Logger()
@@ -53,6 +64,19 @@ T = TypeVar("T")
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# Threads of the SQLite read pool: the API's reads overlap one another and the writer.
+SQLITE_READERS = 2
+
+# ``*_txn`` functions that only read: run on the read pool when there is one.
+READ_ONLY_TXNS: set[Callable[..., Any]] = set()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def read_only(fn: F) -> F:
+    """Mark a ``*_txn`` function as read-only (SELECTs only) for :meth:`Database.run`'s read pool."""
+    READ_ONLY_TXNS.add(fn)
+    return fn
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -156,6 +180,17 @@ class ThreadPoolRunner:
             return cls(reactor, 1, 1)
         return cls(reactor, 1, max)
 
+    @classmethod
+    def readers_for_engine(cls, reactor: Any, engine: Engine) -> ThreadPoolRunner | None:
+        """A read pool for a file SQLite in WAL mode; None where the main pool reads as well.
+
+        PostgreSQL's pool already runs transactions side by side; an in-memory
+        SQLite is one connection (``StaticPool``) that two threads must not share.
+        """
+        if engine.dialect.name != "sqlite" or _is_memory_sqlite(engine.url):
+            return None
+        return cls(reactor, 1, SQLITE_READERS, name="gbplatform-db-read")
+
     @property
     def running(self) -> bool:
         return bool(self._pool.started)
@@ -226,11 +261,13 @@ class Database:
         engine: Engine,
         *,
         pool: Runner,
+        read_pool: Runner | None = None,
         slow_seconds: float = 1.0,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.engine = engine
         self.runner = pool
+        self.read_runner = read_pool
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._slow_seconds = slow_seconds
         self._timer = timer
@@ -245,9 +282,11 @@ class Database:
         """Run ``fn(session, *args, **kwargs)`` in one transaction off the reactor.
 
         The Deferred fires with ``fn``'s return value after the commit, or
-        fails with its exception after the rollback.
+        fails with its exception after the rollback. A :func:`read_only`
+        function runs on the read pool when there is one.
         """
-        return self.runner.run(self._interaction, desc, fn, args, kwargs)
+        runner = self.read_runner if self.read_runner is not None and fn in READ_ONLY_TXNS else self.runner
+        return runner.run(self._interaction, desc, fn, args, kwargs)
 
     def _interaction(
         self,
@@ -297,10 +336,14 @@ class DatabaseService(Service):
 
     def startService(self) -> None:
         self.database.runner.start()
+        if self.database.read_runner is not None:
+            self.database.read_runner.start()
         super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()  # type: ignore[no-untyped-call]
         self.database.runner.stop()
+        if self.database.read_runner is not None:
+            self.database.read_runner.stop()
         self.database.dispose()
         return None

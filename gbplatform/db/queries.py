@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -34,17 +34,20 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gbplatform.db.database import read_only
 from gbplatform.db.models import Channel, Device, utcnow
 from sip.auth import ha1
 from sip.channel_fields import STORED_FIELDS
 from sip.gbid import CATALOG_KINDS, catalog_kind, civil_code_ancestors
 from sip.gbid import MAX_ID_LENGTH as GB_MAX_ID_LENGTH
 from sip.manscdp.dialects import DIALECTS, IFRAME_ELEMENTS
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = [
     "CATALOG_STATUSES",
@@ -332,11 +335,17 @@ def _ha1_values(
 
 def _upsert(s: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
     # Both dialects spell INSERT ... ON CONFLICT the same way, which makes the
-    # create-or-update paths race-free without a SELECT first.
+    # create-or-update paths race-free without a SELECT first. The dialect's
+    # module is imported here, not at the top: the engine has loaded its own
+    # already, and the other one (PostgreSQL's: 2 MiB) need never load.
     name = s.get_bind().dialect.name
     if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     if name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database dialect {name!r}")
 
@@ -414,11 +423,13 @@ def _update_device(s: Session, device_id: str, values: Mapping[str, Any]) -> Non
 # --- devices ----------------------------------------------------------------
 
 
+@read_only
 def get_device_txn(s: Session, device_id: str) -> DeviceRecord | None:
     row = s.execute(select(devices).where(devices.c.device_id == device_id)).mappings().first()
     return None if row is None else _device(row)
 
 
+@read_only
 def list_devices_txn(
     s: Session,
     *,
@@ -934,6 +945,7 @@ def replace_channels_txn(
     return count
 
 
+@read_only
 def list_channels_txn(
     s: Session,
     device_id: str,
@@ -960,6 +972,7 @@ def list_channels_txn(
     return Page([_channel(r) for r in rows], total, offset, limit)
 
 
+@read_only
 def get_channel_txn(
     s: Session, channel_id: str, *, device_id: str | None = None
 ) -> ChannelRecord | None:
@@ -979,6 +992,7 @@ def _last_path_element(parent_id: str | None) -> str | None:
     return parts[-1] if parts else None
 
 
+@read_only
 def channel_tree_txn(
     s: Session, device_id: str, *, platform_id: str | None = None
 ) -> list[TreeNode]:

@@ -337,7 +337,7 @@ class CatalogSync:
         self._writes[device_id] = ended
 
         def run(_: Any) -> None:
-            first = self.devices.writer.flush() if after_state else succeed(None)
+            first = self.devices.writer.written(device_id) if after_state else succeed(None)
             first.addCallback(lambda _: self.db.run(desc, fn, *args))
             first.addErrback(self._write_failed, desc, device_id)
             first.addBoth(lambda _: finished())

@@ -28,6 +28,7 @@ from gbplatform.api.routing import Routes, authenticated, set_header
 from gbplatform.core.errors import DeviceOffline
 from gbplatform.core.errors import NotFound as Missing
 from gbplatform.db import queries as q
+from gbplatform.db.database import read_only
 from gbplatform.devices import shapes
 from sip.manscdp.dialects import IFRAME_ELEMENTS
 
@@ -55,6 +56,7 @@ def _update_txn(session: Session, device_id: str, changes: schemas.DeviceChanges
                                clear_password=changes.clear_password, at=at, **changes.fields)
 
 
+@read_only
 def _channels_txn(session: Session, device_id: str, *, parent_id: str | None, offset: int,
                   limit: int) -> q.Page[q.ChannelRecord]:
     if q.get_device_txn(session, device_id) is None:
@@ -83,6 +85,7 @@ def parse_dialect(obj: dict[str, Any]) -> shapes.DialectBody:
 _IFRAME_SPELLINGS: Final = {name.lower(): name for name in IFRAME_ELEMENTS}
 
 
+@read_only
 def _tree_txn(session: Session, device_id: str, *, platform_id: str) -> list[q.TreeNode]:
     if q.get_device_txn(session, device_id) is None:
         raise q.DeviceNotFound(device_id)

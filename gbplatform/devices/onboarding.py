@@ -131,7 +131,8 @@ class DeviceQueries:
         ``release(n)`` is called as each query ends, with the number of
         queries that ended (3 at once if the device is gone before its turn).
         """
-        await self.devices.writer.flush()  # the device's row must exist; never fails (logs instead)
+        # The device's row must exist; waits only if its registration is still unwritten (never fails: logs).
+        await self.devices.writer.written(device_id)
         if not self.devices.is_known(device_id):
             release(ONBOARDING_QUERIES)
             return

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from gbplatform.app.config import SipConfig
@@ -159,9 +159,14 @@ class StateWriter:
     _running: bool = False
     # Flushes asked for while a batch runs: they fire after the next batch.
     _next_waiters: list[Deferred[None]] = field(default_factory=list)
+    # Changes per device added and not yet committed (queued or in the running batch): ``written``
+    # waits for a batch only when the device has some (issue 12, below).
+    _unwritten: dict[str, int] = field(default_factory=dict)
 
     def add(self, op: str, *args: Any) -> None:
         self._ops.append((op, args))
+        device_id = _device_of(op, args)
+        self._unwritten[device_id] = self._unwritten.get(device_id, 0) + 1
         if len(self._ops) >= self.max_batch:
             self.flush()
         elif self._timer is None:
@@ -185,10 +190,32 @@ class StateWriter:
             d.callback(None)
         return d
 
+    def written(self, device_id: str) -> Deferred[None]:
+        """Fires once every change of ``device_id`` added so far has been committed (or failed, logged).
+
+        At once when none is pending: onboarding and catalog stores wait for
+        the device's row before writing to it, and each used to ``flush()``,
+        which with 50,000 devices onboarding turned the batches into one
+        transaction per device (issue 12).
+        """
+        if device_id not in self._unwritten:
+            return succeed(None)
+        return self.flush()
+
     def _start(self, waiters: list[Deferred[None]]) -> None:
         ops, self._ops = self._ops, []
         self._running = True
         d = self.db.run("device_state_batch", apply_state_batch_txn, ops)
+
+        def ended(result: Any) -> Any:
+            for op, args in ops:
+                device_id = _device_of(op, args)
+                left = self._unwritten.get(device_id, 0) - 1
+                if left > 0:
+                    self._unwritten[device_id] = left
+                else:
+                    self._unwritten.pop(device_id, None)
+            return result
 
         def written(gone: list[str]) -> None:
             for device_id in sorted(set(gone)):
@@ -197,6 +224,7 @@ class StateWriter:
         def failed(f: Any) -> None:
             log.failure("writing {n} device state changes failed", f, n=len(ops))
 
+        d.addBoth(ended)
         d.addCallbacks(written, failed)
         d.addCallback(lambda _: self._finished(waiters))
 
@@ -212,6 +240,11 @@ class StateWriter:
         else:
             for waiter in waiters:
                 waiter.callback(None)
+
+
+def _device_of(op: str, args: tuple[Any, ...]) -> str:
+    """The device a lifecycle change is about: a ``Registration`` or the first argument."""
+    return str(args[0].device_id if op == "registered" else args[0])
 
 
 def apply_state_batch_txn(s: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> list[str]:

@@ -117,6 +117,14 @@ async def _sleep(clock: Clock, seconds: float) -> None:
             call.cancel()
 
 
+def _no_delay(request: Request) -> None:
+    """TCP_NODELAY on a media response's connection: frames are paced by the source, not by Nagle (RFC 896)."""
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    no_delay = getattr(transport, "setTcpNoDelay", None)
+    if no_delay is not None:
+        no_delay(True)
+
+
 def _peer(request: Request) -> str:
     addr = request.getClientAddress()  # type: ignore[no-untyped-call]
     return f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
@@ -177,6 +185,9 @@ class OutputRoutes(Routes):
         request.setResponseCode(200)
         set_header(request, b"Content-Type", FLV_TYPE)
         set_header(request, b"Cache-Control", b"no-store")
+        # A frame's tail must not wait for the ACK of the previous frame
+        # (delayed ACK holds it up to 40 ms, a frame interval at 25 fps).
+        _no_delay(request)
         # Headers now: the FLV header only goes out with the first keyframe,
         # and a player should not time out on the status line meanwhile.
         request.write(b"")  # type: ignore[no-untyped-call]
@@ -186,7 +197,8 @@ class OutputRoutes(Routes):
             if not ended.called:
                 ended.callback(None)
 
-        sink = FlvSink(write=request.write, tracks=stream.dispatcher.tracks)
+        sink = FlvSink(write=request.write, tracks=stream.dispatcher.tracks, ready=stream.tracks_known,
+                       on_start=live.viewer_started(stream, "http-flv", _peer(request)))
         stream.on_closed.append(closed)
         live.attach(stream, sink)
         log.info("channel {id}: HTTP-FLV viewer {peer} attached ({n} watching)", id=channel_id,

@@ -9,6 +9,7 @@ error 503.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gbplatform.core.errors import DomainError, NotFound
@@ -43,6 +44,10 @@ class LiveSource:
 
     def attach(self, stream: LiveStream, sink: RtpSender) -> None:
         self._live().attach(stream, sink)
+
+    def viewer_started(self, stream: LiveStream, peer: str) -> Callable[[], None]:
+        """Note an RTSP viewer in the stream's timeline; the sender calls the result at its first frame."""
+        return self._live().viewer_started(stream, "rtsp", peer)
 
     def detach(self, stream: LiveStream, sink: RtpSender) -> None:
         self._live().detach(stream, sink)

@@ -182,6 +182,10 @@ _SHUTDOWN = "shutdown"
 class RecorderSink:
     """The reactor side of recording one channel (see the module docstring)."""
 
+    # Not a viewer for the GOP cache (media/pipeline.py FrameSink): a stream only
+    # recorded keeps its latest keyframe, not a GOP nobody will join from.
+    watches = False
+
     def __init__(self, channel_id: str, writer: DiskWriter, wall: Callable[[], float]) -> None:
         self.channel_id = channel_id
         self.writer = writer

@@ -28,11 +28,39 @@ other code adds to the dispatcher directly also count: the check looks at
 ``dispatcher.sinks`` itself, and restarts the countdown when it finds one
 gone without a ``detach``. A stream started through the API and never
 watched times out the same way.
+
+Start timeline: each stream keeps when its INVITE went out, when the 200 OK
+came, when the first RTP packet arrived (``RtpIngest.stats``) and when the
+first video keyframe was assembled, and for its latest ``TIMELINE_VIEWERS``
+HTTP-FLV and RTSP viewers when each attached and when its first media left
+(``viewer_started``): ``GET /api/v1/streams`` shows them (``timeline``) so an
+operator can tell a slow device from a slow platform or a slow player. The
+keyframe is seen by a shim between the ingest and the dispatcher that takes
+itself out of the path once it has seen one, so it costs nothing per frame
+afterwards.
+
+A device that starts its stream mid-GOP (many keep their encoder's GOP
+running rather than opening with an IDR) makes every first viewer wait up to
+a GOP (2-4 s) for a keyframe. When the first video frame is not a keyframe,
+``request_keyframe`` (the control service's ``IFameCmd``, GB/T 28181-2016
+§A.2.3.1) asks the channel for one at once, once per stream; a device that
+does not answer is logged, and the next keyframe comes when it comes.
+
+Known tracks: the outputs announce the stream's tracks (RTSP's SDP, the FLV
+header's audio flag) once ``tracks_known``: the dispatcher's ``StreamTracks``
+are ready (a keyframe, and audio seen or 0.5 s of video without it), or
+sooner, at the first keyframe, when the stream says no audio will come: the
+PS stream's map (PSM, ISO/IEC 13818-1 §2.5.4; GB/T 28181-2016 Annex C) lists
+no audio elementary stream, or the device sends the bare video elementary
+stream (RFC 6184/7798 payload: its answer has one video ``m=`` line and no
+audio, RFC 3264 §6). Most GB/T 28181 cameras send video only, and without
+this every first viewer waited the 0.5 s probe (issue 12: time to first frame).
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -46,13 +74,23 @@ from twisted.python.failure import Failure
 from gbplatform.core.clock import Clock, DelayedCallLike
 from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout, DomainError
 from gbplatform.core.ids import SsrcAllocator
-from gbplatform.sessions.shapes import AudioCodec, Stream, StreamState, StreamTransport, VideoCodec
+from gbplatform.sessions.shapes import (
+    AudioCodec,
+    Stream,
+    StreamState,
+    StreamTimeline,
+    StreamTransport,
+    VideoCodec,
+    ViewerOutput,
+    ViewerStart,
+)
 from gbplatform.signalling.router import SipRouter, SipTimeout
 from media.frame import Frame
 from media.ingest import RtpIngest, payload_formats_from_rtpmap
 from media.nal import sps_info
 from media.pipeline import GOP_CACHE_BYTES, FrameDispatcher, FrameSink, GopCache
 from media.ports import PortLease, PortPool, PortsExhausted, SharedPortPool
+from media.ps import STREAM_TYPES
 from sip import sdp
 from sip.dialog import Dialog
 from sip.endpoint import Addr
@@ -63,6 +101,62 @@ log = Logger()
 
 SDP_TYPE = "Application/SDP"
 MEDIA_MODES = {"UDP": "udp", "TCP-PASSIVE": "tcp-passive", "TCP-ACTIVE": "tcp-active"}
+
+
+# Viewers' starts kept per stream for its timeline (GET /api/v1/streams).
+TIMELINE_VIEWERS = 16
+
+
+def _ms(epoch: float | None) -> int | None:
+    return None if epoch is None else round(epoch * 1000)
+
+
+@dataclass
+class _ViewerStart:
+    output: ViewerOutput
+    peer: str
+    attached: float  # clock.time()
+    first_frame: float | None = None
+
+
+@dataclass
+class Timeline:
+    """When a stream's start steps happened: epoch seconds (``clock.time()``), None until they do.
+
+    ``first_keyframe`` is on the reactor clock (``clock.seconds()``, what the
+    receivers stamp frames with), like ``RtpIngest.stats.first_packet_at``.
+    """
+
+    invite_sent: float | None = None
+    answered: float | None = None
+    first_keyframe: float | None = None
+    viewers: deque[_ViewerStart] = field(default_factory=lambda: deque(maxlen=TIMELINE_VIEWERS))
+
+
+class _FirstKeyframe:
+    """Between the ingest and the dispatcher until the first video keyframe: stamps it, then steps aside.
+
+    The ingest calls ``dispatcher.input_frame(frame, now)``; once this has
+    seen a keyframe it puts the real dispatcher back on the ingest, so later
+    frames go straight there.
+    """
+
+    def __init__(self, ingest: RtpIngest, dispatcher: FrameDispatcher, timeline: Timeline,
+                 mid_gop: Callable[[], None] | None = None) -> None:
+        self.ingest = ingest
+        self.dispatcher = dispatcher
+        self.timeline = timeline
+        self.mid_gop = mid_gop  # told once when video starts with a frame that is not a keyframe
+
+    def input_frame(self, frame: Frame, now: float = 0.0) -> None:
+        if frame.codec.is_video and self.timeline.first_keyframe is None:
+            if frame.keyframe:
+                self.timeline.first_keyframe = now
+                self.ingest.dispatcher = self.dispatcher
+            elif self.mid_gop is not None:
+                mid_gop, self.mid_gop = self.mid_gop, None
+                mid_gop()
+        self.dispatcher.input_frame(frame, now)
 
 
 # A device's media settings: its transport, or (transport, stream choice),
@@ -142,12 +236,30 @@ class LiveStream:
     stream_choice: str | None = None  # the device's main/sub choice, e.g. "streamnumber:1"
     sdp_y_line: bool = True  # False: the device's SDP parser rejects y= (osip2 5.x)
     invite: _Invite | None = None  # while the INVITE awaits its final answer
+    timeline: Timeline = field(default_factory=Timeline)
     _info: MediaInfo = field(default_factory=lambda: MediaInfo(None, None, None, None), repr=False)
     _info_key: Frame | None = field(default=None, repr=False)
 
     @property
     def viewers(self) -> int:
         return len(self.dispatcher.sinks)
+
+    def tracks_known(self) -> bool:
+        """Whether the outputs may announce the tracks now (see "Known tracks" in the module docstring)."""
+        tracks = self.dispatcher.tracks
+        if tracks.video is None:
+            return False
+        return tracks.ready or not self._audio_may_come()
+
+    def _audio_may_come(self) -> bool:
+        """False when the PSM lists no audio, or the device sends bare video (RFC 6184/7798) and no PS."""
+        ingest = self.ingest
+        # Read defensively: the demuxer may be a compiled one with the same sans-IO face.
+        types: dict[int, int] | None = getattr(getattr(ingest, "demuxer", None), "stream_types", None)
+        if types:
+            return any(not codec.is_video for codec in map(STREAM_TYPES.get, types.values()) if codec is not None)
+        # No PSM seen: bare elementary-stream video carries no audio; a PS stream without a PSM might.
+        return not getattr(ingest, "depacketizers", None)
 
     def media_info(self) -> MediaInfo:
         """Codecs and picture size, read from the latest keyframe's SPS (memoised per keyframe)."""
@@ -193,6 +305,21 @@ class LiveStream:
             bitrate_bps=int(figures.bitrate(now)),
             uptime_seconds=round(max(clock.time() - self.started_at, 0.0), 3),
             viewers=self.viewers,
+            timeline=self.timeline_info(clock),
+        )
+
+    def timeline_info(self, clock: Clock) -> StreamTimeline:
+        """The start steps in epoch milliseconds (reactor-clock stamps moved onto the wall clock)."""
+        t = self.timeline
+        offset = clock.time() - clock.seconds()
+        first_rtp = self.ingest.stats.first_packet_at
+        return StreamTimeline(
+            invite_sent_ms=_ms(t.invite_sent if t.invite_sent is not None else self.started_at) or 0,
+            answered_ms=_ms(t.answered),
+            first_rtp_ms=_ms(None if first_rtp is None else first_rtp + offset),
+            first_keyframe_ms=_ms(None if t.first_keyframe is None else t.first_keyframe + offset),
+            viewers=[ViewerStart(output=v.output, peer=v.peer, attached_ms=_ms(v.attached) or 0,
+                                 first_frame_ms=_ms(v.first_frame)) for v in t.viewers],
         )
 
 
@@ -212,6 +339,8 @@ class LiveStreams:
         invite_timeout: float = 10.0,
         idle_timeout: float = 30.0,
         gop_cache_bytes: int = GOP_CACHE_BYTES,
+        gop_cache_idle: float = 0.0,
+        request_keyframe: Callable[[str], Awaitable[object]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.router = router
@@ -224,6 +353,9 @@ class LiveStreams:
         self.invite_timeout = invite_timeout
         self.idle_timeout = idle_timeout
         self.gop_cache_bytes = gop_cache_bytes  # 0: no GOP cache, viewers start at the next keyframe
+        # Seconds unwatched before a stream's cache keeps its keyframe alone (media/pipeline.py); 0: never.
+        self.gop_cache_idle = gop_cache_idle
+        self.request_keyframe = request_keyframe  # channel -> the device's answer (IFameCmd)
         self.rng = rng or random.Random()
         self.streams: dict[str, LiveStream] = {}
         # Told (stream, "started" | "ended" | "failed", reason) as streams start and end: the event bus.
@@ -280,7 +412,8 @@ class LiveStreams:
     def _open(self, device_id: str, channel_id: str, transport: str) -> LiveStream:
         mode = MEDIA_MODES.get(transport, "udp")
         ssrc = self.ssrcs.allocate(history=False)
-        dispatcher = FrameDispatcher(GopCache(max_bytes=self.gop_cache_bytes))
+        dispatcher = FrameDispatcher(GopCache(max_bytes=self.gop_cache_bytes),
+                                     idle_after=self.gop_cache_idle or None)
         ingest = RtpIngest(dispatcher, ssrc=int(ssrc))
         opened: list[LiveStream] = []  # the no-RTP callback needs the stream made below
         try:
@@ -292,6 +425,8 @@ class LiveStreams:
             device_id=device_id, channel_id=channel_id, ssrc=ssrc, lease=lease, mode=mode,
             dispatcher=dispatcher, ingest=ingest, receiver=receiver, started_at=self.clock.time(),
         )
+        ingest.dispatcher = cast(FrameDispatcher, _FirstKeyframe(
+            ingest, dispatcher, stream.timeline, partial(self._mid_gop, stream)))
         opened.append(stream)
         self.streams[channel_id] = stream
         stream.idle_since = self.clock.seconds()
@@ -356,6 +491,7 @@ class LiveStreams:
         invite = _Invite(req, dest)
         stream.invite = invite
         answer = self.router.send_request(req, dest, on_provisional=lambda _: self._provisional(stream, invite))
+        stream.timeline.invite_sent = self.clock.time()
         answer.addCallbacks(self._final_answer, self._no_final_answer, callbackArgs=(stream, invite),
                             errbackArgs=(stream, invite))
         # Timer B (32 s) is far too long for a viewer, and longer than the
@@ -427,6 +563,7 @@ class LiveStreams:
 
     def _final_answer(self, resp: Response, stream: LiveStream, invite: _Invite) -> None:
         if not invite.abandoned:
+            stream.timeline.answered = self.clock.time()
             invite.outcome.callback(resp)
             return
         if not 200 <= resp.status < 300:
@@ -502,6 +639,26 @@ class LiveStreams:
         stream.dispatcher.add_sink(sink)
         if sink in stream.dispatcher.sinks:
             stream.idle_since = None
+
+    def _mid_gop(self, stream: LiveStream) -> None:
+        """The stream began mid-GOP: ask the channel for a keyframe now instead of waiting out the GOP."""
+        if self.request_keyframe is None or stream.state not in ("inviting", "playing"):
+            return
+        log.info("channel {id}: the stream starts mid-GOP; asking for a keyframe (IFameCmd)", id=stream.channel_id)
+        d = ensureDeferred(_awaited(self.request_keyframe(stream.channel_id)))
+        d.addErrback(lambda f: log.info("channel {id}: the keyframe request failed: {e}", id=stream.channel_id,
+                                        e=f.getErrorMessage()))
+
+    def viewer_started(self, stream: LiveStream, output: ViewerOutput, peer: str) -> Callable[[], None]:
+        """Note a viewer in the stream's timeline; the output calls what this returns at its first media."""
+        start = _ViewerStart(output, peer, self.clock.time())
+        stream.timeline.viewers.append(start)
+
+        def first_frame() -> None:
+            if start.first_frame is None:
+                start.first_frame = self.clock.time()
+
+        return first_frame
 
     def detach(self, stream: LiveStream, sink: FrameSink) -> None:
         """Remove a viewer; the last one leaving starts the idle countdown."""
@@ -602,6 +759,10 @@ def cancel_for(invite: Request) -> Request:
     cancel.headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
     cancel.headers.add("Max-Forwards", "70")
     return cancel
+
+
+async def _awaited(awaitable: Awaitable[object]) -> object:
+    return await awaitable
 
 
 async def _maybe_deferred(value: Any) -> Any:

@@ -11,7 +11,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from gbplatform.api.shapes import OptStr, Shape, Time
 
-__all__ = ["PlayResult", "PlayUrls", "Stream", "StreamList"]
+__all__ = ["PlayResult", "PlayUrls", "Stream", "StreamList", "StreamTimeline", "ViewerStart"]
 
 _PT: Final = "l.1733400000.Jm2uQ4Vb8c1oZ0vX9kT3yA"  # a playback token, gbplatform.auth.play_tokens
 _URI: Final = {"format": "uri"}
@@ -21,6 +21,35 @@ StreamState = Literal["inviting", "playing", "closed", "failed"]
 StreamTransport = Literal["udp", "tcp-passive", "tcp-active"]
 VideoCodec = Literal["h264", "h265"]
 AudioCodec = Literal["g711a", "g711u", "aac"]
+
+
+ViewerOutput = Literal["http-flv", "rtsp"]
+_MS = "Unix time in milliseconds"
+
+
+class ViewerStart(Shape):
+    """When one viewer attached and when its first media left the platform."""
+
+    output: ViewerOutput
+    peer: Annotated[str, Meta(description="The client's address (host:port).", examples=["192.0.2.7:50412"])]
+    attached_ms: Annotated[int, Meta(description=f"{_MS}: the viewer was attached to the stream.")]
+    first_frame_ms: Annotated[int | None, Meta(description=(
+        f"{_MS}: the first bytes of its first keyframe (with the FLV header and sequence header, or the "
+        "first RTP packets) were written to its connection; null while it waits for one."))]
+
+
+class StreamTimeline(Shape):
+    """The start of a stream, step by step, to tell where a slow start spends its time.
+
+    Every time is Unix time in milliseconds, null until the step has happened.
+    """
+
+    invite_sent_ms: Annotated[int, Meta(description=f"{_MS}: the INVITE was sent (GB/T 28181-2016 §9.2.2).")]
+    answered_ms: Annotated[int | None, Meta(description=f"{_MS}: the device's 200 OK arrived.")]
+    first_rtp_ms: Annotated[int | None, Meta(description=f"{_MS}: the first RTP packet arrived.")]
+    first_keyframe_ms: Annotated[int | None, Meta(description=f"{_MS}: the first video keyframe was assembled.")]
+    viewers: Annotated[list[ViewerStart], Meta(description=(
+        "The latest 16 HTTP-FLV and RTSP viewers' starts, oldest first (viewers that left included)."))]
 
 
 class Stream(Shape):
@@ -49,6 +78,11 @@ class Stream(Shape):
     bitrate_bps: Annotated[int, Meta(description="Video bits per second over the last 5 s.")]
     uptime_seconds: Annotated[float, Meta(description="Seconds since the INVITE was sent.")]
     viewers: Annotated[int, Meta(description="Attached outputs (FLV/RTSP connections, HLS, recorder).")]
+    timeline: Annotated[StreamTimeline, Meta(examples=[{
+        "invite_sent_ms": 1733400000000, "answered_ms": 1733400000012, "first_rtp_ms": 1733400000015,
+        "first_keyframe_ms": 1733400000021, "viewers": [{"output": "http-flv", "peer": "192.0.2.7:50412",
+                                                         "attached_ms": 1733400000030,
+                                                         "first_frame_ms": 1733400000031}]}])]
 
 
 class StreamList(Shape):

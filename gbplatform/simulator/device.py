@@ -231,6 +231,9 @@ class SimConfig:
     # 0: none (SIGUSR2 still sends one alarm from every device).
     alarm_interval: float = 0.0
     position_interval: float = 0.0
+    # Unix SOCK_SEQPACKET socket of a process that sends the media (gbplatform/simulator/external.py,
+    # benchmarks/ps_sender.c): INVITEs are answered here, the RTP is sent there. "": we send it.
+    external_sender: str = ""
 
     def __post_init__(self) -> None:
         if self.clip not in CLIP_CHOICES or self.audio not in AUDIO_CHOICES:
@@ -1061,9 +1064,15 @@ class Simulator:
         self.config = config
         self.reactor = reactor
         self.rng = rng
-        self.media = media if media is not None else SimMedia(
-            reactor, rng, clip_loader=clip_loader(config.clip, config.audio,
-                                                  payload=config.payload))
+        loader = clip_loader(config.clip, config.audio, payload=config.payload)
+        if media is None and config.external_sender:
+            from gbplatform.simulator.external import ExternalMedia
+
+            try:
+                media = ExternalMedia(reactor, rng, config.external_sender, clip_loader=loader)
+            except OSError as e:
+                raise ConfigError(f"simulate: no external sender at {config.external_sender}: {e}") from e
+        self.media = media if media is not None else SimMedia(reactor, rng, clip_loader=loader)
         self.quirks = config.effective_quirks
         self.stats = SimStats(devices=config.devices)
         self.registrar_uri = f"sip:{config.server_id}@{config.server}"

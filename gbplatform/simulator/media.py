@@ -632,6 +632,11 @@ class SimMedia:
         """Load (or encode) the clip now rather than on the first INVITE, which would wait on it."""
         return self.clip
 
+    def new_sender(self, pacer: RtpPacer, target: MediaTarget, local_ip: str) -> MediaSender:
+        """The sender of one answered offer (``gbplatform.simulator.external`` hands it to another process)."""
+        return MediaSender(self.reactor, pacer, target, local_ip=local_ip,
+                           listen_udp=self.listen_udp, listen_tcp=self.listen_tcp)
+
     def answer(self, offer: SessionDescription, *, device_id: str,
                local_ip: str) -> tuple[SessionDescription, MediaSender]:
         """The SDP answer (GB/T 28181-2016 §9.2.2, ``y=`` echoed) and an opened, unstarted sender.
@@ -643,8 +648,7 @@ class SimMedia:
         clip = self.clip
         payload_type = offered_payload_type(offer, clip.encoding)
         pacer = RtpPacer(clip, target.ssrc, self.rng, payload_type)
-        sender = MediaSender(self.reactor, pacer, target, local_ip=local_ip,
-                             listen_udp=self.listen_udp, listen_tcp=self.listen_tcp)
+        sender = self.new_sender(pacer, target, local_ip)
         port = sender.open()
         try:
             answer = build_gb_answer(offer, device_id=device_id, ip=local_ip, port=port,

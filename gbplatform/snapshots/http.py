@@ -19,6 +19,7 @@ from klein import Klein
 from twisted.web.server import Request
 
 from gbplatform.api import schemas
+from gbplatform.api.bodylimit import MULTIPART_SLACK
 from gbplatform.api.routing import Routes, authenticated, set_header
 from gbplatform.core.errors import DomainError, NotFound
 from gbplatform.db import queries as q
@@ -29,7 +30,6 @@ from gbplatform.snapshots.store import SnapshotRow
 __all__ = ["SnapshotRoutes", "multipart_file"]
 
 JPEG_TYPE: Final = b"image/jpeg"
-_MULTIPART_SLACK: Final = 64 * 1024  # part headers and boundaries around the picture
 _FILE_ID_ARGS: Final = (b"file_id", b"fileid", b"FileID", b"SnapShotFileID", b"name")
 
 
@@ -187,7 +187,7 @@ class SnapshotRoutes(Routes):
         service.check_upload(session_id, token, peer)  # refused before the body is read
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
         multipart = content_type.lower().startswith("multipart/")
-        limit = service.config.max_bytes + (_MULTIPART_SLACK if multipart else 0)
+        limit = service.config.max_bytes + (MULTIPART_SLACK if multipart else 0)
         content = request.content
         raw = content.read(limit + 1) if content is not None else b""
         if len(raw) > limit:

@@ -58,13 +58,14 @@ from gbplatform.core.clock import Clock, DelayedCallLike, utc_datetime
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database
 from gbplatform.devices.catalog import to_channel
-from gbplatform.devices.registrar import DeviceManager
+from gbplatform.devices.registrar import DeviceManager, may_speak_for
 from gbplatform.events.bus import EventBus
 from gbplatform.signalling.router import SipRouter, SipTimeout
 from gbplatform.subscriptions import store
 from sip import manscdp
 from sip.dialog import DialogId
 from sip.endpoint import Addr
+from sip.gbid import is_loose_id
 from sip.headers import from_header, to_header
 from sip.message import Request, Response, make_response
 from sip.subscription import (
@@ -77,7 +78,7 @@ from sip.subscription import (
 )
 from sip.transaction import ServerTransaction
 
-__all__ = ["KINDS", "KIND_SPECS", "KindSpec", "KindStatus", "SubscriptionService"]
+__all__ = ["KINDS", "KIND_SPECS", "MAX_PENDING_CATALOG_WRITES", "KindSpec", "KindStatus", "SubscriptionService"]
 
 log = Logger()
 
@@ -108,8 +109,15 @@ KINDS: Final = tuple(KIND_SPECS)
 
 # Catalog NOTIFY events (§A.2.5.4) that change a channel's status, and the status each sets.
 _STATUS_EVENTS: Final = {"ON": "ON", "OFF": "OFF", "VLOST": "OFF", "DEFECT": "OFF"}
+# A PTZPosition NOTIFY's fields as published (GB/T 28181-2022 §A.2.6.15 has six): at most these many, this long.
+_MAX_PTZ_FIELDS, _MAX_PTZ_TEXT = 32, 64
 _ALARM_PRIORITIES: Final = ("1", "4")  # §A.2.4.10: from level 1 to level 4, i.e. every alarm
 _DEFAULTS: Final = store.SubscriptionSettings()  # a device without its own settings
+MAX_PENDING_CATALOG_WRITES: Final = 10_000
+"""Catalog events of one device waiting for the database at most. Each is a transaction; a device within
+``sip.notify_rate`` can still send 20 NOTIFYs a second of hundreds of items each: past this the events are
+dropped (logged, throttled, counted) rather than queued without end; the next catalog query (on
+registration, or through the API) brings the registry back."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,7 @@ class SubscriptionService:
         self._loading = False
         self._waiting: dict[str, bool] = {}  # registered before the settings were read: device -> fresh
         self._writes: dict[str, Deferred[None]] = {}  # the last catalog-event write of each device
+        self._pending_writes: dict[str, int] = {}  # catalog-event writes queued or running, per device
         self._forgotten: set[str] = set()  # deleted devices whose last unsubscribes are still in flight
         self._stopping: Deferred[None] | None = None  # stop_all's, until every unsubscribe is done
         self._closing: set[tuple[str, str]] = set()  # during stop_all: the subscriptions not done yet
@@ -509,6 +518,16 @@ class SubscriptionService:
     def _notify(self, key: tuple[str, str], req: Request, tx: ServerTransaction, source: Addr) -> None:
         device_id, kind = key
         sub = self._subs[device_id][kind]
+        if not self._from_its_device(device_id, req, source):
+            # A NOTIFY in a dialog of one device from another (or from elsewhere): it must not end or
+            # extend that device's subscription, nor have its body taken as that device's (§9.11, as for
+            # a MESSAGE, §9.3). 403 like the router's refusals of strangers.
+            self.devices.log_refusal(f"notify stranger {device_id}",
+                                     "NOTIFY in the {package} subscription of {id} from {user} at {host}:{port} refused",
+                                     package=kind, id=device_id, user=(from_header(req).user or "?")[:32],
+                                     host=source[1], port=source[2])
+            self._answer(req, tx, 403)
+            return
         refused = sub.on_notify(req, self.clock.seconds())
         self._drive(device_id, kind)
         if refused is not None:
@@ -520,6 +539,16 @@ class SubscriptionService:
             self.router.handle_manscdp(req, tx, source)
         else:
             self._answer(req, tx, 200)
+
+    def _from_its_device(self, device_id: str, req: Request, source: Addr) -> bool:
+        """The NOTIFY's sender is the subscription's device: its ID in From, sent from where it registered
+        (or, once it went offline and a final NOTIFY is awaited, from where it was last reached)."""
+        if (from_header(req).user or "") != device_id:
+            return False
+        if self.devices.is_known(device_id):
+            return self.devices.speaks_for(device_id, source)
+        last = self._dest.get(device_id)
+        return last is None or may_speak_for(last, source)
 
     def _answer(self, req: Request, tx: ServerTransaction, status: int, *, stateless: bool = False) -> None:
         self.router.respond(tx, make_response(req, status, to_tag=to_header(req).tag or self.router.endpoint.new_tag()),
@@ -587,7 +616,15 @@ class SubscriptionService:
 
     def _write(self, device_id: str, fn: Callable[..., Any], *args: Any) -> None:
         """Run one catalog event's write after the device's previous one (a pool of several threads could
-        commit OFF after a later ON), the first after the lifecycle batch that holds a new device's row."""
+        commit OFF after a later ON), the first after the lifecycle batch that holds a new device's row.
+        Past ``MAX_PENDING_CATALOG_WRITES`` waiting, the event is dropped with a (throttled) log line."""
+        pending = self._pending_writes.get(device_id, 0)
+        if pending >= MAX_PENDING_CATALOG_WRITES:
+            self.devices.stats["catalog_events_dropped"] = self.devices.stats.get("catalog_events_dropped", 0) + 1
+            self.devices.log_refusal(f"catalog backlog {device_id}", "catalog event of {id} dropped: {n} are still "
+                                     "waiting for the database", id=device_id, n=pending)
+            return
+        self._pending_writes[device_id] = pending + 1
         previous = self._writes.get(device_id)
         ended: Deferred[None] = Deferred()
         self._writes[device_id] = ended
@@ -601,6 +638,11 @@ class SubscriptionService:
         def finished() -> None:
             if self._writes.get(device_id) is ended:
                 del self._writes[device_id]
+            left = self._pending_writes.get(device_id, 1) - 1
+            if left > 0:
+                self._pending_writes[device_id] = left
+            else:
+                self._pending_writes.pop(device_id, None)
             ended.callback(None)
 
         if previous is None:
@@ -619,5 +661,13 @@ class SubscriptionService:
     def ptz_notify(self, device_id: str, msg: manscdp.ManscdpMessage) -> None:
         """A Notify/PTZPosition: published as a ``ptz`` event (``source`` ``notify``, as the PTZPosition query's
         are ``query``) with the position's fields as sent."""
-        self.bus.publish("ptz", device_id=device_id, channel_id=msg.device_id, source="notify",
-                         position=dict(msg.fields))
+        fields = list(msg.fields.items())
+        position = {key[:_MAX_PTZ_TEXT]: value[:_MAX_PTZ_TEXT] for key, value in fields[:_MAX_PTZ_FIELDS]}
+        channel_id = msg.device_id if is_loose_id(msg.device_id) else device_id
+        if len(fields) > _MAX_PTZ_FIELDS or channel_id != msg.device_id or any(
+                len(key) > _MAX_PTZ_TEXT or len(value) > _MAX_PTZ_TEXT for key, value in fields):
+            # A body's every element would otherwise ride in each event, its backlog, streams and webhooks.
+            self.devices.log_refusal(f"ptz notify {device_id}", "PTZPosition NOTIFY of {id}: {n} field(s), DeviceID "
+                                     "{channel!r}; published cut to {max} fields of {len} characters", id=device_id,
+                                     n=len(fields), channel=msg.device_id[:40], max=_MAX_PTZ_FIELDS, len=_MAX_PTZ_TEXT)
+        self.bus.publish("ptz", device_id=device_id, channel_id=channel_id, source="notify", position=position)

@@ -74,7 +74,8 @@ def version_from_header(value: str | None) -> str | None:
     if text in GB_VERSIONS:
         return text
     major, _, minor = text.partition(".")
-    if not major.isdigit() or (minor and not minor.isdigit()) or len(major) > 3:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses with a ValueError.
+    if not text.isascii() or not major.isdigit() or (minor and not minor.isdigit()) or len(major) > 3:
         return None
     number = int(major)
     if number < 1:

@@ -57,13 +57,15 @@ from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from enum import Enum
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from lxml import etree
+if TYPE_CHECKING:  # lxml loads with the first body parsed (xmltext.parse_xml), not at import
+    from lxml import etree
+
 
 from sip.manscdp.gbtime import format_gb_time, parse_gb_time
 from sip.manscdp.messages import GENERIC, ROOTS, ManscdpError, ManscdpMessage, Response
-from sip.manscdp.quirks import QUIRK_ITEMS_UNDER_ROOT
+from sip.manscdp.quirks import QUIRK_ITEMS_UNDER_ROOT, QUIRK_LIST_CUT
 from sip.manscdp.xmltext import (
     XmlValue,
     attr_ci,
@@ -362,8 +364,8 @@ def _decode_fields(
             if spec.num_attr is not None:
                 out[spec.num_attr] = num
         elif isinstance(spec, Each):
-            out[spec.attr] = tuple(_decode_struct(spec.shape, c, quirks)
-                                   for n, c in child_elements(el) if n.lower() == key)
+            children = [c for n, c in child_elements(el) if n.lower() == key]
+            out[spec.attr] = tuple(_decode_struct(spec.shape, c, quirks) for c in _bounded(children, spec.tag, quirks))
     for spec, key, _ in plan:
         if isinstance(spec, Total):
             raw = text_of(index.get(key))
@@ -421,7 +423,21 @@ def _decode_repeated(
             quirks.append(QUIRK_ITEMS_UNDER_ROOT)
             logger.info("manscdp: %d %s elements directly under the root", len(stray), spec.item_tag)
             item_els.extend(stray)
-    return tuple(_decode_struct(spec.shape, item, quirks) for item in item_els), num
+    return tuple(_decode_struct(spec.shape, item, quirks) for item in _bounded(item_els, spec.tag, quirks)), num
+
+
+MAX_LIST_ITEMS: Final = 4096
+"""Items decoded of one list of one body. A real answer splits long lists over many MESSAGEs
+(§9.5.2: a catalog part rarely holds more than a few dozen); a 1 MiB body of 100,000 empty
+``<Item/>`` would otherwise cost the reactor over a second of decoding."""
+
+
+def _bounded(items: list[etree._Element], tag: str, quirks: list[str]) -> list[etree._Element]:
+    if len(items) <= MAX_LIST_ITEMS:
+        return items
+    quirks.append(QUIRK_LIST_CUT)
+    logger.warning("manscdp: %s holds %d items, decoding the first %d", tag, len(items), MAX_LIST_ITEMS)
+    return items[:MAX_LIST_ITEMS]
 
 
 def _from_map(el: etree._Element | None, tag: str) -> str | None:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
-from lxml import etree
+if TYPE_CHECKING:
+    from lxml import etree
 
 from sip.manscdp.charset import GB_CODECS, encode_charset, python_codec
 from sip.manscdp.messages import ManscdpError
@@ -57,6 +58,8 @@ _SKIP_PROLOG_RE: Final = re.compile(
 def _parser(recover: bool) -> etree.XMLParser:
     # No DTD loading, no entity expansion, no network, no huge trees: a
     # device body is hostile input (billion laughs, XXE).
+    from lxml import etree
+
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -69,8 +72,16 @@ def _parser(recover: bool) -> etree.XMLParser:
     )
 
 
-_STRICT_PARSER: Final = _parser(recover=False)
-_RECOVER_PARSER: Final = _parser(recover=True)
+# Made with the first body parsed: lxml (about 4 MiB) is imported on first use,
+# not when the platform starts (docs/performance.md "Memory"); canonical
+# keepalives never need it (sip/manscdp/keepalive.py).
+_PARSERS: list[etree.XMLParser] = []  # strict, recovering
+
+
+def _parsers() -> list[etree.XMLParser]:
+    if not _PARSERS:
+        _PARSERS.extend((_parser(recover=False), _parser(recover=True)))
+    return _PARSERS
 
 
 def _escape_bare_ampersands(text: str) -> tuple[str, int]:
@@ -201,14 +212,17 @@ def parse_xml(text: str, truncated: bool, quirks: list[str]) -> etree._Element:
     """Parse strictly, else with lxml's recovering parser (logged as a quirk)."""
     if not text.strip():
         raise ManscdpError("empty body")
+    from lxml import etree
+
+    strict, recovering = _parsers()
     try:
-        return etree.fromstring(text, _STRICT_PARSER)
+        return etree.fromstring(text, strict)
     except etree.XMLSyntaxError as exc:
         strict_error = str(exc)
     except ValueError as exc:
         raise ManscdpError(f"not XML: {exc}") from exc
     try:
-        root = etree.fromstring(text, _RECOVER_PARSER)
+        root = etree.fromstring(text, recovering)
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise ManscdpError(f"not XML: {strict_error}") from exc
     if root is None:

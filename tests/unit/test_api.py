@@ -858,6 +858,9 @@ class FakeStream:
     def viewers(self) -> int:
         return len(self.dispatcher.sinks)
 
+    def tracks_known(self) -> bool:
+        return self.dispatcher.tracks.ready
+
     def info(self, clock: Any) -> dict[str, Any]:
         return {"device_id": self.device_id, "channel_id": self.channel_id, "state": self.state,
                 "viewers": self.viewers}
@@ -898,6 +901,9 @@ class FakeLive:
 
     def detach(self, stream: FakeStream, sink: Any) -> None:
         stream.dispatcher.remove_sink(sink)
+
+    def viewer_started(self, stream: FakeStream, output: str, peer: str) -> Any:
+        return lambda: None
 
 
 @pytest.fixture

@@ -35,8 +35,14 @@ def fake_migrate(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
     module = types.ModuleType("gbplatform.db.migrate")
     module.upgrade = lambda url, revision: calls.append((url, revision))  # type: ignore[attr-defined]
+    module.upgrade_in_subprocess = lambda url, revision: calls.append((url, revision))  # type: ignore[attr-defined]
+    module.MigrationError = FakeMigrationError  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "gbplatform.db.migrate", module)
     return calls
+
+
+class FakeMigrationError(RuntimeError):
+    pass
 
 
 # -- --version, usage ----------------------------------------------------------------
@@ -207,6 +213,33 @@ def test_serve(
     (trigger, args, kwargs), = reactor.triggers["before"]["shutdown"]
     trigger(*args, **kwargs)
     assert service.events == ["start", "stop"]
+
+
+def test_serve_does_not_start_when_the_migration_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_migrate: list[tuple[str, str]]
+) -> None:
+    def fail(url: str, revision: str) -> None:
+        raise FakeMigrationError("database migration to head failed (exit 1):\nno such database")
+
+    monkeypatch.setattr(sys.modules["gbplatform.db.migrate"], "upgrade_in_subprocess", fail)
+    module = types.ModuleType("gbplatform.app.service")
+    module.make_service = lambda config, reactor: pytest.fail("built a service without a schema")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gbplatform.app.service", module)
+    config = load_config(None, {"GBP_STORAGE_DATA_DIR": str(tmp_path)})
+    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    seen: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") is not None and event["log_level"].name == "critical":
+            seen.append(event["error"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        assert cli.serve(config, reactor, install_signals=lambda r: None) == 1
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert not reactor.hasRun
+    assert seen and "no such database" in seen[0]
 
 
 def test_signal_handlers_stop_reactor_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -883,7 +883,7 @@ def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     top = make_service(config, _Reactor())
     # Started in this order, stopped in reverse (OrderedMultiService): the database last, recording first.
     assert [s.name for s in top] == ["database", "workers", "sip", "http", "alarms", "rtsp", "webhooks",
-                                     "device-snapshots", "recording"]
+                                     "device-snapshots", "heap-trim", "recording"]
     platform = top.platform  # type: ignore[attr-defined]
     assert platform.api_token == (tmp_path / "api_token").read_text().strip()
     # Live streams get the configured RTP range (30000-30499: 250 even/odd pairs).
@@ -891,6 +891,7 @@ def test_make_service_wires_database_sip_and_http(tmp_path: Path) -> None:
     receiver = platform.live.receiver_factory(None, platform.live.ports.lease("x"), mode="udp", on_timeout=None)
     assert receiver.no_rtp_timeout == config.media.no_rtp_timeout and receiver.rcvbuf == config.media.rcvbuf
     assert platform.live.gop_cache_bytes == 0  # media.gop_cache_bytes reaches every stream's GopCache
+    assert platform.live.gop_cache_idle == config.media.gop_cache_idle == 10.0  # ... and media.gop_cache_idle
     platform.db.dispose()
 
 

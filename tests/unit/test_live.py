@@ -308,6 +308,22 @@ def test_stream_health_from_the_capture(env: Any, shared_dir: Any) -> None:
     assert stream.media_info().width == 1920
 
 
+def test_an_unwatched_stream_keeps_its_keyframe_alone_after_gop_cache_idle(env: Any, shared_dir: Any) -> None:
+    from tests.media_captures import udp_payloads
+
+    h, cam, streams, receivers = env
+    streams.gop_cache_idle = 1.0  # media.gop_cache_idle
+    stream = result_of(play(h, streams))
+    assert stream.dispatcher.idle_after == 1.0
+    stream.ingest.rekey(None)  # type: ignore[arg-type]  # take the capture's SSRC
+    for _, payload in udp_payloads(shared_dir / "captures" / "zlm_ps_rtp_udp_1080p.pcap")[:1200]:
+        stream.ingest.datagram(payload, h.clock.seconds())
+        h.clock.advance(10 / 3757)
+    cache = stream.dispatcher.cache
+    assert cache.keyframe_only and cache.frames == [stream.dispatcher.keyframe]
+    assert stream.info(h.clock).width == 1920  # the stream info reads the kept keyframe
+
+
 def test_stream_health_without_a_gop_cache(env: Any, shared_dir: Any) -> None:
     from tests.media_captures import udp_payloads
 

@@ -340,3 +340,19 @@ def test_an_optional_repeated_is_none_when_absent_and_empty_when_empty() -> None
     full = manscdp.decode(manscdp.encode(command.build(1, DEV, streams=(Slot(hour=3),)), registry=registry),
                           registry=registry)
     assert isinstance(full, WeekControl) and full.streams == (Slot(hour=3),)
+
+
+def test_a_list_of_a_hundred_thousand_items_is_cut_at_the_limit() -> None:
+    """A 1 MiB body of empty items (a registered device over TCP) decodes its first MAX_LIST_ITEMS only,
+    flagged, instead of holding the reactor for a second."""
+    from sip import manscdp
+    from sip.manscdp.quirks import QUIRK_LIST_CUT
+    from sip.manscdp.registry import MAX_LIST_ITEMS
+
+    items = b"<Item/>" * 100_000
+    body = (b'<?xml version="1.0" encoding="GB2312"?><Response><CmdType>Catalog</CmdType><SN>1</SN>'
+            b"<DeviceID>34020000001320000001</DeviceID><SumNum>100000</SumNum><DeviceList Num=\"100000\">"
+            + items + b"</DeviceList></Response>")
+    msg = manscdp.decode(body)
+    assert isinstance(msg, manscdp.CatalogResponse)
+    assert len(msg.items) == MAX_LIST_ITEMS and QUIRK_LIST_CUT in msg.quirks

@@ -14,6 +14,10 @@ from media.nal import sps_info
 from media.pipeline import FrameDispatcher
 from media.reorder import ReorderBuffer
 from tests.media_captures import tcp_stream, udp_payloads
+from tests.unit.accel_paths import accel_path  # noqa: F401 - the fixture
+
+# Every test twice: the compiled receive path and the pure-Python one.
+pytestmark = pytest.mark.usefixtures("accel_path")
 
 
 class Collector:
@@ -31,7 +35,8 @@ def run(datagrams: list[bytes], **kw: object) -> tuple[RtpIngest, Collector]:
     ingest = RtpIngest(dispatcher, **kw)  # type: ignore[arg-type]
     now = 0.0
     for data in datagrams:
-        ingest.datagram(data, now)
+        # A batch of one: the compiled path when it is on, else ``datagram`` itself.
+        ingest.datagrams([data], now)
         now += 0.0025
     ingest.close(now)
     return ingest, sink

@@ -19,6 +19,7 @@ from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from media import accel
 from media.frame import Frame
 from media.ingest import RtpIngest
 from media.pipeline import FrameDispatcher
@@ -27,6 +28,10 @@ from media.receiver import READS_PER_PASS, RtpReceiver, RtpUdpPort, UdpDrainer
 from media.reorder import ReorderBuffer
 from media.rtp import RtpPacket
 from tests.media_captures import udp_payloads
+from tests.unit.accel_paths import accel_path  # noqa: F401 - the fixture
+
+# Every test twice: the compiled receive path and the pure-Python one.
+pytestmark = pytest.mark.usefixtures("accel_path")
 
 SSRC = 200001234
 DEVICE = ("192.0.2.10", 15060)
@@ -113,7 +118,12 @@ class Harness:
         )
 
     def send(self, data: bytes, source: tuple[str, int] = DEVICE) -> None:
-        self.udp.ports[30000].protocol.datagramReceived(data, source)
+        protocol = self.udp.ports[30000].protocol
+        if accel.ext is not None:
+            # What RtpUdpPort hands on the compiled path: a read pass, here of one.
+            protocol.datagramsReceived([data], source)
+        else:
+            protocol.datagramReceived(data, source)
 
     def connect_tcp(
         self, factory: Any, peer: tuple[str, int] = DEVICE

@@ -11,6 +11,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from media import accel
 from media.ingest import RtpIngest
 from media.pipeline import FrameDispatcher
 from media.ports import PortLease, PortsExhausted, SharedPortPool
@@ -18,7 +19,11 @@ from media.receiver import SharedRtpPort, UdpDrainer, peek_ssrc
 from media.reorder import ReorderBuffer
 from media.rtp import RtpPacket
 from tests.media_captures import udp_payloads
+from tests.unit.accel_paths import accel_path  # noqa: F401 - the fixture
 from tests.unit.test_media_receiver import DEVICE, Collector, FakeListenUdp, framed, rtp
+
+# Every test twice: the compiled receive path and the pure-Python one.
+pytestmark = pytest.mark.usefixtures("accel_path")
 
 PORT = 10000
 A, B = 200001111, 200002222
@@ -51,7 +56,12 @@ class Harness:
         return s
 
     def send(self, data: bytes, source: tuple[str, int] = DEVICE) -> None:
-        self.udp.ports[PORT].protocol.datagramReceived(data, source)
+        protocol = self.udp.ports[PORT].protocol
+        if accel.ext is not None:
+            # What RtpUdpPort hands on the compiled path: a read pass, here of one.
+            protocol.datagramsReceived([data], [source])
+        else:
+            protocol.datagramReceived(data, source)
 
     @property
     def tcp_factory(self) -> Any:

@@ -4,6 +4,8 @@ hold up the ones that do."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sip import manscdp
 from tests.unit.platform_harness import DEV, FakeDevice, Harness
 
@@ -115,3 +117,54 @@ def test_many_devices_gone_before_their_turn_do_not_recurse(h: Harness) -> None:
     queries.concurrency = 3
     queries.device_registered(dev_id(999), True)  # any registration restarts the queue
     assert queries.backlog == 0 and queries.in_flight == 0
+
+
+def test_a_queued_device_whose_row_is_written_costs_no_state_batch(h: Harness) -> None:
+    """Issue 12: with 50,000 devices onboarding, every device's turn and every catalog store forced a
+    state batch of its own (``flush``). Now they wait only for changes of that device still unwritten."""
+    queries = h.platform.queries
+    queries.concurrency = 3
+    first = h.registered_device()
+    second = silent_devices(h, 1)[0]
+    assert second.queries() == []  # queued behind the first
+    h.advance(1)  # both registrations are written
+    batches: list[str] = []
+    run = h.db.run
+
+    def counted(desc: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        batches.append(desc)
+        return run(desc, fn, *args, **kwargs)
+
+    h.platform.db.run = counted  # type: ignore[method-assign]
+    answer_all(first, items=[])  # an empty catalog: the store still waits for the device's row
+    h.pump()
+    assert [m.cmd_type for m in second.queries()] == ["DeviceInfo", "ConfigDownload", "Catalog"]
+    # The first device's DeviceInfo and BasicParam are unwritten when its catalog is stored: one batch
+    # for them, before the catalog; the second device's turn needs none.
+    assert batches.count("device_state_batch") == 1 and batches.index("device_state_batch") < batches.index(
+        "store_catalog")
+    h.advance(1)
+    assert h.record(first.device_id).catalog_status == "done"
+    assert h.record(first.device_id).manufacturer == "Hikvision"
+
+
+def test_onboarding_a_written_device_does_not_cut_the_batch_short(h: Harness) -> None:
+    """Issue 12: a device's turn used to ``flush`` the state writer, writing whatever other devices had
+    pending at once; in a storm, one transaction per onboarded device instead of one per 0.5 s."""
+    dev = silent_devices(h, 1)[0]
+    h.advance(1)  # its registration is written
+    batches: list[str] = []
+    run = h.db.run
+
+    def counted(desc: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        batches.append(desc)
+        return run(desc, fn, *args, **kwargs)
+
+    h.platform.db.run = counted  # type: ignore[method-assign]
+    at = h.record(dev.device_id).registered_at
+    h.devices.writer.add("keepalive", dev_id(999), at, "127.0.0.1", 7999, "UDP")  # another device's, pending
+    h.run(h.platform.queries.onboard(dev.device_id))
+    assert len(dev.queries("DeviceInfo")) == 2  # asked again at once (its first Catalog still runs)
+    assert "device_state_batch" not in batches  # the pending keepalive waits for its timer
+    h.advance(1)
+    assert batches.count("device_state_batch") == 1

@@ -204,3 +204,41 @@ def test_a_change_for_a_deleted_device_does_not_lose_the_batch(
     runner.run_one()
     record = _result(registry.run("get", q.get_device_txn, DEV))
     assert record is not None and record.online
+
+
+def test_written_waits_only_for_a_device_with_changes_pending(
+    manual: tuple[StateWriter, ManualRunner, Database],
+) -> None:
+    """Issue 12: onboarding and catalog stores wait for the device's row with ``written``; a device
+    whose changes are all committed must not cost a batch of its own (50,000 devices onboarding)."""
+    writer, runner, registry = manual
+    other = "34020000001320000002"
+    assert has_fired(writer.written(DEV)) and runner.pending == []  # nothing pending: no batch
+    writer.add("registered", registration(0))
+    assert has_fired(writer.written(other)) and runner.pending == []  # another device's change: no wait
+    waiting = writer.written(DEV)
+    assert not has_fired(waiting) and len(runner.pending) == 1  # its registration: flushed now
+    writer.add("keepalive", other, at(1), "192.0.2.11", 5060, "UDP")  # queued for the next batch
+    also = writer.written(DEV)  # still in the running batch: waits for it (and the next)
+    runner.run_one()
+    assert has_fired(waiting)
+    assert registry.run("get", q.get_device_txn, DEV).result is not None  # type: ignore[attr-defined]
+    runner.run_one()  # the keepalive batch the second flush asked for
+    assert has_fired(also) and runner.pending == []
+    assert has_fired(writer.written(DEV)) and has_fired(writer.written(other)) and runner.pending == []
+
+
+def test_written_is_released_by_a_failed_batch(manual: tuple[StateWriter, ManualRunner, Database]) -> None:
+    """A failed batch is logged, not retried: the devices in it are no longer waited for."""
+    writer, runner, _ = manual
+    writer.add("offline", DEV, at(1))
+    waiting = writer.written(DEV)
+    _, args, d = runner.pending[0]
+
+    def broken() -> None:
+        raise RuntimeError("database gone")
+
+    runner.pending[0] = (broken, args, d)  # the batch's transaction fails
+    runner.run_one()
+    assert has_fired(waiting)
+    assert has_fired(writer.written(DEV)) and runner.pending == []

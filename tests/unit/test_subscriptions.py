@@ -422,3 +422,33 @@ def test_deleting_a_device_without_subscriptions_forgets_its_settings(build: Cal
     assert DEV in service(h)._settings
     assert client("DELETE", f"/devices/{DEV}").code == 204
     assert DEV not in service(h)._settings and DEV not in service(h)._subs
+
+
+def test_a_notify_flood_is_refused_while_another_devices_alarm_is_stored() -> None:
+    """Issue 11, bounds: NOTIFYs within a subscription share the device's Notify budget
+    (``sip.notify_rate``) with its MESSAGEs; past it they are answered 503, and another device's alarm
+    still arrives and is stored."""
+    import datetime as dt
+    from dataclasses import replace
+
+    from gbplatform.alarms import store as alarm_store
+
+    base = sip_config(notify_rate=1.0, notify_burst=3)
+    h = Harness(replace(base, subscriptions=SubscriptionsConfig(catalog=False, alarm=True, expires=100)))
+    try:
+        dev = h.registered_device()
+        [_] = subscribes(dev)
+        body = manscdp.encode_notify("Alarm", 7, DEV, extra={"AlarmPriority": "1", "AlarmMethod": "2"})
+        statuses = [notify(dev, h, "alarm", "active", body).status for _ in range(8)]
+        assert statuses[:3] == [200, 200, 200] and set(statuses[3:]) == {503}
+        other = h.registered_device("34020000001320000002", ("UDP", "127.0.0.1", 5071))
+        alarm = manscdp.encode_alarm_notify(other.next_sn(), "34020000001320000002", priority=1, method=2,
+                                            time=dt.datetime(2026, 12, 5, 8, 0, tzinfo=dt.UTC), alarm_type=1)
+        assert other.message(alarm).status == 200
+        h.advance(1)
+        stored = h.call(alarm_store.list_alarms_txn, alarm_store.AlarmFilter(), limit=20)[0]
+        assert "34020000001320000002" in {a.device_id for a in stored}
+        assert h.platform.devices.stats["notify_rate_limited"] == 5
+        assert service(h)._subs[DEV]["alarm"].state == "active"  # refused NOTIFYs do not end the subscription
+    finally:
+        h.close()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"gbplatform", "sip", "media", "migrations", "tests", "fuzz"}
+FIRST_PARTY = {"gbplatform", "sip", "media", "migrations", "tests", "fuzz", "benchmarks"}
 
 # Import names that differ from the requirement that provides them.
 PROVIDED_BY = {
