@@ -50,7 +50,7 @@ static Py_ssize_t mmsg_slot = 0;
 static PyObject *s_ssrc, *s_reorder, *s_waiting, *s_expected, *s_highest, *s_last_ts,
     *s_last_now, *s_fate, *s_fate_mask, *s_stats, *s_clock_rate, *s_received, *s_delivered,
     *s_jitter, *s_packets, *s_bytes, *s_last_packet_at, *s_first_packet_at, *s_ps_ts,
-    *s_ps_chunks, *s_routes;
+    *s_ps_chunks, *s_routes, *s_marker_pending;
 
 /* -- recv_batch ------------------------------------------------------------ */
 
@@ -307,7 +307,8 @@ PyDoc_STRVAR(ingest_run_doc,
 "RTP timestamp of the PS frame being collected. action 0: stopped before\n"
 "datagrams[next], which is not (Python handles it); 1: stopped after one\n"
 "that ends a PS batch (marker bit, or ps_batch payloads collected), the\n"
-"caller demuxes; 2: datagrams[next] starts a new frame, whose timestamp is\n"
+"caller demuxes (and, for a marker, decides whether it ends the frame);\n"
+"nothing is taken while ingest._marker_pending is set; 2: datagrams[next] starts a new frame, whose timestamp is\n"
 "now ingest._ps_ts, the caller ends the previous frame and calls again.\n"
 "Counters, jitter and reorder state end as RtpIngest.datagram would leave\n"
 "them for the same datagrams at the same now.");
@@ -328,6 +329,17 @@ ingest_run(PyObject *self, PyObject *args)
              *routes = NULL, *first_at = NULL;
     PyObject *result = NULL;
     if (start < 0 || start >= n)
+        return Py_BuildValue("(ni)", start, 0);
+    /* The packet after a marker bit decides whether the stream's marker can be
+     * trusted (RtpIngest._deliver): Python's path. */
+    PyObject *pending = PyObject_GetAttr(ingest, s_marker_pending);
+    if (pending == NULL)
+        return NULL;
+    int is_pending = PyObject_IsTrue(pending);
+    Py_DECREF(pending);
+    if (is_pending < 0)
+        return NULL;
+    if (is_pending)
         return Py_BuildValue("(ni)", start, 0);
 
     ssrc_obj = PyObject_GetAttr(ingest, s_ssrc);
@@ -656,6 +668,7 @@ PyInit__fastpath(void)
     INTERN(s_ps_ts, "_ps_ts");
     INTERN(s_ps_chunks, "_ps_chunks");
     INTERN(s_routes, "_routes");
+    INTERN(s_marker_pending, "_marker_pending");
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

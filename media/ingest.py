@@ -13,7 +13,11 @@ a frame carries its timestamp, GB/T 28181-2022 §4.3.6; the demuxer itself
 does not depend on where the byte stream is cut, so a device that gets the
 marker wrong still plays). When the timestamp changes the demuxer is told
 the previous frame is whole, so a frame leaves at the first packet of the
-next one. The common RTP header (version 2, no padding,
+next one -- or, once the stream has put the marker on the last packet of
+``MARKER_TRUST_FRAMES`` frames in a row, at its marker packet (RFC 3550
+§5.1). A marker followed by a packet of the same timestamp (mid-frame)
+ends that trust for good (logged once); a packet of a frame the trusted
+marker already ended is dropped and counted in ``stats.after_marker``. The common RTP header (version 2, no padding,
 extension or CSRC) is read with one ``struct`` call and no ``RtpPacket``;
 anything else goes through ``RtpPacket.parse``.
 
@@ -88,6 +92,10 @@ _HEADER: Final = struct.Struct("!BHII")
 _PLAIN_V2: Final = 0x80  # V=2, P=0, X=0, CC=0
 # PS payloads collected before demuxing even without a marker or timestamp change.
 PS_BATCH: Final = 128
+# Frames in a row whose marker bit was on their last packet before the marker
+# alone ends a PS frame (RFC 3550 §5.1, GB/T 28181-2022 §4.3.6).
+MARKER_TRUST_FRAMES: Final = 3
+_MARKER_DISTRUSTED: Final = -1
 _UNROUTED: Final = object()
 
 
@@ -112,6 +120,8 @@ class IngestStats:
     bad_packets: int = 0
     foreign_ssrc: int = 0
     unknown_payload_type: int = 0  # payload types seen that the map lacks (taken as PS)
+    # PS packets of a frame the trusted marker bit had already ended (dropped).
+    after_marker: int = 0
     frames: int = 0
     last_packet_at: float | None = None
     first_packet_at: float | None = None
@@ -146,6 +156,14 @@ class RtpIngest:
         # The PS frame being collected: its RTP timestamp and payloads.
         self._ps_ts = -1
         self._ps_chunks: list[bytes | memoryview] = []
+        # The marker bit: _marker_pending, this frame's last packet so far had it
+        # (the compiled loop stops while it is set); _ps_ended, that marker
+        # ended the frame; _marker_trust, frames in a row that had the marker
+        # on their last packet (MARKER_TRUST_FRAMES and up: trusted), or
+        # _MARKER_DISTRUSTED for good once a marker came mid-frame.
+        self._marker_pending = False
+        self._ps_ended = False
+        self._marker_trust = 0
         # The compiled in-order loop (media/accel.py) reads and writes the state
         # above and the reorder buffer's by name: only for the class it knows.
         ext = accel.ext
@@ -231,9 +249,12 @@ class RtpIngest:
         while i < n:
             i, action = run(self, batch, i, now, PS_BATCH)
             if action == _FAST_DEMUX:
-                self._demux_ps(now)
+                if batch[i - 1][1] & 0x80:
+                    self._ps_marker(now)
+                else:
+                    self._demux_ps(now)
             elif action == _FAST_NEW_FRAME:
-                self._end_ps_frame(now)
+                self._new_ps_frame(now)
             elif i < n:
                 self.datagram(batch[i], now)
                 i += 1
@@ -284,17 +305,57 @@ class RtpIngest:
             route = self._route(pt)
         if route is None:
             if ts != self._ps_ts:
-                self._end_ps_frame(now)
                 self._ps_ts = ts
+                self._new_ps_frame(now)
+            elif self._marker_pending:
+                if self._ps_ended:
+                    # The marker ended this frame and it is gone: a later packet
+                    # of it would start a broken one. Dropped, counted.
+                    self.stats.after_marker += 1
+                    self._distrust_marker()
+                    return
+                self._distrust_marker()
+                self._marker_pending = False
             chunks = self._ps_chunks
             chunks.append(payload)
-            if b1 & 0x80 or len(chunks) >= PS_BATCH:
+            if b1 & 0x80:
+                self._ps_marker(now)
+            elif len(chunks) >= PS_BATCH:
                 self._demux_ps(now)
         else:
             assert isinstance(route, Depacketizer)
             frames = route.feed_fields(seq, ts, bool(b1 & 0x80), payload)
             if frames:
                 self._emit(frames, now)
+
+    def _new_ps_frame(self, now: float) -> None:
+        """A packet of a new timestamp (already ``_ps_ts``): end the previous frame."""
+        if self._marker_pending:
+            if 0 <= self._marker_trust < MARKER_TRUST_FRAMES:
+                self._marker_trust += 1
+            self._marker_pending = False
+        elif 0 < self._marker_trust < MARKER_TRUST_FRAMES:
+            self._marker_trust = 0  # not in a row; a trusted stream that lost a marker keeps trust
+        if self._ps_ended:
+            self._ps_ended = False
+        else:
+            self._end_ps_frame(now)
+
+    def _ps_marker(self, now: float) -> None:
+        """A PS packet with the marker bit was collected: demux, and end the frame if trusted."""
+        self._marker_pending = True
+        if self._marker_trust >= MARKER_TRUST_FRAMES:
+            self._ps_ended = True
+            self._end_ps_frame(now)
+        else:
+            self._demux_ps(now)
+
+    def _distrust_marker(self) -> None:
+        """A packet of the same timestamp after a marker: the stream marks mid-frame."""
+        if self._marker_trust != _MARKER_DISTRUSTED:
+            self._marker_trust = _MARKER_DISTRUSTED
+            log.info("RTP stream (SSRC %s) sets the marker bit mid-frame; PS frames end at "
+                     "the next timestamp only", self.ssrc)
 
     def _end_ps_frame(self, now: float) -> None:
         """A new timestamp: the previous frame is whole (GB/T 28181-2022 §4.3.6)."""

@@ -43,6 +43,7 @@ def compiled_path(monkeypatch: pytest.MonkeyPatch) -> None:
 class Collector:
     def __init__(self) -> None:
         self.frames: list[Frame] = []
+        self.counts: list[int] = []  # frames out after each read pass
 
     def input_frame(self, frame: Frame) -> None:
         self.frames.append(frame)
@@ -67,6 +68,7 @@ def replay(
     for batch in batches:
         ingest.datagrams(batch, now)
         ingest.tick(now)
+        sink.counts.append(len(sink.frames))
         now += 0.005
     ingest.close(now)
     return ingest, sink
@@ -82,6 +84,8 @@ def state(ingest: RtpIngest, sink: Collector) -> dict[str, Any]:
         "ps": ingest.demuxer.stats,
         "dropped": ingest.dropped_frames,
         "ssrc": ingest.ssrc,
+        "marker": (ingest._marker_trust, ingest._marker_pending, ingest._ps_ended),
+        "when": sink.counts,
         "frames": [(f.codec, f.data, f.pts, f.dts, f.keyframe, f.stream_id) for f in sink.frames],
     }
 
@@ -112,6 +116,29 @@ def test_the_capture_in_read_passes_gives_what_python_gives(
 ) -> None:
     got = both(monkeypatch, chunked(udp, random.Random(1)))
     assert len(got["frames"]) == 250 and got["stats"].packets == len(udp)
+
+
+@pytest.mark.parametrize("seed", [3, 11, 29])
+def test_marker_trust_mid_frame_markers_strays_and_lost_markers_give_what_python_gives(
+    udp: list[bytes], monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """The marker bit's trust (RtpIngest._deliver) taken the same way on both paths."""
+    rng = random.Random(seed)
+    packets = list(udp[:900])
+    marker_at = [i for i, d in enumerate(packets) if d[1] & 0x80]
+    # Some marker packets lost (an in-sequence gap), a stray of a marker-ended frame.
+    for i in sorted(rng.sample(marker_at[5:], 3), reverse=True):
+        del packets[i]
+    if seed != 3:
+        # A marker mid-frame, once the stream is trusted.
+        i = marker_at[rng.randint(8, 20)] - 2
+        b = bytearray(packets[i])
+        b[1] |= 0x80
+        packets[i] = bytes(b)
+    got = both(monkeypatch, chunked(packets, rng), max_wait=0.01)
+    trust = got["marker"][0]
+    assert trust == (3 if seed == 3 else -1)
+    assert (got["stats"].after_marker > 0) == (seed != 3)
 
 
 def test_losses_reordering_duplicates_and_strangers_give_what_python_gives(
