@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from gbplatform.alarms import shapes
+from gbplatform.api import openapi_parts as parts
 from gbplatform.api.schemas import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
 
 __all__ = ["SHAPES", "paths"]
@@ -24,8 +25,7 @@ _TIME = {"type": "string", "format": "date-time"}
 _TIME_NOTE = "ISO 8601 (naive: UTC) or epoch seconds."
 
 
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
+_ref = parts.ref
 
 
 def _json(schema: str, description: str, example: Any) -> dict[str, Any]:
@@ -33,12 +33,10 @@ def _json(schema: str, description: str, example: Any) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref("schemas", schema), "example": example}}}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref("schemas", "Error")}}}
+_error = parts.error
 
 
-def _query(name: str, schema: dict[str, Any], description: str, *, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+_query = parts.query
 
 
 def _op(op_id: str, summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,

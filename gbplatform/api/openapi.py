@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from gbplatform.alarms import openapi as alarms
+from gbplatform.api import openapi_parts as parts
 from gbplatform.api import shapes
 from gbplatform.api.schemas import (
     DEFAULT_PAGE_LIMIT,
@@ -59,8 +60,7 @@ SHAPES: tuple[Any, ...] = (
 )
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+_ref = parts.schema_ref
 
 
 def _schemas() -> dict[str, Any]:
@@ -69,8 +69,7 @@ def _schemas() -> dict[str, Any]:
     return schemas
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+_error = parts.error
 
 
 def _ok(schema: str, description: str = "OK") -> dict[str, Any]:
@@ -94,12 +93,10 @@ _RESPONSES = {
 }
 
 
-def _r(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{name}"}
+_r = parts.response_ref
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+_query = parts.query
 
 
 _PAGING = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from gbplatform.api import openapi_parts as parts
 from gbplatform.control import shapes as control
 from gbplatform.control import shapes_2022 as shapes
 
@@ -20,12 +21,8 @@ SHAPES: Final = (shapes.PrecisePtzBody, shapes.PtzPositionResult, shapes.HomePos
                  shapes.CruiseTrackDetail, shapes.TargetTrackBody, control.CommandResult)
 
 
-def _schema(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _response(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{name}"}
+_schema = parts.schema_ref
+_response = parts.response_ref
 
 
 def _json(schema: str, description: str, example: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -40,9 +37,8 @@ _CHANNEL_ID: Final = {"name": "channel_id", "in": "path", "required": True, "sch
 _NUMBER: Final = {"name": "number", "in": "path", "required": True,
                   "schema": {"type": "integer", "minimum": 0, "maximum": 255},
                   "description": "The track's number, as `GET .../cruise-tracks` lists it (the A.3.5 cruise group)."}
-_NOT_2022: Final = {"description": "The device speaks GB/T 28181-2016, which lacks this command "
-                                   "(`unsupported_by_device_dialect`).",
-                    "content": {"application/json": {"schema": _schema("Error")}}}
+_NOT_2022: Final = parts.error("The device speaks GB/T 28181-2016, which lacks this command "
+                               "(`unsupported_by_device_dialect`).")
 _ERRORS: Final = {"401": _response("Unauthorized"), "404": _response("ChannelNotFound"),
                   "409": _response("DeviceOffline"), "422": _NOT_2022, "502": _response("DeviceRejected"),
                   "504": _response("DeviceTimeout")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from gbplatform.api import openapi_parts as parts
 from gbplatform.control import shapes as control
 from gbplatform.control import shapes_maintenance as shapes
 
@@ -18,20 +19,15 @@ __all__ = ["SHAPES", "paths"]
 SHAPES: Final = (shapes.SdCardList, shapes.UpgradeBody, shapes.UpgradeState, control.CommandResult)
 
 
-def _schema(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _response(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{name}"}
+_schema = parts.schema_ref
+_response = parts.response_ref
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _schema(schema)}}}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return _json("Error", description)
+_error = parts.error
 
 
 _DEVICE_ID: Final = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "string"},

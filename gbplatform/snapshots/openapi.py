@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from gbplatform.api import openapi_parts as parts
 from gbplatform.api.schemas import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
 from gbplatform.snapshots import shapes
 
@@ -20,8 +21,7 @@ _SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {
                "description": "The session ID the request answered (the SnapShotConfig `SessionID`)."}
 
 
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
+_ref = parts.ref
 
 
 def _json(schema: str, description: str, example: Any = None) -> dict[str, Any]:
@@ -31,12 +31,10 @@ def _json(schema: str, description: str, example: Any = None) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": media}}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return _json("Error", description)
+_error = parts.error
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+_query = parts.query
 
 
 _UPLOAD_NOTE = (

@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 
+from gbplatform.app.config import Config
 from tests.unit.platform_harness import Harness, sip_config
 
 
 @pytest.fixture
-def make() -> Iterator[Callable[..., Harness]]:
-    """Harness factory; fails the test if any harness logged a failure."""
+def harnesses() -> Iterator[Callable[[Config], Harness]]:
+    """A harness per configuration asked for; all closed at the end, and the test fails if any logged a
+    failure."""
     made: list[Harness] = []
 
-    def factory(**sip: Any) -> Harness:
-        harness = Harness(sip_config(**sip))
+    def factory(config: Config) -> Harness:
+        harness = Harness(config)
         made.append(harness)
         return harness
 
@@ -25,6 +27,16 @@ def make() -> Iterator[Callable[..., Harness]]:
     for harness in made:
         harness.close()
     assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def make(harnesses: Callable[[Config], Harness]) -> Callable[..., Harness]:
+    """Harness factory on ``sip_config(**sip)``; fails the test if any harness logged a failure."""
+
+    def factory(**sip: Any) -> Harness:
+        return harnesses(sip_config(**sip))
+
+    return factory
 
 
 @pytest.fixture

@@ -47,24 +47,17 @@ def config(tmp_path: Path, **sections: Any) -> Config:
 
 
 @pytest.fixture
-def build(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
+def build(tmp_path: Path, harnesses: Callable[[Config], Harness]) -> Callable[..., Harness]:
     def factory(**sections: Any) -> Harness:
         cfg = config(tmp_path, **sections)
         if not cfg.record.timezone:
             cfg = replace(cfg, record=replace(cfg.record, timezone="UTC"))
-        harness = Harness(cfg)
-        made.append(harness)
+        harness = harnesses(cfg)
         assert harness.platform.alarms is not None
         harness.platform.alarms.run_blocking = maybeDeferred
         return harness
 
-    yield factory
-    failures = [f for harness in made for f in harness.failures()]
-    for harness in made:
-        harness.close()
-    assert not failures, "\n".join(failures)
+    return factory
 
 
 @pytest.fixture

@@ -47,10 +47,19 @@ def test_a_failing_listener_is_logged_and_the_others_still_receive() -> None:
     def broken(event: Event) -> None:
         raise RuntimeError("consumer bug")
 
+    from twisted.logger import globalLogPublisher
+
+    logged: list[dict[str, object]] = []
     bus.listen(broken)
     bus.listen(got.append)
-    bus.publish("stream", device_id="d")
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        bus.publish("stream", device_id="d")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
     assert len(got) == 1
+    failures = [e for e in logged if "log_failure" in e]
+    assert len(failures) == 1 and failures[0]["kind"] == "stream" and "failed on" in str(failures[0]["log_format"])
 
 
 def test_a_stopped_listener_receives_nothing_more() -> None:

@@ -4,7 +4,7 @@ registry and visible in the API at once, settings through the API applied at onc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,23 +32,15 @@ CH2 = "34020000001310000002"
 
 
 @pytest.fixture
-def build() -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
+def build(harnesses: Callable[[Config], Harness]) -> Callable[..., Harness]:
     def factory(**subscriptions: Any) -> Harness:
         base = sip_config()
         settings = {"catalog": True, "expires": 100, **subscriptions}
-        harness = Harness(Config(**{**{f: getattr(base, f) for f in ("sip", "http", "api", "database", "storage",
-                                                                        "log", "media", "record")},
-                                    "subscriptions": SubscriptionsConfig(**settings)}))
-        made.append(harness)
-        return harness
+        return harnesses(Config(**{**{f: getattr(base, f) for f in ("sip", "http", "api", "database", "storage",
+                                                                       "log", "media", "record")},
+                                   "subscriptions": SubscriptionsConfig(**settings)}))
 
-    yield factory
-    failures = [f for harness in made for f in harness.failures()]
-    for harness in made:
-        harness.close()
-    assert not failures, "\n".join(failures)
+    return factory
 
 
 @pytest.fixture
