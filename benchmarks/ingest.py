@@ -9,6 +9,10 @@ Run by hand (not part of the test suite):
     python benchmarks/ingest.py --streams 100 --sender python              # the old Python sender
     python benchmarks/ingest.py --streams 100 --repeat 2 --interleave --ab GBP_MEDIA_GOP_CACHE_BYTES=0
                                                   # A/B: each run twice, B with that setting
+    python benchmarks/ingest.py --streams 200 --modes udp --workers 0,2 --repeat 2 --interleave
+                                                  # media.workers 0 against 2 (issue 12, "Both cores")
+    python benchmarks/ingest.py --streams 200 400 600 800 --modes udp --workers 2 --find-max
+                                                  # capacity: up to the first count with loss
 
 Modes (the platform's names): ``udp`` a port per stream; ``single-port`` every stream on one
 RTP port (``GBP_MEDIA_SINGLE_PORT``), demultiplexed by SSRC; ``tcp-passive`` RFC 4571 over TCP,
@@ -34,6 +38,19 @@ For each run (a mode, a stream count, a round):
    ``GET /api/v1/streams`` the frames and RTP packets each stream received and the RTP loss
    (sequence gaps) the reorder buffer declared, and the kernel's drops on the platform's UDP
    sockets (``/proc/net/udp``; the host-wide RcvbufErrors beside, which other programs share).
+   With ``--workers N`` (``media.workers``) the platform's media worker children count too: CPU,
+   RSS and UDP drops are read for the platform process and each child, and reported apart
+   (``main``, ``workers``) and summed (``cpu %``, ``rss``). A worker reports a stream's packet and
+   loss counters to the main process at most once a second, so the API's packet and RTP-loss
+   figures at the window's edges may be up to a second old; frames are counted by the main
+   process as they arrive and are exact.
+
+Capacity (``--find-max``): the stream counts of ``--streams`` are run in ascending order (per
+``--workers`` value and mode) and a count stops the series once it shows loss: any RTP loss,
+kernel UDP drop or sender drop, a stream not playing, or a platform that does not keep up
+(received frames short of those sent by more than 5 % over the window: frames still queued in
+the sockets' buffers, late rather than lost, but a backlog that grows ends in drops). The last
+count without loss is the capacity.
 
 Frame loss is ``sent - received`` over the window: the sender's counters (read on SIGUSR1)
 against the frames the platform's streams emitted, each read once at each end of the window, the
@@ -133,6 +150,17 @@ def socket_drops(pid: int) -> int:
     return total
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (its media workers), from every thread's ``children`` list."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return kids
+
+
 def status_mib(pid: int, key: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -178,15 +206,20 @@ def tree_state() -> str:
 class Result:
     streams: int
     mode: str
+    workers: int  # media.workers
     round: int
     variant: str  # "A": the tree as it is; "B": with the --ab setting
     window: float
-    platform_cpu: float  # % of one core
+    platform_cpu: float  # % of one core: the platform and its media workers
+    main_cpu: float  # % of one core: the platform process alone
+    worker_cpu: float  # % of one core: its media worker children, summed
     cpu_per_100: float  # % of one core scaled to 100 streams
     sender_cpu: float  # % of one core: the C sender (or the Python simulators sending)
     sim_cpu: float  # % of one core: the simulator's signalling (with the C sender)
-    rss_mib: float
-    peak_rss_mib: float
+    rss_mib: float  # the platform and its media workers
+    main_rss_mib: float
+    worker_rss_mib: float  # summed over the workers
+    peak_rss_mib: float  # the platform process's peak
     expected_frames: int  # 25 fps x streams x the time between the two reads of the sender's counters
     sent_frames: int
     frames: int
@@ -200,6 +233,13 @@ class Result:
     playing: int
     load: str  # /proc/loadavg at the end of the window
 
+    @property
+    def lossy(self) -> bool:
+        """Loss by the capacity mode's rule: any RTP loss, kernel drop or sender drop, a stream not playing,
+        or a platform not keeping up (frames behind by more than 5 % of those sent in the window)."""
+        return bool(self.rtp_lost or self.udp_drops or self.sender_dropped or self.playing < self.streams
+                    or self.frame_loss > 0.05 * self.sent_frames)
+
 
 def _device_id(i: int) -> str:
     return FIRST_ID[:13] + f"{int(FIRST_ID[13:]) + i:07d}"
@@ -207,8 +247,9 @@ def _device_id(i: int) -> str:
 
 class Bench:
     def __init__(self, args: argparse.Namespace, n: int, mode: str, rnd: int, variant: str, tmp: Path,
-                 sender_exe: Path | None, clip_file: Path | None) -> None:
+                 sender_exe: Path | None, clip_file: Path | None, workers: int = 0) -> None:
         self.args = args
+        self.workers = workers
         self.n = n
         self.mode = mode
         self.round = rnd
@@ -222,6 +263,7 @@ class Bench:
             # Away from the default range other test platforms on this host may use.
             "GBP_MEDIA_RTP_PORT_MIN": str(PORT_BASE),
             "GBP_MEDIA_RTP_PORT_MAX": str(PORT_BASE + 4 * n + 200),
+            "GBP_MEDIA_WORKERS": str(workers),
             **dict(e.split("=", 1) for e in args.env),
             **(dict(e.split("=", 1) for e in args.ab) if variant == "B" else {}),
         }
@@ -282,8 +324,10 @@ class Bench:
 
     def channels(self) -> list[str]:
         def found() -> list[str] | None:
-            status, body = self.platform.api("GET", f"/devices?limit={self.n + 10}")
-            online = [d["device_id"] for d in body["items"] if d.get("online")] if status == 200 else []
+            online: list[str] = []
+            for offset in range(0, self.n + 10, 500):  # the API pages lists by at most 500
+                status, body = self.platform.api("GET", f"/devices?offset={offset}&limit=500")
+                online += [d["device_id"] for d in body["items"] if d.get("online")] if status == 200 else []
             if len(online) < self.n:
                 return None
             out = []
@@ -340,12 +384,16 @@ class Bench:
         assert self.platform.proc is not None
         pid = self.platform.proc.pid
         time.sleep(self.args.warmup)
+        kids = children(pid)  # media workers (respawned ones in the window would be missed: none expected)
+        if len(kids) != self.workers:
+            print(f"warning: {len(kids)} child processes, {self.workers} media workers configured", file=sys.stderr)
         sent0 = self.sent()
         s0 = time.monotonic()
         before = self.streams()
         drops0 = udp_drops()
-        own0 = socket_drops(pid)
+        own0 = sum(socket_drops(p) for p in [pid, *kids])
         cpu0 = cpu_seconds(pid)
+        kcpu0 = sum(cpu_seconds(p) for p in kids)
         sender0 = sum(cpu_seconds(p) for p in self.media_pids)
         sim0 = sum(cpu_seconds(s.pid) for s in self.sims)
         t0 = time.monotonic()
@@ -361,11 +409,12 @@ class Bench:
         if spy is not None:
             spy.wait(30)
         cpu1 = cpu_seconds(pid)
+        kcpu1 = sum(cpu_seconds(p) for p in kids)
         sender1 = sum(cpu_seconds(p) for p in self.media_pids)
         sim1 = sum(cpu_seconds(s.pid) for s in self.sims)
         t1 = time.monotonic()
         drops = udp_drops() - drops0
-        own_drops = socket_drops(pid) - own0
+        own_drops = sum(socket_drops(p) for p in [pid, *kids]) - own0
         sent1 = self.sent()
         s1 = time.monotonic()
         after = self.streams()
@@ -375,13 +424,19 @@ class Bench:
         lost = sum(s["rtp_lost"] - before.get(c, {"rtp_lost": 0})["rtp_lost"] for c, s in after.items())
         playing = sum(1 for s in after.values() if s["state"] == "playing")
         sent_frames = sent1["frames"] - sent0["frames"]
-        cpu = 100 * (cpu1 - cpu0) / window
+        main_cpu = 100 * (cpu1 - cpu0) / window
+        worker_cpu = 100 * (kcpu1 - kcpu0) / window
+        cpu = main_cpu + worker_cpu
+        main_rss = status_mib(pid, "VmRSS")
+        worker_rss = sum(status_mib(p, "VmRSS") for p in kids)
         return Result(
-            streams=self.n, mode=self.mode, round=self.round, variant=self.variant, window=round(window, 1),
-            platform_cpu=round(cpu, 1), cpu_per_100=round(100 * cpu / self.n, 1),
+            streams=self.n, mode=self.mode, workers=self.workers, round=self.round, variant=self.variant,
+            window=round(window, 1), platform_cpu=round(cpu, 1), main_cpu=round(main_cpu, 1),
+            worker_cpu=round(worker_cpu, 1), cpu_per_100=round(100 * cpu / self.n, 1),
             sender_cpu=round(100 * (sender1 - sender0) / window, 1),
             sim_cpu=round(100 * (sim1 - sim0) / window, 1) if self.sender is not None else 0.0,
-            rss_mib=round(status_mib(pid, "VmRSS"), 1), peak_rss_mib=round(status_mib(pid, "VmHWM"), 1),
+            rss_mib=round(main_rss + worker_rss, 1), main_rss_mib=round(main_rss, 1),
+            worker_rss_mib=round(worker_rss, 1), peak_rss_mib=round(status_mib(pid, "VmHWM"), 1),
             expected_frames=round(FPS * (s1 - s0) * self.n), sent_frames=sent_frames, frames=frames,
             frame_loss=sent_frames - frames, sender_dropped=sent1["dropped"] - sent0["dropped"],
             sent_packets=sent1["packets"] - sent0["packets"], packets=packets,
@@ -391,9 +446,9 @@ class Bench:
 
 
 def run_one(args: argparse.Namespace, n: int, mode: str, rnd: int, variant: str, sender_exe: Path | None,
-            clip_file: Path | None) -> Result:
+            clip_file: Path | None, workers: int = 0) -> Result:
     with tempfile.TemporaryDirectory(prefix="gbp-ingest-") as tmp:
-        bench = Bench(args, n, mode, rnd, variant, Path(tmp), sender_exe, clip_file)
+        bench = Bench(args, n, mode, rnd, variant, Path(tmp), sender_exe, clip_file, workers)
         try:
             bench.start()
             channels = bench.channels()
@@ -411,11 +466,13 @@ def run_one(args: argparse.Namespace, n: int, mode: str, rnd: int, variant: str,
         return result
 
 
-ROW = ("{streams:>7} {mode:>11} {variant:>3} {round:>5} {platform_cpu:>6.1f} {cpu_per_100:>7.1f} {sender_cpu:>8.1f} "
-       "{sim_cpu:>5.1f} {rss_mib:>7.1f} {peak_rss_mib:>6.1f} {expected_frames:>8} {sent_frames:>7} {frames:>7} "
+ROW = ("{streams:>7} {mode:>11} {workers:>3} {variant:>3} {round:>5} {platform_cpu:>6.1f} {main_cpu:>6.1f} "
+       "{worker_cpu:>6.1f} {cpu_per_100:>7.1f} {sender_cpu:>8.1f} "
+       "{sim_cpu:>5.1f} {rss_mib:>7.1f} {worker_rss_mib:>6.1f} {peak_rss_mib:>6.1f} {expected_frames:>8} {sent_frames:>7} {frames:>7} "
        "{frame_loss:>7} {sender_dropped:>7} {rtp_lost:>8} {udp_drops:>8} {host_udp_drops:>9} {playing:>7}  {load}")
-HEADER = (f"{'streams':>7} {'mode':>11} {'a/b':>3} {'round':>5} {'cpu %':>6} {'%/100st':>7} {'sender %':>8} {'sim %':>5} "
-          f"{'rss MiB':>7} {'peak':>6} {'expected':>8} {'sent':>7} {'frames':>7} {'lost fr':>7} {'snd drop':>7} "
+HEADER = (f"{'streams':>7} {'mode':>11} {'wrk':>3} {'a/b':>3} {'round':>5} {'cpu %':>6} {'main %':>6} {'wrk %':>6} "
+          f"{'%/100st':>7} {'sender %':>8} {'sim %':>5} "
+          f"{'rss MiB':>7} {'wrkrss':>6} {'peak':>6} {'expected':>8} {'sent':>7} {'frames':>7} {'lost fr':>7} {'snd drop':>7} "
           f"{'rtp lost':>8} {'udp drop':>8} {'host drop':>9} {'playing':>7}  load (1/5/15 min)")
 
 
@@ -426,12 +483,12 @@ def _span(values: list[float]) -> str:
 
 def summary(results: list[Result]) -> list[str]:
     """Per mode and stream count: ranges over the rounds, with issue 12's ZLMediaKit figures beside."""
-    lines = [f"{'streams':>7} {'mode':>11} {'a/b':>3} {'runs':>4} {'cpu % of a core':>15} {'per 100 str':>11} {'rss MiB':>12} "
+    lines = [f"{'streams':>7} {'mode':>11} {'wrk':>3} {'a/b':>3} {'runs':>4} {'cpu % of a core':>15} {'per 100 str':>11} {'rss MiB':>12} "
              f"{'rtp lost':>8} {'lost fr':>8} {'udp drop':>8} {'sender %':>10}   "
              f"{'ZLMediaKit cpu %':>16} {'ZLM RSS MB':>10} {'ratio':>9}"]
-    keys = list(dict.fromkeys((r.streams, r.mode, r.variant) for r in results))
-    for n, mode, variant in keys:
-        rs = [r for r in results if (r.streams, r.mode, r.variant) == (n, mode, variant)]
+    keys = list(dict.fromkeys((r.streams, r.mode, r.workers, r.variant) for r in results))
+    for n, mode, workers, variant in keys:
+        rs = [r for r in results if (r.streams, r.mode, r.workers, r.variant) == (n, mode, workers, variant)]
         cpus = [r.platform_cpu for r in rs]
         zlm_cpu, zlm_rss = ZLM.get((n, mode), ("-", "-"))
         ratio = "-"
@@ -439,7 +496,7 @@ def summary(results: list[Result]) -> list[str]:
             zlo, _, zhi = zlm_cpu.partition("-")
             ratio = f"{min(cpus) / float(zhi or zlo):.1f}-{max(cpus) / float(zlo):.1f}x"
         lines.append(
-            f"{n:>7} {mode:>11} {variant:>3} {len(rs):>4} {_span(cpus):>15} {_span([r.cpu_per_100 for r in rs]):>11} "
+            f"{n:>7} {mode:>11} {workers:>3} {variant:>3} {len(rs):>4} {_span(cpus):>15} {_span([r.cpu_per_100 for r in rs]):>11} "
             f"{_span([r.rss_mib for r in rs]):>12} "
             f"{sum(r.rtp_lost for r in rs):>8} {sum(max(0, r.frame_loss) for r in rs):>8} "
             f"{sum(r.udp_drops for r in rs):>8} {_span([r.sender_cpu for r in rs]):>10}   "
@@ -471,6 +528,12 @@ def main() -> int:
                     help="run every mode twice, A as the tree is and B with this platform setting "
                          "(e.g. GBP_MEDIA_GOP_CACHE_BYTES=0), alternated so the machine's noise falls on both")
     ap.add_argument("--json", action="store_true", help="print the results as JSON lines too")
+    ap.add_argument("--workers", default="0",
+                    help="media.workers of the platform; a comma-separated list runs each (interleaved with "
+                         "--interleave), e.g. 0,2")
+    ap.add_argument("--find-max", action="store_true",
+                    help="capacity: run the --streams counts in ascending order, stopping a series (per "
+                         "--workers value and mode) at the first count with loss")
     args = ap.parse_args()
     modes = ["single-port"] if args.single_port else [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -478,8 +541,13 @@ def main() -> int:
         ap.error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     rounds = range(1, args.repeat + 1)
     variants = ["A", "B"] if args.ab else ["A"]
-    plan = ([(n, r, m, v) for n in args.streams for r in rounds for m in modes for v in variants] if args.interleave
-            else [(n, r, m, v) for n in args.streams for m in modes for r in rounds for v in variants])
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    if args.find_max:
+        args.streams = sorted(args.streams)
+    plan = ([(n, r, m, v, w) for n in args.streams for r in rounds for m in modes for v in variants for w in workers]
+            if args.interleave
+            else [(n, r, m, v, w) for n in args.streams for m in modes for w in workers for r in rounds
+                  for v in variants])
     args.runs = len(plan)
 
     results: list[Result] = []
@@ -492,16 +560,56 @@ def main() -> int:
             print(f"C sender built; clip of {count} frames from the capture", flush=True)
         print(f"tree: {tree_state()}; load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
         print(HEADER, flush=True)
-        for n, rnd, mode, variant in plan:
-            r = run_one(args, n, mode, rnd, variant, sender_exe, clip_file)
+        stopped: set[tuple[str, int, str]] = set()  # capacity series that showed loss
+        failed: list[tuple[str, int, int, str]] = []  # (mode, workers, streams, why) of runs that failed
+        for n, rnd, mode, variant, w in plan:
+            if (mode, w, variant) in stopped:
+                continue
+            try:
+                r = run_one(args, n, mode, rnd, variant, sender_exe, clip_file, w)
+            except Exception as e:
+                if not args.find_max:
+                    raise
+                # A platform that cannot keep up may not even answer the plays in time: that count failed.
+                stopped.add((mode, w, variant))
+                failed.append((mode, w, n, str(e).splitlines()[0][:200] if str(e) else type(e).__name__))
+                print(f"run failed at {n} streams ({mode}, media.workers={w}): {failed[-1][3]}; series stopped",
+                      flush=True)
+                continue
             results.append(r)
             print(ROW.format(**asdict(r)), flush=True)
+            if args.find_max and r.lossy:
+                stopped.add((mode, w, variant))
+                print(f"loss at {n} streams ({mode}, media.workers={w}): series stopped", flush=True)
             if args.json:
                 print(json.dumps(asdict(r)), flush=True)
     print()
     for line in summary(results):
         print(line)
+    if args.find_max:
+        print()
+        for line in capacity(results):
+            print(line)
+        for mode, w, n, why in failed:
+            print(f"{mode:>11} {w:>3}: the run at {n} streams failed ({why}): counted as loss")
     return 0
+
+
+def capacity(results: list[Result]) -> list[str]:
+    """Per mode and media.workers: each count's loss figures, and the largest count without loss."""
+    lines = [f"{'mode':>11} {'wrk':>3} {'streams':>7} {'lost fr':>8} {'rtp lost':>8} {'udp drop':>8} "
+             f"{'snd drop':>8} {'cpu %':>6} {'sender %':>8} {'rss MiB':>7}  verdict"]
+    for mode, w in dict.fromkeys((r.mode, r.workers) for r in results):
+        for r in sorted((r for r in results if (r.mode, r.workers) == (mode, w)), key=lambda r: r.streams):
+            lines.append(f"{mode:>11} {w:>3} {r.streams:>7} {r.frame_loss:>8} {r.rtp_lost:>8} {r.udp_drops:>8} "
+                         f"{r.sender_dropped:>8} {r.platform_cpu:>6.1f} {r.sender_cpu:>8.1f} {r.rss_mib:>7.1f}  "
+                         f"{'LOSS' if r.lossy else 'ok'}")
+        ok = [r.streams for r in results if (r.mode, r.workers) == (mode, w) and not r.lossy]
+        lossy = [r.streams for r in results if (r.mode, r.workers) == (mode, w) and r.lossy]
+        top = max((n for n in ok if not lossy or n < min(lossy)), default=0)
+        lines.append(f"{mode:>11} {w:>3}: zero loss up to {top} streams"
+                     + (f", loss at {min(lossy)}" if lossy else " (no count with loss tried)"))
+    return lines
 
 
 if __name__ == "__main__":

@@ -294,6 +294,7 @@ def main() -> int:
                     sip = prober.health.get("sip", {})
                     print(f"  {prober.phase} +{last_line - started:.0f} s: {prober.health.get('devices_online')} online, "
                           f"backlog {sip.get('onboarding_backlog')}, in flight {sip.get('onboarding_in_flight')}, "
+                          f"limit {sip.get('onboarding_limit')}, "
                           f"registrar {sip.get('registrar')}, load {loadavg()}", flush=True)
                 if platform.proc is not None and platform.proc.poll() is not None:
                     print(f"platform exited: {platform.log()}")
@@ -320,14 +321,23 @@ def main() -> int:
                 prober.phase = "onboarding"
                 start_spy("onboarding")
 
+                asked_at: list[float] = []  # when the last queued device got its queries
+                onboarding_started = time.monotonic()
+
                 def onboarded() -> bool:
                     _, body = platform.api("GET", "/health", auth=False)
                     sip = body["sip"]
+                    if not asked_at and int(sip["onboarding_backlog"]) == 0:
+                        asked_at.append(time.monotonic())
+                        print(f"  every device asked its queries {asked_at[0] - onboarding_started:.1f} s after the "
+                              f"last registration (limit {sip.get('onboarding_limit')})", flush=True)
                     return int(sip["onboarding_backlog"]) == 0 and int(sip.get("onboarding_in_flight", 0)) == 0
 
                 if wait_until(onboarded, "onboarding"):
                     t = meter.close("onboarding")
-                    print(f"onboarding ended {t:.1f} s after the last registration (load {loadavg()})", flush=True)
+                    total = meter.rows["registration"]["wall"] + t  # type: ignore[operator]
+                    print(f"onboarding ended {t:.1f} s after the last registration, {total:.1f} s after the start: "
+                          f"{args.devices / total:.1f} devices/s onboarded (load {loadavg()})", flush=True)
                     prober.phase = "steady"
                     start_spy("steady")
                     deadline = time.monotonic() + args.steady

@@ -143,6 +143,7 @@ class RtpReceiver:
         listen_udp: ListenUdp | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         drainer: UdpDrainer | None = None,
+        adopt: tuple[int, ...] = (),
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown RTP transport mode {mode!r}; expected one of {MODES}")
@@ -162,6 +163,9 @@ class RtpReceiver:
             listen_udp if listen_udp is not None else rtp_listen_udp(reactor)
         )
         self.drainer = drainer
+        # Sockets another process bound (a media worker's, gbplatform/sessions/worker_process.py):
+        # udp (RTP, RTCP) or tcp-passive (the listener), adopted at start() instead of bound.
+        self.adopt = adopt
         self.stats = ReceiverStats()
         self._rtp_port: Any = None
         self._rtcp_port: Any = None
@@ -218,12 +222,31 @@ class RtpReceiver:
         )
 
     def _open_transport(self) -> None:
-        if self.mode == "udp":
+        if self.adopt:
+            self._adopt_transport()
+        elif self.mode == "udp":
             self._start_udp()
         elif self.mode == "tcp-passive":
             self._tcp_port = self.reactor.listenTCP(
                 self.lease.rtp, RtpServerFactory(self), interface=self.host
             )
+
+    def _adopt_transport(self) -> None:
+        """Take over sockets the platform's main process bound and passed (SCM_RIGHTS, unix(7)).
+
+        udp: the RTP socket and, if passed, the RTCP one; tcp-passive: the
+        listening socket. The descriptors are duplicated; the caller closes its own.
+        """
+        fds, self.adopt = self.adopt, ()
+        if self.mode == "udp":
+            self._rtp_port = adopt_udp(self.reactor, fds[0], RtpDatagramProtocol(self))
+            if len(fds) > 1:
+                self._rtcp_port = adopt_udp(self.reactor, fds[1], RtcpDatagramProtocol(self))
+            _set_rcvbuf(self._rtp_port, self.rcvbuf)
+            if self.drainer is not None:
+                self.drainer.add(self._rtp_port)
+        elif self.mode == "tcp-passive":
+            self._tcp_port = self.reactor.adoptStreamPort(fds[0], socket_family(fds[0]), RtpServerFactory(self))
 
     def _close_transport(self) -> list[defer.Deferred[Any]]:
         """Stop listening on this stream's own ports; Deferreds of the closes."""
@@ -682,6 +705,27 @@ def rtp_listen_udp(reactor: Any) -> ListenUdp:
         return p
 
     return listen
+
+
+def socket_family(fd: int) -> int:
+    """The address family of the socket ``fd`` (AF_INET or AF_INET6), leaving it open."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return int(sock.family)
+    finally:
+        sock.detach()
+
+
+def adopt_udp(reactor: Any, fd: int, proto: Any) -> Any:
+    """A bound UDP socket ``fd`` (duplicated) as an ``RtpUdpPort`` on a POSIX reactor, else the reactor's port."""
+    from twisted.internet.posixbase import PosixReactorBase
+
+    family = socket_family(fd)
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.adoptDatagramPort(fd, family, proto)
+    p = RtpUdpPort._fromListeningDescriptor(reactor, fd, family, proto, maxPacketSize=8192)  # type: ignore[no-untyped-call]
+    p.startListening()
+    return p
 
 
 class UdpDrainer:

@@ -24,10 +24,10 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
 from gbplatform.db.database import make_engine, normalize_url
-from gbplatform.db.models import Base, UtcDateTime
+from gbplatform.db.models import UtcDateTime, metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)

@@ -19,9 +19,12 @@ import hashlib
 import heapq
 import logging
 import random
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sip.errors import SipParseError
+from sip.fastpath import KeepaliveRequest, match_keepalive
 from sip.headers import top_via, validate_request
 from sip.message import Message, Request, Response, make_response, split_list
 from sip.parser import parse_datagram
@@ -44,6 +47,13 @@ Addr = tuple[str, str, int]
 """(transport "UDP" | "TCP", host, port) of a peer."""
 
 _RELIABLE = frozenset({"TCP", "TLS", "WS", "WSS"})
+
+KeepaliveHandler = Callable[[KeepaliveRequest, Addr, float], bool]
+"""Takes a canonical keepalive (``sip.fastpath``) from a source at ``now``; True: answer it 200 here."""
+
+# How long a keepalive answered on the fast path is remembered for its retransmissions: the life of
+# a non-INVITE server transaction over UDP after its final response (RFC 3261 §17.2.2 timer J).
+TIMER_J_UDP = 64 * T1
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,13 @@ class Endpoint:
         self._heap: list[tuple[float, int, ServerTransaction | ClientTransaction]] = []
         self._seq = 0
         self._out: list[tuple[bytes, Addr]] = []
-        self.stats = {"received": 0, "sent": 0, "dropped": 0, "retransmissions": 0}
+        self.stats = {"received": 0, "sent": 0, "dropped": 0, "retransmissions": 0, "fast_keepalives": 0}
+        # The keepalive fast path (``sip.fastpath``), off until the transaction user sets a handler.
+        # Answered keepalives by server transaction key: (200 OK bytes, destination, end of timer J),
+        # and the keys in answer order (timer J is the same for all, so the oldest end first).
+        self.keepalive_handler: KeepaliveHandler | None = None
+        self._answered: dict[tuple[str, ...], tuple[bytes, Addr, float]] = {}
+        self._answered_order: deque[tuple[float, tuple[str, ...]]] = deque()
 
     # -- inputs ------------------------------------------------------------
     def receive_datagram(self, data: bytes, source: Addr, now: float) -> list[EndpointEvent]:
@@ -142,6 +158,8 @@ class Endpoint:
             known.receive_retransmission(known.request, now)
             self._after(known)
             return []
+        if self.keepalive_handler is not None and source[0] == "UDP" and self._fast_keepalive(data, source, now):
+            return []
         try:
             msg = parse_datagram(data)
         except SipParseError as e:
@@ -149,6 +167,55 @@ class Endpoint:
         if msg is None:
             return []
         return self.receive_message(msg, source, now, raw=data)
+
+    def _fast_keepalive(self, data: bytes, source: Addr, now: float) -> bool:
+        """Answer a canonical keepalive without a transaction object (``sip.fastpath``); False: full path.
+
+        It keeps what a non-INVITE server transaction over UDP does (RFC 3261
+        §17.2.2): the handler sees the request once, a retransmission gets the
+        same 200 OK until timer J ends, and a request a full-path transaction
+        holds stays that transaction's. Only UDP: over TCP there are no
+        retransmissions and the stream parser frames the messages.
+        """
+        self._expire_answered(now)
+        ka = match_keepalive(data)
+        if ka is None:
+            return False
+        answered = self._answered.get(ka.key)
+        if answered is not None:
+            self.stats["received"] += 1
+            self.stats["retransmissions"] += 1
+            self._emit(answered[0], answered[1])
+            return True
+        if ka.key in self._server:
+            return False
+        if self.transaction_count >= self.max_transactions:
+            return False  # the full path answers 503
+        assert self.keepalive_handler is not None
+        try:
+            taken = self.keepalive_handler(ka, source, now)
+        except Exception:  # noqa: BLE001 - a handler's bug must not cost the device its answer
+            log.exception("keepalive fast path failed for %s from %s: taking the full path", ka.device_id, source)
+            return False
+        if not taken:
+            return False
+        self.stats["received"] += 1
+        self.stats["fast_keepalives"] += 1
+        response = ka.response(source, self.new_tag(), self.user_agent)
+        ends = now + TIMER_J_UDP
+        self._answered[ka.key] = (response, source, ends)
+        self._answered_order.append((ends, ka.key))
+        self._emit(response, source)
+        return True
+
+    def _expire_answered(self, now: float) -> None:
+        """Forget fast-path answers whose timer J has fired (RFC 3261 §17.2.2: Completed -> Terminated)."""
+        order = self._answered_order
+        while order and order[0][0] <= now:
+            ends, key = order.popleft()
+            answered = self._answered.get(key)
+            if answered is not None and answered[2] == ends:
+                del self._answered[key]
 
     def parse_failed(self, error: SipParseError, source: Addr, now: float) -> list[EndpointEvent]:
         """Report a parse error from a stream parser; answers 400 when possible."""
@@ -180,6 +247,13 @@ class Endpoint:
             key = server_key(msg)
         except SipParseError as e:
             return self._parse_failed(e, source, now)
+        answered = self._answered.get(key) if self._answered else None
+        if answered is not None:
+            # A retransmission of a keepalive the fast path answered that it could not match on its bytes
+            # (the full path accepts more): the same final response, nothing processed twice (§17.2.2).
+            self.stats["retransmissions"] += 1
+            self._emit(answered[0], answered[1])
+            return []
         tx = self._server.get(key)
         if tx is not None:
             self.stats["retransmissions"] += msg.method != "ACK"
@@ -196,7 +270,7 @@ class Endpoint:
             if invite is not None:
                 invite.receive_retransmission(msg, now)
             return [RequestReceived(msg, None, source, now)]
-        if len(self._server) + len(self._client) >= self.max_transactions:
+        if self.transaction_count >= self.max_transactions:
             self._answer_stateless(msg, 503, source, "too many transactions")
             return [MessageDropped("transaction table full", source)]
         tx = ServerTransaction(msg, reliable=source[0] in _RELIABLE, now=now)
@@ -317,6 +391,9 @@ class Endpoint:
     # -- timers ------------------------------------------------------------
     def next_timer(self) -> float | None:
         answer_by = self._next_answer_deadline()
+        if self._answered_order:  # a fast-path answer's timer J (it frees the entry when traffic stops)
+            ends = self._answered_order[0][0]
+            answer_by = ends if answer_by is None else min(answer_by, ends)
         while self._heap:
             at, _, tx = self._heap[0]
             nt = tx.next_timer()
@@ -340,6 +417,7 @@ class Endpoint:
 
     def handle_timers(self, now: float) -> list[EndpointEvent]:
         events: list[EndpointEvent] = []
+        self._expire_answered(now)
         while self._unanswered and self._unanswered[0][0] <= now:
             _, _, server_tx = heapq.heappop(self._unanswered)
             if self._awaits_answer(server_tx):
@@ -360,7 +438,8 @@ class Endpoint:
 
     @property
     def transaction_count(self) -> int:
-        return len(self._server) + len(self._client)
+        """Live transactions, the fast path's answered keepalives (each one in timer J) included."""
+        return len(self._server) + len(self._client) + len(self._answered)
 
     # -- helpers -----------------------------------------------------------
     def new_branch(self) -> str:

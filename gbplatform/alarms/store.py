@@ -15,8 +15,8 @@ from typing import Any, Final, cast
 
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.orm import Session
 
+from gbplatform.db.database import Session
 from gbplatform.db.models import Alarm, AlarmSetting, Position
 
 __all__ = [

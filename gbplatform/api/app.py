@@ -223,6 +223,7 @@ class Api(Routes):
                 registrar=dict(p.devices.stats),
                 onboarding_backlog=p.queries.backlog,
                 onboarding_in_flight=p.queries.in_flight,
+                onboarding_limit=p.queries.limit,
             ),
             media=None if p.live is None else shapes.MediaHealth(
                 streams=len(p.live.streams),

@@ -97,6 +97,9 @@ class SipHealth(Shape):
     onboarding_backlog: Annotated[int, Meta(description="Registered devices waiting for their onboarding queries.")]
     onboarding_in_flight: Annotated[int, Meta(
         description="Onboarding queries (DeviceInfo, BasicParam, Catalog) sent and not yet answered or timed out.")] = 0
+    onboarding_limit: Annotated[int, Meta(description=(
+        "Onboarding queries allowed in flight now: sip.onboarding_queries, less while the platform is "
+        "overloaded (adaptive, sip.onboarding_max_lag)."))] = 0
 
 
 class PortsHealth(Shape):

@@ -75,6 +75,7 @@ _INTEGER = "integer"
 _FLOAT = "float"
 _BOOLEAN = "boolean"
 _STRING_LIST = "list of strings"
+_INTEGER_OR_AUTO = 'integer or "auto"'
 
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "0", "no"})
@@ -313,10 +314,18 @@ class SipConfig:
         _positive_float,
     )
     onboarding_queries: int = _opt(
-        600, _INTEGER, "an integer >= 3",
+        1500, _INTEGER, "an integer >= 3",
         "Onboarding queries (DeviceInfo, BasicParam, Catalog: 3 per newly registered device) "
-        "in flight at once, all devices together.",
+        "in flight at once, all devices together: the ceiling of the adaptive limit "
+        "(sip.onboarding_max_lag).",
         _int_range(3),
+    )
+    onboarding_max_lag: float = _opt(
+        0.25, _FLOAT, "a number >= 0",
+        "Reactor lateness, seconds, past which onboarding is held back: the limit on onboarding queries "
+        "in flight shrinks (AIMD) while the reactor runs later than this, and grows back when it keeps "
+        "up, so REGISTER and keepalives keep their answers in time during a storm. 0: no adaptation.",
+        _non_negative_float,
     )
     user_agent: str = _opt(
         f"gbplatform/{__version__}", _STRING, "a non-empty single-line string",
@@ -504,6 +513,13 @@ class MediaConfig:
     )
     rcvbuf: int = _opt(
         4 * 1024 * 1024, _INTEGER, _POSITIVE, "UDP receive buffer per RTP socket, bytes.", _int_range(65536)
+    )
+    workers: int = _opt(
+        0, _INTEGER_OR_AUTO, 'an integer 0-256 or "auto"',
+        "Media worker processes receiving RTP (socket reads, reorder, PS demux), one core each; frames go to "
+        "the main process, which keeps every output. 0: received in the main process; auto: one per CPU. "
+        "Not used in single-port mode.",
+        _int_range(0, 256),
     )
     drain_interval: float = _opt(
         0.005, _FLOAT, "a number 0-0.1",
@@ -933,6 +949,11 @@ def _convert(kind: str, raw: Any, from_env: bool) -> Any:
         if flag is None:
             raise ValueError(raw)
         return flag
+    if kind == _INTEGER_OR_AUTO:
+        # "auto": one per CPU the machine has (os.cpu_count()), decided at load.
+        if isinstance(raw, str) and raw.strip().lower() == "auto":
+            return os.cpu_count() or 1
+        return _convert(_INTEGER, raw, from_env)
     if kind == _STRING_LIST:
         if from_env:
             return [item.strip() for item in raw.split(",") if item.strip()]

@@ -78,6 +78,7 @@ def build_platform(
     api_token: str | None = None,
     secret: bytes | None = None,
     receiver_factory: Callable[..., Any] | None = None,
+    ingest_factory: Callable[..., Any] | None = None,
 ) -> AppContext:
     """Wire the services together without starting anything (tests use this directly)."""
     rng = rng or random.Random(secrets.randbits(64))
@@ -105,9 +106,12 @@ def build_platform(
     # sessions register their dialogs as they make them.
     router.on_request("REGISTER", devices.handle_register, from_device=True)
     router.answer_manscdp("Notify", "Keepalive", devices.handle_keepalive)
+    # The canonical keepalive of a device online from its source skips the parse, the transaction
+    # object and the router (sip.fastpath; issue 12); anything else reaches handle_keepalive above.
+    endpoint.keepalive_handler = devices.fast_keepalive
     catalog = CatalogSync(router=router, devices=devices, db=db, clock=clock, timeout=config.sip.catalog_timeout)
     queries = DeviceQueries(router=router, devices=devices, catalog=catalog, db=db, clock=clock,
-                            concurrency=config.sip.onboarding_queries)
+                            concurrency=config.sip.onboarding_queries, max_lag=config.sip.onboarding_max_lag)
     trace = SipTrace(config.sip.id, per_device=config.sip.trace_size, address_of=devices.known_address,
                      is_known=devices.known_id)
     control = ControlService(router=router, devices=devices, db=db, clock=clock)
@@ -145,6 +149,7 @@ def build_platform(
             idle_timeout=config.media.idle_timeout, gop_cache_bytes=config.media.gop_cache_bytes,
             gop_cache_idle=config.media.gop_cache_idle, rng=rng,
             request_keyframe=control.iframe,  # a stream that starts mid-GOP asks for a keyframe (IFameCmd)
+            **({"ingest_factory": ingest_factory} if ingest_factory is not None else {}),
         )
     connect_sources(platform)  # stream and catalog events on the bus
     return platform
@@ -299,17 +304,33 @@ def make_service(config: Config, reactor: Any) -> MultiService:
     shared = SharedRtpPort(reactor, media.single_port, host=config.sip.host, rcvbuf=media.single_port_rcvbuf,
                            drainer=drainer)
 
-    def receiver_factory(ingest: Any, lease: Any, *, mode: Any, on_timeout: Any) -> RtpReceiver:
+    # media.workers: RTP received in child processes, one core each (gbplatform/sessions/media_workers.py).
+    # Single-port mode stays here: its SSRC router needs every packet in one process.
+    media_workers = None
+    if media.workers and media.single_port:
+        log.warn("media.workers = {n} is not used in single-port mode (media.single_port): the one port's SSRC "
+                 "router needs every packet in one process; receiving in the main process", n=media.workers)
+    elif media.workers:
+        from gbplatform.sessions.media_workers import MediaWorkers
+
+        media_workers = MediaWorkers(reactor, media.workers, host=config.sip.host, rcvbuf=media.rcvbuf,
+                                     no_rtp_timeout=media.no_rtp_timeout, drain_interval=media.drain_interval,
+                                     log_level=config.log.level)
+
+    def receiver_factory(ingest: Any, lease: Any, *, mode: Any, on_timeout: Any) -> Any:
         if media.single_port:
             return shared.receiver(
                 ingest, lease, mode=mode, no_rtp_timeout=media.no_rtp_timeout, on_timeout=on_timeout
             )
+        if media_workers is not None:
+            return media_workers.receiver(ingest, lease, mode=mode, on_timeout=on_timeout)
         return RtpReceiver(
             reactor, ingest, lease, mode=mode, host=config.sip.host, rcvbuf=media.rcvbuf,
             no_rtp_timeout=media.no_rtp_timeout, on_timeout=on_timeout, drainer=drainer,
         )
 
-    platform = build_platform(config, clock=clock, db=db, receiver_factory=receiver_factory)
+    platform = build_platform(config, clock=clock, db=db, receiver_factory=receiver_factory,
+                              ingest_factory=media_workers.ingest if media_workers is not None else None)
     if not config.api.token:
         # Where it is, never what it is: logs are shipped and read by more people than the data dir.
         log.info("API token generated at first start, kept in {path}", path=config.api_token_path)
@@ -323,6 +344,9 @@ def make_service(config: Config, reactor: Any) -> MultiService:
         services.append(AlarmsService(platform.alarms))  # retention timer; pending reports written on stop
     if media.single_port:
         services.insert(1, shared)  # bound before SIP can start a stream
+    elif media_workers is not None:
+        services.insert(1, media_workers)  # spawned before SIP can start a stream, stopped after it
+        top.media_workers = media_workers  # type: ignore[attr-defined]
     if config.media.rtsp_port:
         services.append(RtspService(platform, reactor))
     from gbplatform.recording.service import RecordingService, make_recording

@@ -19,7 +19,6 @@ from typing import Any, Final, cast
 
 from klein import Klein
 from msgspec import UNSET
-from sqlalchemy.orm import Session
 from twisted.logger import Logger
 from twisted.web.server import Request
 
@@ -28,7 +27,7 @@ from gbplatform.api.routing import Routes, authenticated, set_header
 from gbplatform.core.errors import DeviceOffline
 from gbplatform.core.errors import NotFound as Missing
 from gbplatform.db import queries as q
-from gbplatform.db.database import read_only
+from gbplatform.db.database import Session, read_only
 from gbplatform.devices import shapes
 from sip.manscdp.dialects import IFRAME_ELEMENTS
 

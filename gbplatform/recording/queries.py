@@ -16,10 +16,10 @@ from typing import Any, Final, cast
 import sqlalchemy as sa
 from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from gbplatform.core.clock import utc_datetime
 from gbplatform.core.errors import DomainError
+from gbplatform.db.database import Session
 from gbplatform.db.models import Channel, RecordPlan, RecordPolicy, RecordSegment
 
 plans: Final = cast(Table, RecordPlan.__table__)

@@ -342,8 +342,11 @@ class LiveStreams:
         gop_cache_idle: float = 0.0,
         request_keyframe: Callable[[str], Awaitable[object]] | None = None,
         rng: random.Random | None = None,
+        ingest_factory: Callable[..., RtpIngest] = RtpIngest,
     ) -> None:
         self.router = router
+        # A stream's ingest: RtpIngest, or media workers' RemoteIngest (gbplatform/sessions/media_workers.py).
+        self.ingest_factory = ingest_factory
         self.clock = clock
         self.ports = ports
         self.ssrcs = ssrcs
@@ -414,7 +417,7 @@ class LiveStreams:
         ssrc = self.ssrcs.allocate(history=False)
         dispatcher = FrameDispatcher(GopCache(max_bytes=self.gop_cache_bytes),
                                      idle_after=self.gop_cache_idle or None)
-        ingest = RtpIngest(dispatcher, ssrc=int(ssrc))
+        ingest = self.ingest_factory(dispatcher, ssrc=int(ssrc))
         opened: list[LiveStream] = []  # the no-RTP callback needs the stream made below
         try:
             lease, receiver = self._bind(channel_id, ingest, mode, lambda reason: self._no_rtp(opened[0], reason))
@@ -714,7 +717,11 @@ class LiveStreams:
         if stream.receiver is not None:
             d2 = ensureDeferred(_maybe_deferred(stream.receiver.stop()))
             d2.addErrback(lambda f: log.failure("stopping the receiver of {id} failed", f, id=stream.channel_id))
-        self.ports.release(stream.lease)
+            # The pair goes back to the pool once its sockets are closed (a media worker closes
+            # them a moment later): the next play then never meets its own stream's old socket.
+            d2.addBoth(lambda _: self.ports.release(stream.lease))
+        else:
+            self.ports.release(stream.lease)
         self.ssrcs.release(stream.ssrc)
         if self.streams.get(stream.channel_id) is stream:
             del self.streams[stream.channel_id]

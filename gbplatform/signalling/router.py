@@ -48,7 +48,11 @@ them:
      device back (200) or sends it to register again (404), which needs the
      registry, so it runs after the device-ID check and before the
      registered-address check, which the registrar does with the same
-     ``may_speak_for`` rule.
+     ``may_speak_for`` rule. The canonical keepalive of a device online
+     from its source does not come here at all: the endpoint answers it on
+     the keepalive fast path (``sip.fastpath``,
+     ``DeviceManager.fast_keepalive``; docs/architecture.md), and only what
+     that path declines is routed.
 
 Answers to the platform's own queries are correlated by SN in one place: a
 Response whose (device, CmdType, SN) was registered with ``expect`` goes to

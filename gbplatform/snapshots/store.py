@@ -1,7 +1,8 @@
 """Rows of ``device_snapshots`` and the files under <data_dir>/device-snapshots (blocking; run off the reactor).
 
 The ``*_txn`` functions run through ``Database.run`` (a session each, safe to
-run twice); the file functions on a worker pool (``gbplatform.core.workers``).
+run twice) and return :class:`SnapshotRow` dataclasses built from Core row
+mappings; the file functions on a worker pool (``gbplatform.core.workers``).
 A file's ``key`` is its path under the root: ``<device>/<channel>/<session>-<seq>.jpg``.
 """
 
@@ -13,16 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, RowMapping, delete, func, insert, select, update
 
-from gbplatform.db.models import DeviceSnapshot
+from gbplatform.db.database import Session
+from gbplatform.db.models import device_snapshots as _T
 
 __all__ = ["SnapshotRow", "delete_files", "delete_rows_txn", "finish_session_txn", "get_snapshot_txn",
            "insert_snapshot_txn", "list_snapshots_txn", "old_snapshots_txn", "read_file", "session_rows_txn",
            "write_file"]
-
-_T = DeviceSnapshot.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,53 +38,51 @@ class SnapshotRow:
     finished: bool
 
 
-def _row(r: DeviceSnapshot) -> SnapshotRow:
-    return SnapshotRow(r.id, r.device_id, r.channel_id, r.session_id, r.file_id, r.seq, r.size, r.key,
-                       r.received_at, r.finished)
+def _row(r: RowMapping) -> SnapshotRow:
+    return SnapshotRow(r["id"], r["device_id"], r["channel_id"], r["session_id"], r["file_id"], r["seq"],
+                       r["size"], r["key"], r["received_at"], r["finished"])
 
 
 def insert_snapshot_txn(s: Session, *, device_id: str, channel_id: str, session_id: str, file_id: str, seq: int,
                         size: int, key: str, received_at: dt.datetime, finished: bool) -> SnapshotRow:
     """Store one uploaded picture; its key is unique, so a retried transaction finds the first row."""
-    existing = s.scalars(select(DeviceSnapshot).where(DeviceSnapshot.key == key)).first()
+    existing = s.execute(select(_T).where(_T.c.key == key)).mappings().first()
     if existing is not None:
         return _row(existing)
-    row = DeviceSnapshot(device_id=device_id, channel_id=channel_id, session_id=session_id, file_id=file_id,
-                         seq=seq, size=size, key=key, received_at=received_at, finished=finished)
-    s.add(row)
-    s.flush()
-    return _row(row)
+    values: dict[str, Any] = {"device_id": device_id, "channel_id": channel_id, "session_id": session_id, "file_id": file_id,
+              "seq": seq, "size": size, "key": key, "received_at": received_at, "finished": finished}
+    new_id = s.execute(insert(_T).values(values).returning(_T.c.id)).scalar_one()
+    return SnapshotRow(id=int(new_id), **values)
 
 
 def finish_session_txn(s: Session, session_id: str, file_ids: tuple[str, ...], generated_prefix: str) -> int:
     """Mark the session's pictures finished; a picture uploaded without a name takes the device's
     ``SnapShotFileID`` of its rank (the list is in the order taken). Returns the rows marked."""
-    rows = list(s.scalars(select(DeviceSnapshot).where(DeviceSnapshot.session_id == session_id)
-                          .order_by(DeviceSnapshot.seq)))
-    for rank, row in enumerate(rows):
-        row.finished = True
-        if rank < len(file_ids) and row.file_id.startswith(generated_prefix):
-            row.file_id = file_ids[rank][:128]
+    rows = s.execute(select(_T.c.id, _T.c.file_id).where(_T.c.session_id == session_id)
+                     .order_by(_T.c.seq)).all()
+    s.execute(update(_T).where(_T.c.session_id == session_id).values(finished=True))
+    for rank, (row_id, file_id) in enumerate(rows[:len(file_ids)]):
+        if file_id.startswith(generated_prefix):
+            s.execute(update(_T).where(_T.c.id == row_id).values(file_id=file_ids[rank][:128]))
     return len(rows)
 
 
 def list_snapshots_txn(s: Session, channel_id: str, *, offset: int, limit: int) -> tuple[list[SnapshotRow], int]:
     """The channel's pictures, newest first, and how many there are."""
     total = s.scalar(select(func.count()).select_from(_T).where(_T.c.channel_id == channel_id)) or 0
-    rows = s.scalars(select(DeviceSnapshot).where(DeviceSnapshot.channel_id == channel_id)
-                     .order_by(DeviceSnapshot.received_at.desc(), DeviceSnapshot.id.desc())
-                     .offset(offset).limit(limit))
+    rows = s.execute(select(_T).where(_T.c.channel_id == channel_id)
+                     .order_by(_T.c.received_at.desc(), _T.c.id.desc())
+                     .offset(offset).limit(limit)).mappings()
     return [_row(r) for r in rows], int(total)
 
 
 def get_snapshot_txn(s: Session, snapshot_id: int) -> SnapshotRow | None:
-    row = s.get(DeviceSnapshot, snapshot_id)
+    row = s.execute(select(_T).where(_T.c.id == snapshot_id)).mappings().first()
     return None if row is None else _row(row)
 
 
 def session_rows_txn(s: Session, session_id: str) -> list[SnapshotRow]:
-    rows = s.scalars(select(DeviceSnapshot).where(DeviceSnapshot.session_id == session_id)
-                     .order_by(DeviceSnapshot.seq))
+    rows = s.execute(select(_T).where(_T.c.session_id == session_id).order_by(_T.c.seq)).mappings()
     return [_row(r) for r in rows]
 
 
@@ -99,7 +96,7 @@ def old_snapshots_txn(s: Session, before: dt.datetime, limit: int) -> list[tuple
 def delete_rows_txn(s: Session, ids: list[int]) -> int:
     if not ids:
         return 0
-    result = s.execute(delete(DeviceSnapshot).where(DeviceSnapshot.id.in_(ids)))
+    result = s.execute(delete(_T).where(_T.c.id.in_(ids)))
     return int(cast(CursorResult[Any], result).rowcount or 0)
 
 

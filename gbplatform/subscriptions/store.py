@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from sqlalchemy import Table, delete, func, select, update
-from sqlalchemy.orm import Session
 
 from gbplatform.db import queries as q
+from gbplatform.db.database import Session
 from gbplatform.db.models import DeviceSubscription
 
 __all__ = [

@@ -44,6 +44,12 @@ def test_pjsua2_registers_keeps_alive_and_syncs_catalog(tmp_path: Path) -> None:
         assert dev["transport"] == "UDP"
         assert dev["host"] == "127.0.0.1"
 
+        def fast() -> dict | None:  # pjsua2's keepalive MESSAGE is canonical: answered on sip.fastpath
+            status, body = platform.api("GET", "/health")
+            return body if status == 200 and body["sip"]["stats"].get("fast_keepalives", 0) >= 1 else None
+
+        wait_for(fast, 10, "a pjsua2 keepalive answered on the fast path")
+
         def synced() -> dict | None:
             status, body = platform.api("GET", f"/devices/{DEVICE}/channels")
             return body if status == 200 and body["total"] == 2 else None

@@ -39,7 +39,7 @@ from gbplatform.app.service import build_platform
 from gbplatform.core.clock import FakeClock
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner, make_engine
-from gbplatform.db.models import Base
+from gbplatform.db.models import metadata
 from gbplatform.signalling.router import SipRouter
 from sip import manscdp
 from sip.auth import authorization_for, parse_auth_header
@@ -89,7 +89,7 @@ def sip_config(**sip: Any) -> Config:
 def new_engine() -> Any:
     """An in-memory SQLite registry (``StaticPool``) with the schema created."""
     engine = make_engine("sqlite://")
-    Base.metadata.create_all(engine)
+    metadata.create_all(engine)
     return engine
 
 

@@ -25,7 +25,7 @@ from gbplatform.api.app import Api
 from gbplatform.app.config import Config
 from gbplatform.core.errors import DeviceOffline
 from gbplatform.db.database import Database, InlineRunner, make_engine
-from gbplatform.db.models import Base
+from gbplatform.db.models import metadata
 from gbplatform.events.bus import Event
 from sip import manscdp
 from tests.conftest import postgres_admin_url, postgres_url, skip_or_fail
@@ -416,7 +416,7 @@ def test_retention_purges_old_alarms_snapshots_and_positions(build: Callable[...
 def db(request: pytest.FixtureRequest) -> Iterator[Database]:
     if request.param == "sqlite":
         engine = make_engine("sqlite://")
-        Base.metadata.create_all(engine)
+        metadata.create_all(engine)
         yield Database(engine, pool=InlineRunner())
         engine.dispose()
         return
@@ -430,7 +430,7 @@ def db(request: pytest.FixtureRequest) -> Iterator[Database]:
         skip_or_fail(f"PostgreSQL not available: {e.orig}")
     engine = make_engine(postgres_url(name))
     try:
-        Base.metadata.create_all(engine)
+        metadata.create_all(engine)
         yield Database(engine, pool=InlineRunner())
     finally:
         engine.dispose()

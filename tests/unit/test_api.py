@@ -35,7 +35,7 @@ from gbplatform.core.clock import FakeClock
 from gbplatform.core.errors import DeviceOffline, DeviceRejected, DeviceTimeout
 from gbplatform.db import queries as q
 from gbplatform.db.database import Database, InlineRunner, make_engine
-from gbplatform.db.models import Base
+from gbplatform.db.models import metadata
 from gbplatform.devices.registrar import AuthInfo, DeviceLive
 from gbplatform.sessions.live import NoPorts
 from media.flv import FlvSink
@@ -134,7 +134,7 @@ class Client:
 
 def make_platform(config: Config | None = None) -> tuple[AppContext, FakeClock]:
     engine = make_engine("sqlite://")
-    Base.metadata.create_all(engine)
+    metadata.create_all(engine)
     db = Database(engine, pool=InlineRunner())
     clock = FakeClock()
     platform = build_platform(config or Config(), clock=clock, db=db, rng=random.Random(1),

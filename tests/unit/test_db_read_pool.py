@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 from twisted.application.service import MultiService
 
 from gbplatform.db.database import (
@@ -16,8 +15,9 @@ from gbplatform.db.database import (
     DatabaseService,
     ThreadPoolRunner,
     make_engine,
+    transaction,
 )
-from gbplatform.db.models import Base
+from gbplatform.db.models import metadata
 from gbplatform.db.queries import (
     channel_tree_txn,
     get_device_txn,
@@ -33,7 +33,7 @@ DEV = "34020000001320000001"
 
 def _engine(tmp_path: Path) -> sa.Engine:
     engine = make_engine(f"sqlite:///{tmp_path / 'gb.db'}")
-    Base.metadata.create_all(engine)
+    metadata.create_all(engine)
     return engine
 
 
@@ -108,22 +108,21 @@ def test_a_wal_reader_is_not_blocked_by_an_open_write(tmp_path: Path) -> None:
     """Why the read pool helps: in WAL mode a read completes while a write transaction is open
     (https://www.sqlite.org/wal.html §2.2), seeing the last commit."""
     engine = _engine(tmp_path)
-    with Session(engine) as s, s.begin():
+    with transaction(engine) as s:
         upsert_device_txn(s, DEV, name="before")
     writing, read_done = threading.Event(), threading.Event()
     seen: list[Any] = []
 
     def reader() -> None:
         writing.wait(10)
-        with Session(engine) as s, s.begin():
+        with transaction(engine) as s:
             seen.append(get_device_txn(s, DEV))
         read_done.set()
 
     thread = threading.Thread(target=reader)
     thread.start()
-    with Session(engine) as s, s.begin():
-        upsert_device_txn(s, DEV, name="during")
-        s.flush()  # the write lock is held from here until the commit
+    with transaction(engine) as s:
+        upsert_device_txn(s, DEV, name="during")  # the write lock is held from here until the commit
         writing.set()
         assert read_done.wait(10), "the read waited for the writer"
     thread.join(10)

@@ -384,11 +384,11 @@ from tests.unit.test_db import pg_engine, pg_url  # noqa: E402,F401 - fixtures
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db(request: pytest.FixtureRequest) -> Iterator[Any]:
     from gbplatform.db.database import Database, InlineRunner, make_engine
-    from gbplatform.db.models import Base
+    from gbplatform.db.models import metadata
 
     if request.param == "sqlite":
         engine = make_engine("sqlite://")
-        Base.metadata.create_all(engine)
+        metadata.create_all(engine)
         yield Database(engine, pool=InlineRunner())
         engine.dispose()
     else:

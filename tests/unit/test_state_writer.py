@@ -149,10 +149,10 @@ def test_a_failed_batch_is_logged_and_the_next_one_still_runs(
 
 def test_flush_without_anything_to_write_fires_at_once() -> None:
     from gbplatform.db.database import make_engine
-    from gbplatform.db.models import Base
+    from gbplatform.db.models import metadata
 
     engine = make_engine("sqlite://")
-    Base.metadata.create_all(engine)
+    metadata.create_all(engine)
     writer = StateWriter(Database(engine, pool=InlineRunner()), FakeClock())
     d = writer.flush()
     assert d is not None and has_fired(d)
