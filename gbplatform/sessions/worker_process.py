@@ -315,6 +315,10 @@ class MediaWorker:
             return
         fds, self.fds = self.fds[:msg.fds], self.fds[msg.fds:]
         try:
+            for fd in fds:
+                # Twisted's adopted ports assume O_NONBLOCK: a blocking listener's accept() would hang the
+                # whole worker. The platform passes them non-blocking; this does not rely on it.
+                os.set_blocking(fd, False)
             port = _bound_port(fds[0]) if fds else 0
             ingest = RtpIngest(FrameDispatcher(), ssrc=msg.ssrc)
             ident = msg.stream
