@@ -52,6 +52,15 @@ class SlowClientTest(TestCase):
         api = Api(platform)
         streams = api.event_routes.streams
         site = Site(api.app.resource())
+        channels: list[Any] = []  # the server's side of each connection, closed by the test's end
+        build = site.buildProtocol
+
+        def track(addr: Any) -> Any:
+            channel = build(addr)
+            channels.append(getattr(channel, "_channel", channel))  # the HTTP/1.1 channel behind the wrapper
+            return channel
+
+        site.buildProtocol = track  # type: ignore[method-assign]
         port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         address = port.getHost()
@@ -93,3 +102,13 @@ class SlowClientTest(TestCase):
         yield fast.done
         slow.close()  # unread data: a reset, and the platform's side of it goes at once
         yield deferLater(reactor, 0.1, lambda: None)  # type: ignore[arg-type]
+        # A loaded machine may not have seen both closes yet: end the server's side here, idle
+        # timers (twisted.web's TimeoutMixin) included, so no later real-reactor test finds them.
+        for channel in channels:
+            channel.setTimeout(None)
+            if channel.transport is not None and not channel.transport.disconnected:
+                channel.transport.abortConnection()
+        for _ in range(100):
+            if all(c.transport is None or c.transport.disconnected for c in channels):
+                break
+            yield turn()
