@@ -267,7 +267,9 @@ class _Recorder(Resource):
 
 def _channel(limit: int, made: list[WebRequest] | None = None) -> tuple[HTTPChannel, StringTransport, _Recorder]:
     resource = _Recorder()
-    site = Site(resource)  # type: ignore[no-untyped-call]
+    # No idle timeout: the channel is never closed, and its timer would sit in the global reactor
+    # for a later real-reactor (trial) test to find.
+    site = Site(resource, timeout=None)  # type: ignore[no-untyped-call]
     factory = bounded_request(limit)
 
     def request(*args: Any, **kwargs: Any) -> WebRequest:
